@@ -1,0 +1,32 @@
+# Two commands for a fresh machine:
+#   make demo   set up .venv and recognise the expressions in examples/
+#   make test   set up .venv (all extras + headless chromium) and run lint + the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint venv browser clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[train,serve,dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's chromium for the end-to-end browser test (never a downloaded browser)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+demo: $(STAMP)
+	$(VENV)/bin/ferlab predict examples/
+
+test: $(STAMP) browser lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

@@ -1,0 +1,1 @@
+"""One module per ``ferlab`` subcommand; each exposes ``add_parser(subparsers)``."""

@@ -1,0 +1,72 @@
+"""Atomic writes and the on-disk cache of parsed datasets (keyed by file content)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``.
+
+    A crash or error leaves ``path`` untouched and no temporary file behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("FERLAB_CACHE", Path.home() / ".cache" / "ferlab"))
+
+
+def cache_path_for(path: str | os.PathLike, tag: str) -> Path:
+    """Where the parsed form of ``path`` is cached: next to it when that folder is writable,
+    else in $FERLAB_CACHE (default ~/.cache/ferlab).  The name holds the file's sha256 and size."""
+    path = Path(path)
+    st = path.stat()
+    key = f"{file_digest(path)[:16]}-{st.st_size}"
+    name = f"{path.name}.{tag}.{key}.npz"
+    if os.access(path.parent, os.W_OK):
+        return path.parent / name
+    return cache_dir() / name
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    try:
+        atomic_write(path, write)
+    except OSError:
+        pass  # a cache that cannot be written only costs time

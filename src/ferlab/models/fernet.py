@@ -1,0 +1,52 @@
+"""ferlab's own efficient networks for the bundled models."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .layers import conv_bn_act
+from .registry import register_model
+
+
+class FerNet(nn.Module):
+    """VGG-style stages of ``depth`` 3x3 conv+BN+ReLU and a 2x2 max-pool, global average pooling,
+    dropout and a linear head.  Cheap (no large fully-connected layers) and exports cleanly to ONNX."""
+
+    def __init__(self, num_classes: int = 7, in_chans: int = 1, widths=(32, 64, 128, 256), depth: int = 2,
+                 dropout: float = 0.3):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_chans
+        for i, w in enumerate(widths):
+            for _ in range(depth):
+                layers.append(conv_bn_act(cin, w))
+                cin = w
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(cin, num_classes)
+        self.num_features = cin
+
+    def forward_features(self, x):
+        return self.pool(self.features(x)).flatten(1)
+
+    def forward(self, x):
+        return self.head(self.dropout(self.forward_features(x)))
+
+
+@register_model("fernet", "ferlab's default: VGG-style 32-64-128-256, 2 convs/stage, GAP head (1.2 M params)",
+                family="vgg")
+def fernet(num_classes: int = 7, in_chans: int = 1, dropout: float = 0.3, **kw):
+    return FerNet(num_classes, in_chans, widths=(32, 64, 128, 256), depth=2, dropout=dropout, **kw)
+
+
+@register_model("fernet_fast", "ferlab's fast model: 16-32-64-128, 2 convs/stage, GAP head", family="vgg")
+def fernet_fast(num_classes: int = 7, in_chans: int = 1, dropout: float = 0.2, **kw):
+    return FerNet(num_classes, in_chans, widths=(16, 32, 64, 128), depth=2, dropout=dropout, **kw)
+
+
+@register_model("fernet_wide", "ferlab's wide model: 48-96-192-384, 2 convs/stage, GAP head", family="vgg")
+def fernet_wide(num_classes: int = 7, in_chans: int = 1, dropout: float = 0.3, **kw):
+    return FerNet(num_classes, in_chans, widths=(48, 96, 192, 384), depth=2, dropout=dropout, **kw)

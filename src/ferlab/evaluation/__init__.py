@@ -1,0 +1,1 @@
+"""Metrics (numpy / scikit-learn) and reports (PNG plots + one HTML page)."""

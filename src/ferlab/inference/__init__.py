@@ -1,0 +1,1 @@
+"""Inference without torch: ONNX Runtime classifier, face detection, the Recognizer pipeline, video."""

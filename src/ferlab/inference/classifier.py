@@ -1,0 +1,58 @@
+"""The expression classifier on ONNX Runtime (no torch).
+
+The exported graph takes (N, 1, S, S) float32 grey levels in [0, 255] and does its own centre crop and
+normalisation (see ``ferlab.training.export``); it returns logits.  Probabilities are
+``softmax(logits / temperature)`` with the temperature from the model card.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import FerlabError
+
+
+class OnnxClassifier:
+    """``OnnxClassifier("default").predict_proba(faces)`` with faces uint8 (N, S, S) grayscale crops."""
+
+    def __init__(self, model: str | os.PathLike = "default", threads: int | None = None, calibrated: bool = True):
+        import onnxruntime as ort
+
+        from ..zoo import resolve
+
+        self.path, self.card = resolve(model)
+        self.name = self.card.get("name", str(model))
+        self.classes: list[str] = list(self.card["classes"])
+        self.input_size: int = int(self.card["input_size"])
+        self.temperature: float = float(self.card.get("temperature", 1.0)) if calibrated else 1.0
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads or int(os.environ.get("FERLAB_THREADS", 0)) or min(os.cpu_count() or 1, 4)
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise FerlabError(f"{self.path}: cannot load ONNX model ({str(e)[:120]})") from None
+        self.input_name = self.session.get_inputs()[0].name
+
+    def logits(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        x = np.asarray(faces)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3 or x.shape[1:] != (self.input_size, self.input_size):
+            raise FerlabError(f"faces must be (N, {self.input_size}, {self.input_size}) grayscale, got {x.shape}")
+        out = []
+        for i in range(0, len(x), batch_size):
+            xb = x[i:i + batch_size, None].astype(np.float32)
+            out.append(self.session.run(None, {self.input_name: xb})[0])
+        if not out:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return np.concatenate(out).astype(np.float32)
+
+    def predict_proba(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        from ..evaluation.calibration import softmax
+
+        return softmax(self.logits(faces, batch_size), self.temperature).astype(np.float32)

@@ -1,0 +1,184 @@
+"""Trained run -> ONNX file + model card (JSON).
+
+The exported graph does its own preprocessing, so the preprocessing travels with the weights:
+input (N, 1, 48, 48) float32 grey levels 0-255 -> centre crop to the training input size ->
+(x / 255 - mean) / std -> network -> logits (or, with ``tta="flip"``, the log of the mean softmax
+of the image and its mirror).  The card records classes, sizes, normalisation, face-crop margin,
+the temperature fitted on the selection split, ECE before/after, parameters, MACs and the sha256.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from ..data.cache import atomic_write, file_digest
+from ..errors import FerlabError
+from ..models import count_macs, count_params
+from .checkpoint import load_state_dict
+from .config import TrainConfig
+from .trainer import NORM_MEAN, NORM_STD, build_model
+
+FACE_MARGIN = 0.1  # default fraction of the detector box added on each side before cropping
+
+
+def load_run(run_dir: str | os.PathLike, weights: str = "model") -> tuple[torch.nn.Module, dict, TrainConfig]:
+    """(model in eval mode, summary, config) of a finished or running run directory."""
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise FerlabError(f"{run}: not a run directory (no config.yaml)")
+    cfg = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
+    wfile = run / f"{weights}.safetensors"
+    if not wfile.exists():
+        wfile = run / "best_acc.safetensors"
+    if not wfile.exists():
+        raise FerlabError(f"{run}: no weights yet (model.safetensors / best_acc.safetensors)")
+    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    state = load_state_dict(wfile)
+    classes = summary.get("classes")
+    num_classes = len(classes) if classes else int(next(v for k, v in state.items() if k.endswith("head.weight")
+                                                         or k.endswith("fc.weight")).shape[0])
+    model = build_model(TrainConfig.from_dict({**cfg.to_dict(), "init": "", "freeze": "none"}), num_classes)
+    model.load_state_dict(state)
+    model.eval()
+    if not classes:
+        from ..data import load_dataset  # noqa: F401 - classes follow the label scheme
+        from ..labels import FER2013_CLASSES, FERPLUS_CLASSES
+        classes = list(FERPLUS_CLASSES if cfg.labels.startswith("ferplus") else FER2013_CLASSES)[:num_classes]
+        summary["classes"] = classes
+    summary.setdefault("input_size", cfg.input_size)
+    return model, summary, cfg
+
+
+class Preprocessed(torch.nn.Module):
+    """Centre crop + normalisation (+ optional flip averaging) around a trained network."""
+
+    def __init__(self, net: torch.nn.Module, crop: int, tta: str = "none"):
+        super().__init__()
+        self.net, self.crop, self.tta = net, crop, tta
+
+    def forward(self, x):
+        h = x.shape[-1]
+        off = (h - self.crop) // 2
+        if off > 0:
+            x = x[:, :, off:off + self.crop, off:off + self.crop]
+        x = (x / 255.0 - NORM_MEAN) / NORM_STD
+        if self.tta == "flip":
+            p = (F.softmax(self.net(x), 1) + F.softmax(self.net(torch.flip(x, dims=[3])), 1)) / 2
+            return torch.log(p.clamp_min(1e-12))
+        return self.net(x)
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, crop: int, size: int = 48, tta: str = "none") -> None:
+    wrapped = Preprocessed(model.eval(), crop, tta).eval()
+    dummy = torch.rand(2, 1, size, size) * 255
+
+    def write(tmp: str) -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapped, (dummy,), tmp, input_names=["image"], output_names=["logits"],
+                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+                              dynamo=False)
+
+    atomic_write(path, write)
+
+
+def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray) -> None:
+    """Static int8 quantisation (QDQ, per-channel) calibrated on ``calib_images`` (N, 48, 48) uint8."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"image": calib_images[i:i + 64, None].astype(np.float32)}
+                                 for i in range(0, len(calib_images), 64)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre = dst.with_suffix(".pre.onnx")
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        atomic_write(dst, lambda tmp: quantize_static(str(pre), tmp, Reader(), quant_format=QuantFormat.QDQ,
+                                                      per_channel=True, activation_type=QuantType.QUInt8,
+                                                      weight_type=QuantType.QInt8))
+    finally:
+        if pre.exists():
+            pre.unlink()
+
+
+def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str | None = None, tta: str = "none",
+               calibrate: bool = True, quantize: str = "none", margin: float = FACE_MARGIN,
+               extra_card: dict | None = None) -> dict:
+    """Export a run to ``out`` (.onnx path or folder) with its card; returns the card."""
+    from ..evaluation.calibration import expected_calibration_error, fit_temperature, softmax
+
+    model, summary, cfg = load_run(run_dir)
+    out = Path(out)
+    name = name or Path(run_dir).name
+    onnx_path = out / f"{name}.onnx" if out.suffix != ".onnx" else out
+    onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, onnx_path, crop=cfg.input_size, tta=tta)
+    val = None
+    if calibrate or quantize != "none":
+        from .trainer import prepare_data
+
+        train, val = prepare_data(TrainConfig.from_dict({**cfg.to_dict(), "balance": "none", "extra_data": []}))
+    if quantize == "int8":
+        rng = np.random.default_rng(0)
+        calib = train.images[rng.choice(len(train), size=min(1024, len(train)), replace=False)]
+        quantize_int8(onnx_path, onnx_path, calib)
+    elif quantize != "none":
+        raise FerlabError(f"unknown quantization {quantize!r} (none, int8)")
+    card = {
+        "name": name, "classes": summary["classes"], "input_size": 48, "channels": 1, "color": "gray",
+        "input": "float32 (N, 1, 48, 48) grey levels 0-255; centre crop and normalisation happen inside the graph",
+        "crop_inside_graph": cfg.input_size,
+        "normalization": {"scale": 1 / 255, "mean": NORM_MEAN, "std": NORM_STD, "inside_graph": True},
+        "output": "logits" if tta == "none" else "log of the mean softmax over the image and its mirror",
+        "face_margin": margin, "tta": tta, "quantization": quantize,
+        "architecture": cfg.model, "model_options": summary.get("model_options", {}),
+        "params": count_params(model), "macs": count_macs(model, cfg.input_size) * (2 if tta == "flip" else 1),
+        "training": {
+            "data": Path(cfg.data).name, "labels": cfg.labels, "train_split": cfg.train_split,
+            "selection_split": summary.get("val_split", cfg.val_split), "epochs": summary.get("epochs_run"),
+            "best_epoch": summary.get("best_epoch_acc"), "wall_clock_min": round(summary.get("train_time_s", 0) / 60, 1),
+            "images_per_s": round(summary.get("images_per_s_median", 0)), "recipe": cfg.to_dict(),
+            "external_data": bool(cfg.extra_data),
+        },
+        "export_command": "ferlab " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "ferlab" else "",
+        "exported": time.strftime("%Y-%m-%d"),
+        "temperature": 1.0,
+    }
+    if val is not None and calibrate:
+        from ..inference.classifier import OnnxClassifier
+
+        atomic_write(onnx_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+        clf = OnnxClassifier(onnx_path, calibrated=False)
+        logits = clf.logits(val.images)
+        t = fit_temperature(logits, val.labels)
+        card["temperature"] = round(t, 4)
+        card["calibration"] = {
+            "split": summary.get("val_split", cfg.val_split),
+            "ece_before": round(expected_calibration_error(softmax(logits), val.labels), 4),
+            "ece_after": round(expected_calibration_error(softmax(logits, t), val.labels), 4),
+            "nll_before": round(float(-np.log(softmax(logits)[np.arange(len(val)), val.labels] + 1e-12).mean()), 4),
+            "nll_after": round(float(-np.log(softmax(logits, t)[np.arange(len(val)), val.labels] + 1e-12).mean()), 4),
+            "accuracy": round(float((logits.argmax(1) == val.labels).mean()), 4),
+        }
+    card.update(extra_card or {})
+    card["onnx_file"] = onnx_path.name
+    card["onnx_bytes"] = onnx_path.stat().st_size
+    card["sha256"] = file_digest(onnx_path)
+    atomic_write(onnx_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+    return card

@@ -30,6 +30,8 @@ def run(args) -> int:
         cfg = load_config(recipe, overrides)
         out = args.out or str(Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
         summary = train(cfg, out, progress=not args.no_progress)
+    if not summary:  # a non-main process of a torchrun (DDP) launch: rank 0 reports
+        return 0
     print(f"run {out}: best validation accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch_acc']} "
           f"({summary['epochs_run']} epochs, {summary['train_time_s'] / 60:.1f} min, "
           f"{summary['images_per_s_median']:.0f} images/s)")

@@ -50,6 +50,9 @@ class TrainConfig:
     restore_best: bool = True
     select_metric: str = "val_acc"   # which best checkpoint is the run's result: val_acc | val_loss
     freeze: str = "none"             # none | backbone | all_but_head_and_stem
+    unfreeze_top: int = 0            # second fine-tuning stage: unfreeze the top N blocks
+    freeze_bn: bool = True           # keep BatchNorm layers frozen while fine-tuning
+    backbone_lr_scale: float = 1.0   # learning rate of non-head parameters relative to lr
     init: str = ""                   # local state dict to start from (safetensors or weights-only torch)
     stages: list[dict[str, Any]] = field(default_factory=list)  # two-stage fine-tuning: per-stage overrides
     extra_data: list[str] = field(default_factory=list)         # auxiliary labelled folders (Training only)

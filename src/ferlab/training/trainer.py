@@ -160,6 +160,24 @@ def _write_curves(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def dist_world() -> tuple[int, int]:
+    """(rank, world size) when launched by torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def param_groups(model: torch.nn.Module, backbone_lr_scale: float) -> list[dict]:
+    """Trainable parameters split into head and backbone groups (the backbone's rate is scaled)."""
+    head = getattr(model, "head", None)
+    head_ids = {id(p) for p in head.parameters()} if isinstance(head, torch.nn.Module) else set()
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) in head_ids], "lr_scale": 1.0},
+              {"params": [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids],
+               "lr_scale": backbone_lr_scale}]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise FerlabError("no trainable parameters (check freeze / unfreeze_top)")
+    return groups
+
+
 def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
     opts = {k: v for k, v in cfg.model_options.items() if not k.startswith("_")}
     model = create_model(cfg.model, num_classes=num_classes, in_chans=1, **opts)
@@ -171,12 +189,19 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
         from ..models.transfer import apply_freeze
 
         apply_freeze(model, cfg.freeze)
+    if cfg.unfreeze_top:
+        from ..models.transfer import unfreeze_top
+
+        unfreeze_top(model, cfg.unfreeze_top, freeze_bn=cfg.freeze_bn)
     return model
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True, log: bool = True):
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True, log: bool = True,
+                 on_epoch_end=None):
+        """``on_epoch_end(row) -> bool``: called with each epoch's metrics row; True stops the run."""
         self.cfg, self.run_dir, self.progress, self.log = cfg, Path(run_dir), progress, log
+        self.on_epoch_end = on_epoch_end
 
     def fit(self, resume: bool = False) -> dict:
         cfg, run = self.cfg, self.run_dir
@@ -186,11 +211,17 @@ class Trainer:
         run.mkdir(parents=True, exist_ok=True)
         if not resume:
             atomic_write(run / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict())))
+        rank, world = dist_world()
+        if world > 1 and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("gloo" if cfg.device == "cpu" else "nccl")
+        main_proc = rank == 0
         train, val = prepare_data(cfg)
         classes = train.classes
         model = build_model(cfg, len(classes)).to(cfg.device)
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = make_optimizer(cfg, params)
+        opt = make_optimizer(cfg, param_groups(model, cfg.backbone_lr_scale))
+        net = model
+        if world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(model)
         weights = class_weights(train.labels, len(classes), cfg.class_weights)
         if weights is not None:
             weights = weights.to(cfg.device)
@@ -200,18 +231,23 @@ class Trainer:
         val_y = val.labels
         from ..data.augment import Augmenter
 
-        aug = Augmenter(cfg.augment, seed=cfg.seed)
+        aug = Augmenter(cfg.augment, seed=cfg.seed + 1000 * rank)
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         plateau = Plateau(cfg.plateau_factor, cfg.plateau_patience)
         rows: list[dict] = []
         start_epoch, best = 0, {"val_acc": -1.0, "val_loss": float("inf"), "epoch_acc": -1, "epoch_loss": -1}
         elapsed = 0.0
         state_path = run / "last.pt"
+        if resume and (run / "summary.json").exists() and not state_path.exists():
+            raise FerlabError(f"{run}: run already finished")
         if resume:
             if not state_path.exists():
                 raise FerlabError(f"{run}: nothing to resume (no last.pt)")
             st = load_training_state(state_path)
             model.load_state_dict(st["model"])
+            if int(st["epoch"]) >= cfg.epochs:
+                if self.log:
+                    print(f"{run}: all {cfg.epochs} epochs already done", flush=True)
             opt.load_state_dict(st["optimizer"])
             start_epoch, best, elapsed = int(st["epoch"]), dict(st["best"]), float(st["elapsed"])
             aug.g.set_state(st["aug_rng"])
@@ -223,23 +259,24 @@ class Trainer:
         steps_per_epoch = n // cfg.batch_size if n >= cfg.batch_size else 1
         if cfg.max_train_batches:
             steps_per_epoch = min(steps_per_epoch, cfg.max_train_batches)
-        stale = 0 if not rows else _stale_epochs(rows, cfg.early_stopping)
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.time()
             model.train()
             perm = self._epoch_order(train, gen, n)
             tot_loss, tot_correct, seen = 0.0, 0, 0
             bar = _bar(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", self.progress)
+            if not main_proc:
+                bar = None
             for step in range(steps_per_epoch):
                 lr = lr_at(cfg, epoch + step / steps_per_epoch, plateau.scale)
                 for gparam in opt.param_groups:
                     gparam["lr"] = lr * gparam.get("lr_scale", 1.0)
-                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size][rank::world]
                 x = normalize(aug(x_train[idx])).to(cfg.device)
                 y = y_train[idx].to(cfg.device)
                 x, y_mix = mix_batch(x, y, gen, cfg.mixup, cfg.cutmix)
                 with autocast(cfg):
-                    logits = model(x)
+                    logits = net(x)
                 if cfg.labels.endswith("multitarget"):
                     loss = multi_target_loss(logits, y_mix)
                 else:
@@ -258,43 +295,67 @@ class Trainer:
             if bar is not None:
                 bar.close()
             train_time = time.time() - t0
-            val_logits = predict_logits(model, val_x, cfg.input_size, amp=cfg.amp, device=cfg.device)
-            val_loss = float(F.cross_entropy(torch.as_tensor(val_logits), torch.as_tensor(val_y)))
-            val_acc = float((val_logits.argmax(1) == val_y).mean())
-            if cfg.scheduler == "plateau":
-                plateau.step(val_loss)
+            # validation, logging and checkpoints happen on the main process; the others wait for its verdict
+            verdict = torch.zeros(2)
+            if main_proc:
+                stop = self._end_epoch(model, opt, aug, gen, plateau, rows, best, epoch, lr,
+                                       (tot_loss, tot_correct, seen, train_time, t0), elapsed, val_x, val_y)
+                verdict[:] = torch.tensor([float(stop), plateau.scale])
+            if world > 1:
+                torch.distributed.broadcast(verdict, 0)
+                plateau.scale = float(verdict[1])
             elapsed += time.time() - t0
-            row = {"epoch": epoch + 1, "train_loss": tot_loss / seen, "train_acc": tot_correct / seen,
-                   "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "images_per_s": seen / train_time,
-                   "epoch_s": time.time() - t0, "elapsed_s": elapsed}
-            rows.append(row)
-            improved_acc = val_acc > best["val_acc"]
-            if improved_acc:
-                best.update(val_acc=val_acc, epoch_acc=epoch + 1)
-                save_weights(model, run / "best_acc.safetensors", {"epoch": str(epoch + 1)})
-            improved_loss = val_loss < best["val_loss"]
-            if improved_loss:
-                best.update(val_loss=val_loss, epoch_loss=epoch + 1)
-                save_weights(model, run / "best_loss.safetensors", {"epoch": str(epoch + 1)})
-            _write_metrics(rows, run / "metrics.csv")
-            save_training_state({
-                "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "best": best,
-                "elapsed": elapsed, "aug_rng": aug.g.get_state(), "gen_rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state(), "plateau": plateau.state(),
-            }, state_path)
-            _write_curves(rows, run / "curves.png")
-            if self.log:
-                print(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
-                      f"val loss {val_loss:.3f} acc {val_acc:.4f} | {row['images_per_s']:.0f} img/s", flush=True)
-            if cfg.early_stopping:
-                improved = improved_acc if cfg.early_stopping == "val_acc" else improved_loss
-                stale = 0 if improved else stale + 1
-                if stale >= cfg.patience:
-                    if self.log:
-                        print(f"early stopping after epoch {epoch + 1}: no {cfg.early_stopping} gain "
-                              f"in {cfg.patience} epochs", flush=True)
-                    break
+            if verdict[0].item():
+                break
+        if world > 1:
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+            if not main_proc:
+                return {}
         return self._finish(model, rows, best, classes, train, val, elapsed)
+
+    def _end_epoch(self, model, opt, aug, gen, plateau, rows, best, epoch, lr, stats, elapsed, val_x, val_y) -> bool:
+        """Validate, log and checkpoint one finished epoch; True when early stopping says stop."""
+        cfg, run = self.cfg, self.run_dir
+        tot_loss, tot_correct, seen, train_time, t0 = stats
+        val_logits = predict_logits(model, val_x, cfg.input_size, amp=cfg.amp, device=cfg.device)
+        val_loss = float(F.cross_entropy(torch.as_tensor(val_logits), torch.as_tensor(val_y)))
+        val_acc = float((val_logits.argmax(1) == val_y).mean())
+        if cfg.scheduler == "plateau":
+            plateau.step(val_loss)
+        elapsed += time.time() - t0
+        row = {"epoch": epoch + 1, "train_loss": tot_loss / seen, "train_acc": tot_correct / seen,
+               "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "images_per_s": seen / train_time,
+               "epoch_s": time.time() - t0, "elapsed_s": elapsed}
+        rows.append(row)
+        improved_acc = val_acc > best["val_acc"]
+        if improved_acc:
+            best.update(val_acc=val_acc, epoch_acc=epoch + 1)
+            save_weights(model, run / "best_acc.safetensors", {"epoch": str(epoch + 1)})
+        improved_loss = val_loss < best["val_loss"]
+        if improved_loss:
+            best.update(val_loss=val_loss, epoch_loss=epoch + 1)
+            save_weights(model, run / "best_loss.safetensors", {"epoch": str(epoch + 1)})
+        _write_metrics(rows, run / "metrics.csv")
+        save_training_state({
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "best": best,
+            "elapsed": elapsed, "aug_rng": aug.g.get_state(), "gen_rng": gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "plateau": plateau.state(),
+        }, run / "last.pt")
+        _write_curves(rows, run / "curves.png")
+        if self.log:
+            print(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
+                  f"val loss {val_loss:.3f} acc {val_acc:.4f} | {row['images_per_s']:.0f} img/s", flush=True)
+        if self.on_epoch_end is not None and self.on_epoch_end(row):
+            return True
+        if not cfg.early_stopping:
+            return False
+        if _stale_epochs(rows, cfg.early_stopping) >= cfg.patience:
+            if self.log:
+                print(f"early stopping after epoch {epoch + 1}: no {cfg.early_stopping} gain "
+                      f"in {cfg.patience} epochs", flush=True)
+            return True
+        return False
 
     def _epoch_order(self, train, gen, n):
         if self.cfg.sampler == "weighted":
@@ -324,6 +385,7 @@ class Trainer:
             "best_epoch_loss": best["epoch_loss"], "best_val_loss": best["val_loss"],
             "selected": f"best_{key}", "val_split": cfg.val_split if not cfg.val_fraction else
             f"{cfg.val_fraction:.0%} of {cfg.train_split}", "train_samples": len(train), "val_samples": len(val),
+            "world_size": dist_world()[1], "seed": cfg.seed,
             "train_time_s": elapsed, "images_per_s_median": float(np.median(ips)) if ips else 0.0,
         }
         atomic_write(run / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
@@ -363,8 +425,36 @@ def _stale_epochs(rows: list[dict], metric: str) -> int:
     return len(vals) - 1 - best_i
 
 
-def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True) -> dict:
-    return Trainer(cfg, run_dir, progress=progress).fit(resume=resume)
+def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
+          on_epoch_end=None) -> dict:
+    """Train ``cfg`` into ``run_dir``.  With ``cfg.stages`` (e.g. two-stage fine-tuning: head only, then the
+    top blocks at a lower rate) each stage runs in ``run_dir/stageN`` starting from the previous stage's
+    weights, and the last stage's result becomes the run's result."""
+    if not cfg.stages:
+        return Trainer(cfg, run_dir, progress=progress, on_epoch_end=on_epoch_end).fit(resume=resume)
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write(run / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict())))
+    base = {k: v for k, v in cfg.to_dict().items() if k != "stages"}
+    summary: dict = {}
+    prev: Path | None = None
+    for i, overrides in enumerate(cfg.stages, start=1):
+        stage_cfg = TrainConfig.from_dict({**base, **overrides, "stages": []})
+        if prev is not None:
+            stage_cfg.init = str(prev)
+        stage_dir = run / f"stage{i}"
+        if (stage_dir / "summary.json").exists():
+            summary = json.loads((stage_dir / "summary.json").read_text())
+        else:
+            again = resume and (stage_dir / "last.pt").exists()
+            summary = Trainer(stage_cfg, stage_dir, progress=progress, on_epoch_end=on_epoch_end).fit(resume=again)
+        prev = stage_dir / "model.safetensors"
+    data = prev.read_bytes()
+    atomic_write(run / "model.safetensors", lambda tmp: Path(tmp).write_bytes(data))
+    summary = {**summary, "stages": len(cfg.stages)}
+    atomic_write(run / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+    return summary
 
 
 def resume(run_dir: str | os.PathLike, progress: bool = True) -> dict:

@@ -8,17 +8,26 @@ from pathlib import Path
 from ..errors import DataError
 from .dataset import SPLITS, FERDataset
 
-__all__ = ["FERDataset", "SPLITS", "load_dataset"]
+__all__ = ["FERDataset", "LABEL_MODES", "SPLITS", "load_dataset"]
+
+
+LABEL_MODES = ("fer2013", "ferplus-majority", "ferplus-probability", "ferplus-crossentropy", "ferplus-multitarget")
 
 
 def load_dataset(path: str | os.PathLike, labels: str = "fer2013", votes: str | os.PathLike | None = None,
                  skip_bad: bool = False) -> FERDataset:
     """Load any supported dataset: a fer2013 CSV (plain/.gz), optionally relabelled with FER+ votes
-    (``labels="ferplus-majority"`` etc., ``votes`` = fer2013new.csv), or a folder release."""
+    (``labels="ferplus-majority"`` etc.; ``ferplus7-<mode>`` for the 7 FER2013 classes; ``votes`` =
+    fer2013new.csv, found beside the CSV or in ../ferplus/ when not given), or a folder release."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
+    labels = (labels or "fer2013").lower()
+    if labels != "fer2013" and not labels.startswith("ferplus"):
+        raise DataError(f"unknown label mode {labels!r}; choose one of {', '.join(LABEL_MODES)}")
     if p.is_dir():
+        if labels != "fer2013":
+            raise DataError(f"{p}: FER+ labels ({labels}) apply to the FER2013 CSV, not to an image folder")
         from .folders import load_folder
 
         return load_folder(p, skip_bad=skip_bad)
@@ -27,8 +36,9 @@ def load_dataset(path: str | os.PathLike, labels: str = "fer2013", votes: str | 
     ds = load_fer2013_csv(p, skip_bad=skip_bad)
     if labels == "fer2013":
         return ds
-    if labels.startswith("ferplus"):
-        from .ferplus import apply_ferplus_labels
+    from .ferplus import apply_ferplus_labels
 
-        return apply_ferplus_labels(ds, votes, mode=labels.split("-", 1)[1] if "-" in labels else "majority")
-    raise DataError(f"unknown label mode {labels!r}")
+    scheme, _, mode = labels.partition("-")
+    if scheme not in ("ferplus", "ferplus8", "ferplus7"):
+        raise DataError(f"unknown label mode {labels!r}; choose one of {', '.join(LABEL_MODES)}")
+    return apply_ferplus_labels(ds, votes, mode=mode or "majority", classes=7 if scheme == "ferplus7" else 8)

@@ -1,0 +1,111 @@
+"""ferlab serve [--host 127.0.0.1] [--port 8000] [--model NAME|PATH.onnx] [--models-dir DIR]"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("serve", help="HTTP API and local web page (webcam and photo modes)",
+                       description="Serve the HTTP API (POST /v1/predict, GET /v1/models, WS /v1/stream) and the "
+                                   "web page at http://HOST:PORT/. Frames and uploads are processed in memory and "
+                                   "never stored. Example: ferlab serve --port 8000")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model", default="default",
+                   help="default model: a bundled name or an .onnx file with its card (default: default)")
+    p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
+                   help="also serve every .onnx + .json card in DIR (repeatable)")
+    p.add_argument("--detector", default="haar", help="face detector: haar, haar+profile, none or a YuNet .onnx")
+    p.add_argument("--workers", type=int, default=None,
+                   help="concurrent inferences (default: CPU cores, at most 4)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per inference")
+    p.add_argument("--every", type=int, default=3,
+                   help="live stream: full face detection every N frames, tracking in between (default 3)")
+    p.add_argument("--smoothing", type=float, default=0.6,
+                   help="live stream: weight of the past in each face's probability average (default 0.6)")
+    p.add_argument("--max-body-mb", type=float, default=10.0, help="largest accepted upload in MB (default 10)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=run)
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def websocket_support() -> bool:
+    """uvicorn serves WebSockets only with the ``websockets`` or ``wsproto`` package installed."""
+    import importlib.util
+
+    return any(importlib.util.find_spec(m) is not None for m in ("websockets", "wsproto"))
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """One clear line instead of uvicorn's log when the address is taken or cannot be bound."""
+    import socket
+
+    from ..errors import FerlabError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as e:
+            raise FerlabError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port") from None
+
+
+def served_models(model: str, models_dirs: list[str]) -> list[str]:
+    """Bundled models + the ``--models-dir`` folders + ``--model`` when it is a path."""
+    from pathlib import Path
+
+    from ..zoo import bundled_names
+
+    out: list[str] = list(bundled_names())
+    out += list(models_dirs)
+    if model not in out and (Path(model).suffix == ".onnx" or Path(model).is_dir()):
+        out.append(model)
+    return out
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import uvicorn
+
+    from ..errors import FerlabError
+    from ..serving.app import collect_models, create_app
+
+    if not 0 < args.port < 65536:
+        raise FerlabError(f"--port {args.port}: not a TCP port (1-65535)")
+    if args.max_body_mb <= 0:
+        raise FerlabError("--max-body-mb must be positive")
+    sources = served_models(args.model, args.models_dir)
+    default = args.model
+    if Path(default).suffix == ".onnx" or Path(default).is_dir():
+        default = collect_models([default])[0].name  # a path: the name on its card
+    _check_port_free(args.host, args.port)
+    app = create_app(sources, default, detector=args.detector, workers=args.workers, threads=args.threads,
+                     max_body_bytes=int(args.max_body_mb * 2**20),
+                     stream_every=args.every, stream_smoothing=args.smoothing, preload=True)
+    if not is_loopback(args.host):
+        print(f"ferlab serve: warning: binding to {args.host} makes the API and web page reachable from other "
+              "machines, without authentication or TLS (browsers allow the webcam only on localhost or https)",
+              file=sys.stderr)
+    if not websocket_support():
+        print("ferlab serve: warning: no WebSocket library for uvicorn (pip install websockets): live camera mode "
+              "will not work; the photo mode and the HTTP API do", file=sys.stderr)
+    state = app.state.ferlab
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"ferlab serve: http://{shown}:{args.port}/  models: {', '.join(state.entries)} "
+          f"(default {state.default}); Ctrl+C stops", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws_max_size=16 * 2**20,
+                server_header=False)
+    return 0

@@ -1,0 +1,237 @@
+"""ferlab compare RUN_DIR... [--out table.csv|table.md]
+
+One row per training run: model, parameters, the config keys that differ between the runs, epochs, best
+epoch, validation accuracy and loss, test metrics of every evaluation found in the run directory
+(``RUN/eval*/metrics.json``, as ``ferlab evaluate RUN`` writes them, or ``RUN/metrics_*.json``), training
+time and images/s (from ``summary.json``, or from ``metrics.csv`` while a run is still going).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+COMMON = ("model", "params")
+TRAIN_COLS = ("epochs", "best epoch", "val acc", "val loss")
+TAIL = ("train min", "images/s")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare training runs: config differences, validation and test metrics, "
+                                       "time and speed",
+                       description="Compare training runs side by side. Example: ferlab compare runs/* --out runs.md")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories (ferlab train --out)")
+    p.add_argument("--out", help="also write the table to a .csv or .md file")
+    p.add_argument("--sort", default="", help="column to sort by, descending (e.g. 'val acc')")
+    p.set_defaults(func=run)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    from ..errors import FerlabError
+
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise FerlabError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def _read_csv(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            try:
+                rows.append({k: float(v) for k, v in r.items() if k})
+            except (TypeError, ValueError):
+                continue  # a torn last line of a run being written
+    return rows
+
+
+def _evals(run: Path) -> dict[str, dict]:
+    """label ("PrivateTest/flip") -> metrics of each evaluation stored in the run directory."""
+    out: dict[str, dict] = {}
+    files = sorted(run.glob("eval*/metrics.json")) + sorted(run.glob("metrics_*.json"))
+    for f in files:
+        try:
+            d = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(d, dict) or "accuracy" not in d:
+            continue
+        meta = d.get("meta") or {}
+        if meta.get("split"):
+            label = f"{meta['split']}/{meta.get('tta', 'none')}" + ("/clean" if meta.get("clean_only") else "")
+        else:
+            label = f.parent.name if f.name == "metrics.json" else f.stem.removeprefix("metrics_")
+            label = label.removeprefix("eval-")
+        out[label] = d
+    return out
+
+
+def read_run(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    from ..errors import FerlabError
+
+    run = Path(path)
+    if not run.is_dir():
+        raise FerlabError(f"{run}: no such run directory")
+    cfg_file, summary_file = run / "config.yaml", run / "summary.json"
+    if not cfg_file.is_file() and not summary_file.is_file():
+        raise FerlabError(f"{run}: not a run directory (no config.yaml or summary.json)")
+    cfg: dict = {}
+    if cfg_file.is_file():
+        try:
+            cfg = yaml.safe_load(cfg_file.read_text()) or {}
+        except yaml.YAMLError:
+            raise FerlabError(f"{cfg_file}: not valid YAML") from None
+        if not isinstance(cfg, dict):
+            raise FerlabError(f"{cfg_file}: a run config must be a mapping")
+    summary = _read_json(summary_file) if summary_file.is_file() else {}
+    rows = _read_csv(run / "metrics.csv")
+    rec: dict[str, Any] = {"run": run.name or str(run), "path": str(run), "config": _flatten(cfg),
+                           "evals": _evals(run), "finished": bool(summary)}
+    rec["model"] = summary.get("model", cfg.get("model"))
+    rec["params"] = summary.get("params")
+    if summary:
+        rec.update({"epochs": summary.get("epochs_run"), "best epoch": summary.get("best_epoch_acc"),
+                    "val acc": summary.get("best_val_acc"), "val loss": summary.get("best_val_loss"),
+                    "train min": summary.get("train_time_s", 0) / 60, "images/s": summary.get("images_per_s_median")})
+    elif rows:  # still training: what metrics.csv says so far
+        best = max(rows, key=lambda r: r.get("val_acc", -1))
+        ips = sorted(r.get("images_per_s", 0.0) for r in rows)
+        rec.update({"epochs": len(rows), "best epoch": int(best.get("epoch", 0)), "val acc": best.get("val_acc"),
+                    "val loss": min(r.get("val_loss", math.inf) for r in rows),
+                    "train min": rows[-1].get("elapsed_s", 0) / 60, "images/s": ips[len(ips) // 2]})
+    return rec
+
+
+# ----------------------------------------------------------------------------------------------- table
+
+def _differing_keys(configs: list[dict[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for c in configs:
+        keys += [k for k in c if k not in keys]
+    diff = []
+    for k in keys:
+        vals = [json.dumps(c[k], sort_keys=True, default=str) if k in c else "<missing>" for c in configs]
+        if len(set(vals)) > 1:
+            diff.append(k)
+    return diff
+
+
+def build_table(runs: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(column names, one dict per run) with raw values."""
+    diff = [k for k in _differing_keys([r["config"] for r in runs]) if k != "model"]
+    labels: list[str] = []
+    for r in runs:
+        labels += [lb for lb in r["evals"] if lb not in labels]
+    eval_cols = []
+    for lb in labels:
+        eval_cols += [f"{lb} acc", f"{lb} clean acc", f"{lb} bal acc", f"{lb} macro F1"]
+    cols = ["run", *COMMON, *diff, *TRAIN_COLS, *eval_cols, *TAIL]
+    table = []
+    for r in runs:
+        row: dict[str, Any] = {"run": r["run"] + ("" if r["finished"] else " (running)")}
+        row.update({k: r.get(k) for k in (*COMMON, *TRAIN_COLS, *TAIL)})
+        row.update({k: r["config"].get(k) for k in diff})
+        for lb in labels:
+            e = r["evals"].get(lb, {})
+            row[f"{lb} acc"] = e.get("accuracy")
+            row[f"{lb} clean acc"] = e.get("clean_accuracy")
+            row[f"{lb} bal acc"] = e.get("balanced_accuracy")
+            row[f"{lb} macro F1"] = e.get("macro_f1")
+        table.append(row)
+    # drop evaluation columns nobody has (e.g. clean accuracy on a dataset without Training)
+    cols = [c for c in cols if not c.startswith(tuple(labels)) or any(t.get(c) is not None for t in table)]
+    return cols, table
+
+
+def _text(col: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if col == "params":
+        return f"{v / 1e6:.2f}M"
+    if isinstance(v, float):
+        if col.endswith(("acc", "F1")):
+            return f"{100 * v:.2f}%"
+        if col == "images/s":
+            return f"{v:.0f}"
+        if col == "train min":
+            return f"{v:.1f}"
+        return f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
+
+
+def format_text(cols: list[str], table: list[dict[str, Any]]) -> str:
+    cells = [[_text(c, row.get(c)) for c in cols] for row in table]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    left = {"run", "model"}
+
+    def line(vals):
+        return "  ".join(v.ljust(w) if c in left else v.rjust(w) for c, v, w in zip(cols, vals, widths)).rstrip()
+
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def format_markdown(cols: list[str], table: list[dict[str, Any]]) -> str:
+    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    out = ["| " + " | ".join(esc(c) for c in cols) + " |",
+           "|" + "|".join(" --- " if c in ("run", "model") else " ---: " for c in cols) + "|"]
+    out += ["| " + " | ".join(esc(_text(c, row.get(c))) for c in cols) + " |" for row in table]
+    return "\n".join(out) + "\n"
+
+
+def format_csv(cols: list[str], table: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for row in table:
+        vals = []
+        for c in cols:
+            v = row.get(c)
+            vals.append("" if v is None else json.dumps(v) if isinstance(v, (list, dict)) else v)
+        w.writerow(vals)
+    return buf.getvalue()
+
+
+def run(args) -> int:
+    from ..errors import FerlabError
+    from ..evaluation.report import write_file
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.suffix.lower() not in (".csv", ".md"):
+        raise FerlabError(f"{out}: --out must end in .csv or .md")
+    runs = [read_run(p) for p in args.runs]
+    cols, table = build_table(runs)
+    if args.sort:
+        if args.sort not in cols:
+            raise FerlabError(f"cannot sort by {args.sort!r}; columns: {', '.join(cols)}")
+        table.sort(key=lambda r: (r.get(args.sort) is None, -(r.get(args.sort) or 0)
+                                  if isinstance(r.get(args.sort), (int, float)) else 0))
+    print(format_text(cols, table))
+    if out is not None:
+        text = format_csv(cols, table) if out.suffix.lower() == ".csv" else format_markdown(cols, table)
+        write_file(out, text.encode())
+        print(f"table: {out}")
+    return 0

@@ -1,0 +1,294 @@
+"""Classification metrics of a probabilistic classifier, in plain numpy.
+
+``evaluate_predictions(y_true, probs, classes)`` returns an ``EvalResult`` with accuracy (and a bootstrap
+95% interval), top-k accuracy, balanced accuracy, per-class precision / recall / F1 / support with their
+macro and weighted averages, the confusion matrix, one-vs-rest ROC curves with per-class, micro and macro
+AUC, expected calibration error with its reliability bins, and the negative log-likelihood.
+
+Conventions (those of scikit-learn, which the tests compare against):
+
+- precision of a class that is never predicted is 0; recall and F1 of a class absent from ``y_true`` are
+  undefined (NaN, ``null`` in JSON) and a note says so;
+- balanced accuracy and the macro averages are means over the classes present in ``y_true``; the weighted
+  averages weight by support (so absent classes weigh nothing);
+- the AUC of a class absent from ``y_true`` (or the only class present) is NaN with a note; the macro AUC
+  is the mean over the classes where it is defined, the micro AUC pools every (sample, class) pair.
+
+No scikit-learn is needed: the ``[inference]`` install can evaluate ONNX models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .calibration import expected_calibration_error, reliability
+
+ECE_BINS = 15
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: numpy -> python, NaN/inf -> None."""
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _clean(x.tolist())
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        f = float(x)
+        return f if math.isfinite(f) else None
+    return x
+
+
+@dataclass
+class EvalResult:
+    """All metrics of one evaluation.  Arrays are indexed by class in the order of ``classes``."""
+
+    classes: list[str]
+    n: int
+    accuracy: float
+    accuracy_ci: tuple[float, float] | None
+    top_k: dict[int, float]
+    balanced_accuracy: float
+    precision: np.ndarray
+    recall: np.ndarray
+    f1: np.ndarray
+    support: np.ndarray
+    macro: dict[str, float]
+    weighted: dict[str, float]
+    confusion: np.ndarray                 # (C, C) counts, rows = true class, columns = predicted
+    roc: dict[str, tuple[np.ndarray, np.ndarray]]  # class (and "micro") -> (fpr, tpr)
+    auc: np.ndarray                       # (C,) one-vs-rest AUC, NaN where undefined
+    auc_micro: float
+    auc_macro: float
+    ece: float
+    reliability: dict[str, np.ndarray]    # edges, confidence, accuracy, count per bin
+    nll: float
+    bootstrap: int = 0
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% intervals of other metrics
+    clean_accuracy: float | None = None   # accuracy on test rows with no pixel-identical copy in Training
+    clean_n: int | None = None
+    notes: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def confusion_normalized(self) -> np.ndarray:
+        """Row-normalised confusion matrix (each true class sums to 1; rows of absent classes are 0)."""
+        rows = self.confusion.sum(axis=1, keepdims=True)
+        return np.divide(self.confusion, rows, out=np.zeros(self.confusion.shape, np.float64), where=rows > 0)
+
+    @property
+    def macro_f1(self) -> float:
+        return self.macro["f1"]
+
+    def top_confusions(self, k: int = 5) -> list[tuple[str, str, int, float]]:
+        """The k largest off-diagonal cells: (true, predicted, count, share of the true class)."""
+        cm = self.confusion.copy()
+        np.fill_diagonal(cm, 0)
+        norm = self.confusion_normalized
+        order = np.argsort(cm, axis=None)[::-1][:k]
+        out = []
+        for flat in order:
+            i, j = np.unravel_index(flat, cm.shape)
+            if cm[i, j] > 0:
+                out.append((self.classes[i], self.classes[j], int(cm[i, j]), float(norm[i, j])))
+        return out
+
+    def to_dict(self, curves: bool = True) -> dict[str, Any]:
+        per_class = {
+            c: {"precision": self.precision[i], "recall": self.recall[i], "f1": self.f1[i],
+                "support": int(self.support[i]), "auc": self.auc[i]}
+            for i, c in enumerate(self.classes)
+        }
+        d: dict[str, Any] = {
+            "n": self.n, "classes": list(self.classes),
+            "accuracy": self.accuracy, "accuracy_ci95": self.accuracy_ci, "bootstrap": self.bootstrap,
+            "top2_accuracy": self.top_k.get(2), "top3_accuracy": self.top_k.get(3),
+            "balanced_accuracy": self.balanced_accuracy, "macro_f1": self.macro["f1"],
+            "clean_accuracy": self.clean_accuracy, "clean_n": self.clean_n,
+            "ci95": {k: list(v) for k, v in self.ci.items()},
+            "macro": self.macro, "weighted": self.weighted, "per_class": per_class,
+            "confusion_matrix": self.confusion.astype(int),
+            "confusion_matrix_normalized": np.round(self.confusion_normalized, 4),
+            "auc": {"micro": self.auc_micro, "macro": self.auc_macro,
+                    **{c: self.auc[i] for i, c in enumerate(self.classes)}},
+            "ece": self.ece, "ece_bins": len(self.reliability["count"]), "nll": self.nll,
+            "reliability": {"edges": np.round(self.reliability["edges"], 4),
+                            "confidence": np.round(self.reliability["confidence"], 4),
+                            "accuracy": np.round(self.reliability["accuracy"], 4),
+                            "count": self.reliability["count"].astype(int)},
+            "top_confusions": [{"true": t, "predicted": p, "count": n, "share": round(s, 4)}
+                               for t, p, n, s in self.top_confusions()],
+            "notes": list(self.notes),
+        }
+        if curves:  # resampled on a fixed false-positive-rate grid: enough to redraw, small on disk
+            grid = np.linspace(0, 1, 101)
+            d["roc"] = {"fpr": grid, **{k: (np.round(np.interp(grid, f, t), 4) if not np.isnan(f).any() else None)
+                                        for k, (f, t) in self.roc.items()}}
+        if self.meta:
+            d["meta"] = self.meta
+        return _clean(d)
+
+
+# ----------------------------------------------------------------------------------------------- pieces
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(
+        num_classes, num_classes)
+
+
+def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
+    """Share of samples whose true class is among the k highest scores (ties count against the sample)."""
+    if k >= probs.shape[1]:
+        return 1.0
+    true_score = probs[np.arange(len(y_true)), y_true]
+    rank = (probs > true_score[:, None]).sum(axis=1)
+    return float((rank < k).mean())
+
+
+def roc_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC of binary labels ``y`` (bool) against ``score``: (fpr, tpr) at every distinct threshold,
+    starting at (0, 0); collinear points are dropped.  NaN arrays when one of the two classes is absent."""
+    y = np.asarray(y, bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return np.array([np.nan]), np.array([np.nan])
+    order = np.argsort(-score, kind="mergesort")
+    s, yy = score[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
+    tps = np.cumsum(yy)[last]
+    fps = (last + 1) - tps
+    if len(tps) > 2:  # drop points on a straight line between their neighbours (as scikit-learn does)
+        keep = np.r_[True, np.logical_or(np.diff(fps, 2) != 0, np.diff(tps, 2) != 0), True]
+        fps, tps = fps[keep], tps[keep]
+    return np.r_[0.0, fps / neg], np.r_[0.0, tps / pos]
+
+
+def auc_from_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
+    if np.isnan(fpr).any():
+        return float("nan")
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+
+
+def _prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class precision, recall, F1, support from a confusion matrix (..., C, C) (leading batch dims ok)."""
+    tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.float64)
+    support = cm.sum(axis=-1).astype(np.float64)
+    predicted = cm.sum(axis=-2).astype(np.float64)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, tp / np.where(support > 0, support, 1), np.nan)
+        denom = precision + recall
+        f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    f1 = np.where(support > 0, f1, np.nan)
+    return precision, recall, f1, support
+
+
+def _bootstrap(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, n_boot: int, seed: int,
+               chunk: int = 250) -> dict[str, np.ndarray]:
+    """Accuracy, balanced accuracy and macro F1 of ``n_boot`` resamples (with replacement) of the rows.
+
+    Vectorised: each resample is reduced to its confusion matrix with one ``bincount``."""
+    rng = np.random.default_rng(seed)
+    n, c2 = len(y_true), num_classes * num_classes
+    cell = (y_true * num_classes + y_pred).astype(np.int64)
+    mats = []
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(b, n))
+        flat = cell[idx] + (np.arange(b) * c2)[:, None]
+        mats.append(np.bincount(flat.ravel(), minlength=b * c2).reshape(b, num_classes, num_classes))
+    cm = np.concatenate(mats)
+    _, recall, f1, support = _prf(cm)
+    present = support > 0
+    with np.errstate(invalid="ignore"):
+        acc = np.trace(cm, axis1=1, axis2=2) / n
+        bal = np.nansum(np.where(present, recall, 0), axis=1) / present.sum(axis=1)
+        mf1 = np.nansum(np.where(present, f1, 0), axis=1) / present.sum(axis=1)
+    return {"accuracy": acc, "balanced_accuracy": bal, "macro_f1": mf1}
+
+
+def _interval(samples: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.nanpercentile(samples, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+def evaluate_predictions(y_true, probs, classes, bootstrap: int = 1000, seed: int = 0,
+                         ece_bins: int = ECE_BINS) -> EvalResult:
+    """Metrics of class probabilities ``probs`` (N, C) against integer labels ``y_true`` (N,).
+
+    ``bootstrap``: number of resamples for the 95% percentile intervals (0 = none)."""
+    y = np.asarray(y_true)
+    p = np.asarray(probs, dtype=np.float64)
+    classes = [str(c) for c in classes]
+    k = len(classes)
+    if p.ndim != 2 or p.shape[1] != k:
+        raise ValueError(f"probs must be (N, {k}) for {k} classes, got {p.shape}")
+    if y.ndim != 1 or len(y) != len(p):
+        raise ValueError(f"y_true must be (N,) with N = {len(p)}, got {y.shape}")
+    if len(y) == 0:
+        raise ValueError("nothing to evaluate: no samples")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= k:
+        raise ValueError(f"y_true must hold class indices 0..{k - 1}")
+    if not np.isfinite(p).all() or (p < 0).any():
+        raise ValueError("probs must be finite and non-negative")
+    y = y.astype(np.int64)
+    n = len(y)
+    notes: list[str] = []
+    pred = p.argmax(axis=1)
+
+    cm = confusion_matrix(y, pred, k)
+    precision, recall, f1, support = _prf(cm)
+    present = support > 0
+    absent = [c for c, s in zip(classes, present) if not s]
+    if absent:
+        notes.append(f"class(es) absent from the labels: {', '.join(absent)}: their recall, F1 and AUC are "
+                     f"undefined (null) and left out of balanced accuracy and the macro averages")
+    accuracy = float(np.trace(cm) / n)
+    balanced = float(recall[present].mean())
+    macro = {"precision": float(precision[present].mean()), "recall": balanced, "f1": float(f1[present].mean())}
+    w = support / n
+    weighted = {"precision": float(np.sum(w * precision)), "recall": float(np.nansum(w * recall)),
+                "f1": float(np.nansum(w * f1))}
+    top_k = {kk: top_k_accuracy(y, p, kk) for kk in (1, 2, 3) if kk <= k}
+
+    onehot = np.eye(k, dtype=bool)[y]
+    roc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    auc = np.full(k, np.nan)
+    for i, c in enumerate(classes):
+        fpr, tpr = roc_curve(onehot[:, i], p[:, i])
+        roc[c] = (fpr, tpr)
+        auc[i] = auc_from_curve(fpr, tpr)
+    undefined = [c for c, a in zip(classes, auc) if np.isnan(a) and c not in absent]
+    if undefined:
+        notes.append(f"AUC undefined for {', '.join(undefined)} (no negative samples)")
+    fpr_m, tpr_m = roc_curve(onehot.ravel(), p.ravel())
+    roc["micro"] = (fpr_m, tpr_m)
+    auc_micro = auc_from_curve(fpr_m, tpr_m)
+    auc_macro = float(np.nanmean(auc)) if (~np.isnan(auc)).any() else float("nan")
+
+    edges, conf, acc_bin, count = reliability(p, y, ece_bins)
+    ece = expected_calibration_error(p, y, ece_bins)
+    nll = float(-np.log(np.clip(p[np.arange(n), y], 1e-15, None)).mean())
+
+    ci: dict[str, tuple[float, float]] = {}
+    acc_ci = None
+    if bootstrap and bootstrap > 0:
+        boot = _bootstrap(y, pred, k, int(bootstrap), seed)
+        ci = {name: _interval(v) for name, v in boot.items()}
+        acc_ci = ci["accuracy"]
+    return EvalResult(
+        classes=classes, n=n, accuracy=accuracy, accuracy_ci=acc_ci, top_k=top_k, balanced_accuracy=balanced,
+        precision=precision, recall=recall, f1=f1, support=support.astype(np.int64), macro=macro,
+        weighted=weighted, confusion=cm, roc=roc, auc=auc, auc_micro=auc_micro, auc_macro=auc_macro, ece=ece,
+        reliability={"edges": edges, "confidence": conf, "accuracy": acc_bin, "count": count}, nll=nll,
+        bootstrap=int(bootstrap or 0), ci=ci, notes=notes,
+    )

@@ -42,15 +42,13 @@ def cache_dir() -> Path:
 
 
 def cache_path_for(path: str | os.PathLike, tag: str) -> Path:
-    """Where the parsed form of ``path`` is cached: next to it when that folder is writable,
-    else in $FERLAB_CACHE (default ~/.cache/ferlab).  The name holds the file's sha256 and size."""
+    """Where the parsed form of ``path`` is cached: $FERLAB_CACHE (default ~/.cache/ferlab), never beside
+    the data (dataset folders are inputs, often shared or read-only).  The name holds the file's sha256
+    and size, so an edited file is parsed again."""
     path = Path(path)
     st = path.stat()
     key = f"{file_digest(path)[:16]}-{st.st_size}"
-    name = f"{path.name}.{tag}.{key}.npz"
-    if os.access(path.parent, os.W_OK):
-        return path.parent / name
-    return cache_dir() / name
+    return cache_dir() / f"{path.name}.{tag}.{key}.npz"
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray] | None:

@@ -48,6 +48,8 @@ def _parse_pixels(text: bytes) -> np.ndarray | None:
 def _pixel_problem(text: bytes) -> str:
     toks = text.split()
     for t in toks:
+        if t.startswith(b"-") and t[1:].isdigit():
+            return f"pixel value {t.decode()} out of range 0-255"
         if not t.isdigit():
             return f"non-integer pixel value {t.decode(errors='replace')[:20]!r}"
         if int(t) > 255:

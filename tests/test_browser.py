@@ -8,6 +8,7 @@ tmp_path and to ``test-output/`` in the repository root.
 
 from __future__ import annotations
 
+import base64
 import csv
 import json
 import os
@@ -182,8 +183,31 @@ def shoot(page, tmp_path: Path, name: str) -> None:
     shutil.copy(tmp_path / name, OUT_DIR / name)
 
 
+#: counts the frames the page sends and how many are awaiting an answer at most (must be 1: no queueing)
+COUNT_FRAMES = """
+window.__framesSent = 0; window.__inFlight = 0; window.__maxInFlight = 0;
+const originalSend = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) {
+  if (typeof data !== "string") {
+    if (!this.__counted) {
+      this.__counted = true;
+      this.addEventListener("message", (ev) => {
+        const m = JSON.parse(ev.data);
+        if (m.type === "result" || (m.type === "error" && m.frame !== undefined)) window.__inFlight -= 1;
+      });
+    }
+    window.__framesSent += 1;
+    window.__inFlight += 1;
+    window.__maxInFlight = Math.max(window.__maxInFlight, window.__inFlight);
+  }
+  return originalSend.call(this, data);
+};
+"""
+
+
 def open_page(browser, server, problems: list[str], **context_options):
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, **context_options)
+    ctx.add_init_script(COUNT_FRAMES)
     page = ctx.new_page()
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
@@ -226,6 +250,8 @@ def test_live_mode_shows_tracked_face(browser, server, tmp_path):
         page.wait_for_function(f"() => Number(document.querySelector('#live-result').dataset.frames) > {frames + 2}",
                                timeout=60_000)
         shoot(page, tmp_path, "live.png")
+        sent, max_in_flight = page.evaluate("() => [window.__framesSent, window.__maxInFlight]")
+        assert sent >= frames + 2 and max_in_flight == 1, (sent, max_in_flight)  # frames dropped, not queued
         page.click("#stop")
         assert page.get_attribute("body", "data-camera") == "off"
     finally:
@@ -253,8 +279,19 @@ def test_photo_mode_upload_and_errors(browser, server, assets, tmp_path):
         msg = page.inner_text("#photo-message")
         assert "broken.png" in msg and "not an image" in msg
         shoot(page, tmp_path, "photo_error.png")
-        page.set_input_files("#file", str(assets["photo"]))
+        # the page keeps working: drag and drop a photo onto the drop zone (shown again after the error)
+        assert page.is_visible("#dropzone")
+        payload = base64.b64encode(assets["photo"].read_bytes()).decode()
+        page.evaluate("""(b64) => {
+            const bin = atob(b64), bytes = new Uint8Array(bin.length);
+            for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+            document.querySelector("#dropzone").dispatchEvent(
+                new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }""", payload)
         page.wait_for_selector("#photo-result[data-status='done']", state="attached", timeout=60_000)
+        assert page.eval_on_selector("#photo-result", "e => e.dataset.faces") == "1"
     finally:
         ctx.close()
     # the 415 answer to the broken upload is the one expected console error

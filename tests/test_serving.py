@@ -385,8 +385,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def live_server(app):
+def live_server(models_dir):
     import uvicorn
+
+    from ferlab.serving import create_app
+
+    app = create_app(models_dir, "tiny", workers=2, threads=1)  # its own app: one event loop per app
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))

@@ -442,8 +442,18 @@ def create_app(models: Any = None, default_model: str = "default", *, detector: 
         title="ferlab",
         version=__version__,
         summary="Facial expression recognition: faces and their expressions in uploaded images and live frames.",
-        description="Images are processed in memory on this machine and never stored. Errors answer "
-                    "`{\"detail\": ..., \"kind\": ...}`.",
+        description=(
+            "Images are processed in memory on this machine and never stored. Errors answer "
+            "`{\"detail\": ..., \"kind\": ...}`.\n\n"
+            "**Live stream** (WebSocket, not listed below): `GET /v1/stream` upgraded to a WebSocket. The server "
+            "first sends `{\"type\": \"hello\", \"model\", \"models\", \"max_frame_bytes\"}`. Send each frame as "
+            "one binary message (a JPEG) and wait for its answer before sending the next (drop frames, never "
+            "queue them): `{\"type\": \"result\", \"frame\", \"model\", \"faces\": [{box, label, confidence, "
+            "probabilities, whole_image, track_id}], \"width\", \"height\", \"ms\"}` with faces tracked across "
+            "frames (stable `track_id`) and probabilities smoothed per track. A text message "
+            "`{\"type\": \"config\", \"model\": NAME}` switches the model (answer `{\"type\": \"config\"}`); bad "
+            "frames and unknown models answer `{\"type\": \"error\", \"status\", \"kind\", \"detail\"}` and the "
+            "stream goes on. Browsers may connect only from this server's own pages (same origin)."),
         docs_url=None,  # Swagger UI loads from a CDN; this server works offline (the schema: /openapi.json)
         redoc_url=None,
     )

@@ -1,0 +1,202 @@
+"""Throughput and latency of ``ferlab serve`` under concurrent load.
+
+    python benchmarks/bench_serving.py [--model default] [--clients 32] [--duration 30] [--workers N]
+
+Starts ``ferlab serve`` itself on a free 127.0.0.1 port (a separate process), waits for /healthz, then runs
+``--clients`` concurrent HTTP clients (one asyncio task and keep-alive connection each) that post the same
+640x480 JPEG with one face (examples/astronaut.jpg fitted on a 640x480 frame) to /v1/predict, one request
+after another, for ``--duration`` seconds.  The loop is bounded: no request starts after the deadline, each
+request has a timeout, and the server is stopped at the end.  Note that the clients run on the same machine
+and share its cores with the server.
+
+Writes ``benchmarks/results/serving.json``: requests/s (successful answers per second), latency
+percentiles (p50/p95/p99, ms, wall clock seen by the client), errors by kind, the server-side time per
+request (the ``ms`` field of the answers), and the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+
+def test_image(size: tuple[int, int] = (640, 480)) -> bytes:
+    """A 640x480 JPEG: the astronaut example fitted on a dark frame (a synthetic face-like picture if absent)."""
+    import cv2
+
+    w, h = size
+    frame = np.full((h, w, 3), 30, np.uint8)
+    photo = cv2.imread(str(ROOT / "examples" / "astronaut.jpg"), cv2.IMREAD_COLOR)
+    if photo is None:
+        cv2.ellipse(frame, (w // 2, h // 2), (90, 120), 0, 0, 360, (150, 170, 200), -1)
+        for dx in (-35, 35):
+            cv2.circle(frame, (w // 2 + dx, h // 2 - 30), 10, (40, 40, 40), -1)
+        cv2.ellipse(frame, (w // 2, h // 2 + 45), (35, 15), 0, 0, 180, (40, 40, 90), 4)
+    else:
+        s = min(w / photo.shape[1], h / photo.shape[0])
+        img = cv2.resize(photo, (int(photo.shape[1] * s), int(photo.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        y, x = (h - img.shape[0]) // 2, (w - img.shape[1]) // 2
+        frame[y:y + img.shape[0], x:x + img.shape[1]] = img
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return buf.tobytes()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, model: str, workers: int | None, log) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ferlab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--model", model, "--log-level", "warning"]
+    if workers:
+        cmd += ["--workers", str(workers)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> dict:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with code {proc.returncode} before answering")
+        try:
+            r = httpx.get(url + "/healthz", timeout=2)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the server did not answer /healthz within {timeout:.0f} s")
+
+
+async def load(url: str, body: bytes, clients: int, duration: float, timeout: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    server_ms: list[float] = []
+    errors: Counter = Counter()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    headers = {"Content-Type": "image/jpeg"}
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as client:
+        r = await client.post("/v1/predict", content=body, headers=headers)  # warm-up, not counted
+        r.raise_for_status()
+        faces = len(r.json()["faces"])
+        start = time.perf_counter()
+        deadline = start + duration
+
+        async def one_client() -> None:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/predict", content=body, headers=headers)
+                except httpx.TimeoutException:
+                    errors["timeout"] += 1
+                    continue
+                except httpx.HTTPError as e:
+                    errors[type(e).__name__] += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                if r.status_code == 200:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    server_ms.append(float(r.json()["ms"]))
+                else:
+                    errors[f"http_{r.status_code}"] += 1
+
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    lat = np.asarray(latencies) if latencies else np.zeros(1)
+    return {
+        "requests_ok": len(latencies),
+        "errors": int(sum(errors.values())),
+        "errors_by_kind": dict(errors),
+        "elapsed_s": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 2),
+        "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 1), "p95": round(float(np.percentile(lat, 95)), 1),
+                       "p99": round(float(np.percentile(lat, 99)), 1), "mean": round(float(lat.mean()), 1),
+                       "max": round(float(lat.max()), 1)},
+        "server_ms_per_request": {"p50": round(float(np.median(server_ms)), 1) if server_ms else None},
+        "faces_in_image": faces,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="default", help="bundled model name or .onnx path (default: default)")
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
+    ap.add_argument("--workers", type=int, default=None, help="server's concurrent inferences (default: its own)")
+    ap.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
+    args = ap.parse_args()
+
+    body = test_image()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:
+        proc = start_server(port, args.model, args.workers, log)
+        try:
+            health = wait_healthy(url, proc)
+            load_before = os.getloadavg()
+            print(f"server up on {url} (models {health['models']}); {args.clients} clients for {args.duration:.0f} s...",
+                  file=sys.stderr)
+            result = asyncio.run(load(url, body, args.clients, args.duration, args.timeout))
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+            log.seek(0)
+            server_log = log.read()
+    errors_logged = [line for line in server_log.splitlines() if "Traceback" in line or " 500 " in line]
+    report = {
+        "benchmark": "POST /v1/predict, one 640x480 JPEG with one face, concurrent keep-alive clients",
+        "command": "python benchmarks/bench_serving.py " + " ".join(sys.argv[1:]),
+        "model": args.model,
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "image": {"width": 640, "height": 480, "jpeg_bytes": len(body)},
+        "server": {"workers": args.workers or "default (CPU cores, at most 4)", "detector": "haar",
+                   "errors_in_log": len(errors_logged)},
+        **result,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_avg_before": [round(v, 2) for v in load_before],
+                    "note": "clients and server share the machine's cores"},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, out)
+    lat = result["latency_ms"]
+    print(f"{result['requests_per_s']} requests/s, p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms, "
+          f"{result['errors']} errors -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -126,6 +126,7 @@ def assert_face_result(body: dict, model: str = "tiny") -> None:
     assert set(f["probabilities"]) == set(FER2013_CLASSES)
     assert abs(sum(f["probabilities"].values()) - 1) < 1e-3
     assert f["confidence"] == pytest.approx(max(f["probabilities"].values()), abs=1e-4)
+    assert "track_id" not in f  # only the stream tracks faces
 
 
 # --------------------------------------------------------------------------------------- endpoints
@@ -506,6 +507,9 @@ def test_cli_serve_user_errors_are_one_line(models_dir, monkeypatch, capsys):
     assert main(["serve", "--model", str(models_dir / "nothing.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ferlab serve: error:") and "\n" not in err
+    assert main(["serve", "--model", "no-such-model"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown model 'no-such-model'" in err and "\n" not in err
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(1)

@@ -91,6 +91,9 @@ def run(args) -> int:
     default = args.model
     if Path(default).suffix == ".onnx" or Path(default).is_dir():
         default = collect_models([default])[0].name  # a path: the name on its card
+    elif default != "default" and not args.models_dir and default not in sources:
+        raise FerlabError(f"unknown model {default!r}: not a bundled model "
+                          f"({', '.join(sources) or 'none bundled yet'}) nor an .onnx file")
     _check_port_free(args.host, args.port)
     app = create_app(sources, default, detector=args.detector, workers=args.workers, threads=args.threads,
                      max_body_bytes=int(args.max_body_mb * 2**20),
@@ -103,7 +106,7 @@ def run(args) -> int:
         print("ferlab serve: warning: no WebSocket library for uvicorn (pip install websockets): live camera mode "
               "will not work; the photo mode and the HTTP API do", file=sys.stderr)
     state = app.state.ferlab
-    shown = f"[{args.host}]" if ":" in args.host else args.host
+    shown = "localhost" if args.host in ("0.0.0.0", "::") else f"[{args.host}]" if ":" in args.host else args.host
     print(f"ferlab serve: http://{shown}:{args.port}/  models: {', '.join(state.entries)} "
           f"(default {state.default}); Ctrl+C stops", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws_max_size=16 * 2**20,

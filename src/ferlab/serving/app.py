@@ -270,17 +270,9 @@ class ServingState:
 
 
 def _face_json(face) -> dict:
-    d = face.to_dict() if hasattr(face, "to_dict") else dict(face)
-    box = d.get("box")
-    if isinstance(box, Mapping):
-        box = [box.get("x"), box.get("y"), box.get("w", box.get("width")), box.get("h", box.get("height"))]
-    out = {
-        "box": [int(v) for v in box],
-        "label": str(d["label"]),
-        "confidence": round(float(d["confidence"]), 5),
-        "probabilities": {str(k): round(float(v), 5) for k, v in d["probabilities"].items()},
-        "whole_image": bool(d.get("whole_image", False)),
-    }
+    """A ``Face`` as the API shows it (``track_id`` only for tracked faces)."""
+    d = face.to_dict()
+    out = {k: d[k] for k in ("box", "label", "confidence", "probabilities", "whole_image")}
     if d.get("track_id") is not None:
         out["track_id"] = int(d["track_id"])
     return out
@@ -471,7 +463,8 @@ def create_app(models: Any = None, default_model: str = "default", *, detector: 
         return _error_response(exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
 
     # ---- API
-    @app.post("/v1/predict", response_model=PredictOut, responses=_PREDICT_RESPONSES,
+    @app.post("/v1/predict", response_model=PredictOut, response_model_exclude_none=True,
+              responses=_PREDICT_RESPONSES,
               openapi_extra=_PREDICT_OPENAPI, tags=["recognition"],
               summary="Faces and their expressions in one uploaded image")
     async def predict(request: Request,

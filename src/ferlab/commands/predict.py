@@ -1,0 +1,203 @@
+"""ferlab predict PATH... [--json FILE] [--csv FILE] [--annotate DIR] [--model M] [--detector D]"""
+
+from __future__ import annotations
+
+import glob
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="recognise facial expressions in images, folders (recursive) and globs",
+                       description="Recognise the facial expressions in images. Example: ferlab predict examples/ "
+                                   "--annotate out/ --csv faces.csv")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    p.add_argument("--model", default="default", help="bundled model name or .onnx path (default: default)")
+    p.add_argument("--detector", default="haar",
+                   help="face detector: haar, haar+profile, none (each image is a face crop), or a YuNet .onnx path")
+    p.add_argument("--min-face", type=int, default=None, metavar="PX", help="smallest face to find, in pixels (40)")
+    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="detect faces on a copy shrunk to this longest side (faster on large photos)")
+    p.add_argument("--margin", type=float, default=None, help="face-crop margin (default: the model card's)")
+    p.add_argument("--json", metavar="FILE", help="write all results as JSON")
+    p.add_argument("--csv", metavar="FILE", help="write one row per face as CSV")
+    p.add_argument("--annotate", metavar="DIR", help="write annotated copies of the images here")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument("-q", "--quiet", action="store_true", help="no table on stdout")
+    p.set_defaults(func=run)
+
+
+_GLOB_CHARS = set("*?[")
+
+
+def gather(inputs: list[str]) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
+    """(files with the folder they were found in, problems (input, message)).  Folders are searched
+    recursively for image suffixes (hidden entries skipped); explicit files are kept whatever their suffix
+    (the decoder checks the bytes)."""
+    from ..imageio import IMAGE_SUFFIXES, is_image_path
+
+    files: list[tuple[Path, Path | None]] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+
+    def add(path: Path, root: Path | None) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append((path, root))
+
+    def add_dir(d: Path) -> int:
+        found = sorted(q for q in d.rglob("*") if q.is_file() and is_image_path(q)
+                       and not any(part.startswith(".") for part in q.relative_to(d).parts))
+        for q in found:
+            add(q, d)
+        return len(found)
+
+    for arg in inputs:
+        p = Path(arg)
+        if p.is_dir():
+            if add_dir(p) == 0:
+                problems.append((arg, f"{arg}: no images found in this folder (looked recursively for {suffixes})"))
+        elif p.exists():
+            add(p, None)
+        elif _GLOB_CHARS & set(arg):
+            matches = sorted(glob.glob(arg, recursive=True))
+            n = 0
+            for m in matches:
+                mp = Path(m)
+                if mp.is_dir():
+                    n += add_dir(mp)
+                elif mp.is_file() and is_image_path(mp):
+                    add(mp, None)
+                    n += 1
+            if n == 0:
+                problems.append((arg, f"{arg}: no image files match this pattern"))
+        else:
+            problems.append((arg, f"{arg}: no such file or folder"))
+    return files, problems
+
+
+def _annotated_path(src: Path, root: Path | None, out_dir: Path, taken: set[Path]) -> Path:
+    rel = src.relative_to(root) if root is not None else Path(src.name)
+    suffix = src.suffix.lower() if src.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp") else ".png"
+    dst = out_dir / rel.with_suffix(suffix)
+    if dst.resolve() == src.resolve():
+        dst = dst.with_name(f"{dst.stem}_annotated{suffix}")
+    base, i = dst, 1
+    while dst.resolve() in taken:
+        dst = base.with_name(f"{base.stem}_{i}{suffix}")
+        i += 1
+    taken.add(dst.resolve())
+    return dst
+
+
+def _write_image(dst: Path, image) -> None:
+    import cv2
+
+    from ..data.cache import atomic_write
+    from ..errors import FerlabError
+
+    ok, buf = cv2.imencode(dst.suffix, image, [cv2.IMWRITE_JPEG_QUALITY, 92] if dst.suffix in (".jpg", ".jpeg")
+                           else [])
+    if not ok:
+        raise FerlabError(f"{dst}: cannot encode the annotated image")
+    atomic_write(dst, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from ..data.cache import atomic_write
+    from ..errors import FerlabError
+    from ..imageio import ImageError, read_image
+    from ..inference.recognizer import Recognizer
+
+    files, problems = gather(args.paths)
+    if not files and len(problems) == 1:
+        raise FerlabError(problems[0][1])
+    for _, msg in problems:
+        print(f"ferlab predict: {msg}", file=sys.stderr)
+    if not files:
+        raise FerlabError(f"no images to read in the {len(args.paths)} given paths")
+
+    rec = Recognizer(model=args.model, detector=args.detector, min_face=args.min_face, margin=args.margin,
+                     threads=args.threads, max_side=args.max_side)
+    out_dir = Path(args.annotate) if args.annotate else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise FerlabError(f"{out_dir}: --annotate needs a folder, and this is a file")
+    names = [_display(f) for f, _ in files]
+    width = min(max(len(n) for n in names), 60)
+    table = not args.quiet
+
+    def say(line: str) -> None:
+        tqdm.write(line, file=sys.stdout)
+
+    if table:
+        say(f"{'file':<{width}}  {'face':>4}  {'box (x, y, w, h)':<22}  {'label':<10}  confidence")
+    results, failed, taken, by_file = [], [], set(), {}
+    n_faces = n_whole = 0
+    show_bar = len(files) > 1
+    for (path, root), name in tqdm(list(zip(files, names)), desc="predict", unit="image", file=sys.stderr,
+                                   disable=None if show_bar else True, leave=False):
+        try:
+            img = read_image(path, mode="bgr" if out_dir is not None or rec.needs_color else "gray")
+            faces = rec.predict(img)
+        except ImageError as e:
+            failed.append({"file": name, "error": str(e), "kind": e.kind})
+            tqdm.write(f"ferlab predict: skipped {e}", file=sys.stderr)
+            continue
+        by_file[name] = faces
+        n_faces += len(faces)
+        n_whole += sum(f.whole_image for f in faces)
+        results.append({"file": name, "width": int(img.shape[1]), "height": int(img.shape[0]),
+                        "faces": [f.to_dict() for f in faces]})
+        if table:
+            for i, f in enumerate(faces):
+                box = "whole image" if f.whole_image else "({}, {}, {}, {})".format(*f.box)
+                say(f"{name:<{width}}  {i:>4}  {box:<22}  {f.label:<10}  {f.confidence:.3f}")
+        if out_dir is not None:
+            from ..inference.draw import annotate
+
+            _write_image(_annotated_path(path, root, out_dir, taken), annotate(img, faces))
+
+    n_bad = len(failed) + len(problems)
+    if not results:
+        raise FerlabError(f"none of the {len(files)} file(s) could be read as an image")
+    if args.json:
+        doc = {"model": rec.classifier.name, "detector": rec.detector.name, "margin": rec.margin,
+               "classes": list(rec.classes), "images": results, "failed": failed,
+               "problems": [m for _, m in problems]}
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2) + "\n"))
+    if args.csv:
+        import csv
+
+        rows = Recognizer.to_table(by_file)
+        cols = ["file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image", *rec.classes]
+
+        def write_csv(tmp: str) -> None:
+            with open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(cols)
+                for row in rows:
+                    row = {**row, "file": row["image"]}
+                    w.writerow([row[c] for c in cols])
+
+        atomic_write(args.csv, write_csv)
+    summary = (f"{len(results)} image(s), {n_faces} face(s)"
+               + (f" ({n_whole} whole-image: no face detected)" if n_whole else ""))
+    if n_bad:
+        summary += f"; {n_bad} input(s) could not be read (skipped)"
+    if out_dir is not None:
+        summary += f"; annotated copies in {out_dir}"
+    print(summary, file=sys.stderr)
+    return 1 if n_bad else 0
+

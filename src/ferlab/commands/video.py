@@ -1,0 +1,57 @@
+"""ferlab video IN [--out annotated.mp4] [--csv frames.csv] [--timeline timeline.png] [--every N]"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("video", help="recognise expressions in a video: annotated mp4, per-frame CSV, timeline plot",
+                       description="Track the faces of a video and recognise their expressions. Example: "
+                                   "ferlab video talk.mp4 --out talk_annotated.mp4 --csv talk.csv --timeline talk.png")
+    p.add_argument("input", help="video file (mp4, avi, mov, mkv, webm... anything FFmpeg in OpenCV reads)")
+    p.add_argument("--out", metavar="MP4", help="write the annotated video here (mp4v)")
+    p.add_argument("--csv", metavar="FILE", help="write one row per face per frame")
+    p.add_argument("--timeline", metavar="PNG", help="plot each face's expressions over time")
+    p.add_argument("--json", metavar="FILE", help="write the summary (tracks, timing) as JSON")
+    p.add_argument("--every", type=int, default=1, metavar="N",
+                   help="full face detection every N frames, tracking near the last box in between (default 1)")
+    p.add_argument("--smoothing", type=float, default=0.6,
+                   help="weight of the past in each face's moving average of probabilities, 0-0.99 (default 0.6)")
+    p.add_argument("--model", default="default", help="bundled model name or .onnx path")
+    p.add_argument("--detector", default="haar", help="haar, haar+profile, or a YuNet .onnx path")
+    p.add_argument("--min-face", type=int, default=None, metavar="PX", help="smallest face to find (40 px)")
+    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+                   help="detect on frames shrunk to this longest side (faster)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..data.cache import atomic_write
+    from ..errors import FerlabError
+    from ..inference.video import process_video
+
+    if args.detector.strip().lower() in ("none", "whole", "whole-image"):
+        raise FerlabError("--detector none makes no sense for a video (there would be nothing to track); "
+                          "use haar, haar+profile or a YuNet .onnx path")
+    if not (args.out or args.csv or args.timeline or args.json):
+        print("ferlab video: no --out/--csv/--timeline/--json given: printing the summary only", file=sys.stderr)
+    s = process_video(args.input, args.out, args.csv, every=args.every, timeline_png=args.timeline,
+                      model=args.model, detector=args.detector, min_face=args.min_face, max_side=args.max_side,
+                      smoothing=args.smoothing, max_frames=args.max_frames, progress=True)
+    print(f"{s['video']}: {s['frames']} frames ({s['duration_s']:.1f} s at {s['fps']:g} fps) in {s['seconds']:.1f} s "
+          f"({s['ms_per_frame']:.1f} ms/frame), {len(s['tracks'])} face track(s)")
+    for t in s["tracks"]:
+        top = sorted(t["mean_probabilities"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"  face #{t['track_id']}: frames {t['first_frame']}-{t['last_frame']} ({t['frames']} seen), mostly "
+              f"{t['mostly']} ({', '.join(f'{k} {v:.2f}' for k, v in top)})")
+    if args.json:
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(s, indent=2) + "\n"))
+    for k, v in s["outputs"].items():
+        print(f"  wrote {k}: {v}")
+    if args.json:
+        print(f"  wrote summary: {args.json}")
+    return 0

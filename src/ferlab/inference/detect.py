@@ -1,0 +1,329 @@
+"""Face detectors: OpenCV Haar cascades (bundled in opencv-python-headless), YuNet from a user-given ONNX
+file, and "none" (the whole image is the face).
+
+Every detector has ``detect(image) -> list[Detection]`` with ``image`` a uint8 grayscale (H, W) or BGR
+(H, W, 3) array, and ``detect_near(image, box)`` that searches only a window around a previous box (what
+the video tracker calls between full detections).  Boxes are ``(x, y, w, h)`` ints in the input image.
+
+Speed (``benchmarks/bench_inference.py``): a Haar pass scans an image pyramid whose first level already
+shrinks the image so that the 24 px cascade window matches ``min_size``; so the cost is set by ``min_size``
+and ``scale_factor`` (pyramid levels), and shrinking the frame first (``max_side``) buys little more than
+a larger ``min_size`` would.  ``max_side`` never shrinks a ``min_size`` face below ``RELIABLE_PX`` (small
+faces stay findable); it pays off for YuNet, whose cost grows with the pixel count.  In videos the big
+saving is detecting every N frames and searching only near the last box in between (``detect_near``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FerlabError
+
+Box = tuple[int, int, int, int]
+
+#: smallest face (pixels) the frontal cascade finds reliably: FER2013 faces rendered at several sizes are
+#: found 73% as often at 40 px as at 96 px, 66% at 36 px, 40% at 24 px (face_margin.json, recall_by_face_px)
+RELIABLE_PX = 40
+#: default smallest face searched for, in pixels of the input image (FER models see 48 px faces;
+#: smaller faces carry little expression detail)
+DEFAULT_MIN_FACE = 40
+
+DETECTOR_NAMES = ("haar", "haar+profile", "none", "PATH.onnx (YuNet)")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face: ``box`` (x, y, w, h) in pixels, ``score`` (Haar: number of merged raw detections, a
+    monotone confidence but no probability; YuNet: its probability; whole image: 1.0), ``source``."""
+
+    box: Box
+    score: float = 1.0
+    source: str = "frontal"
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if image.ndim == 2:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def iou(a: Box, b: Box) -> float:
+    ax2, ay2, bx2, by2 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
+    iw = min(ax2, bx2) - max(a[0], b[0])
+    ih = min(ay2, by2) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    return inter / float(a[2] * a[3] + b[2] * b[3] - inter)
+
+
+def _overlap_small(a: Box, b: Box) -> float:
+    """Intersection over the smaller box's area (catches a box nested inside another)."""
+    iw = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+    ih = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    return iw * ih / float(min(a[2] * a[3], b[2] * b[3]))
+
+
+_SOURCE_RANK = {"frontal": 0, "yunet": 0, "profile": 1, "profile_mirrored": 1, "whole": 2}
+
+
+def nms(dets: list[Detection], iou_threshold: float = 0.3, contain_threshold: float = 0.7) -> list[Detection]:
+    """Greedy non-maximum suppression: frontal boxes before profile ones, then by score, then larger."""
+    order = sorted(dets, key=lambda d: (_SOURCE_RANK.get(d.source, 1), -d.score, -d.box[2] * d.box[3]))
+    kept: list[Detection] = []
+    for d in order:
+        if all(iou(d.box, k.box) <= iou_threshold and _overlap_small(d.box, k.box) <= contain_threshold
+               for k in kept):
+            kept.append(d)
+    return sorted(kept, key=lambda d: (d.box[0], d.box[1]))
+
+
+def _clip_box(box, w: int, h: int) -> Box | None:
+    x, y, bw, bh = (int(round(v)) for v in box)
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + bw), min(h, y + bh)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+class Detector:
+    """Base class; subclasses implement ``_detect(image, scale) -> list[Detection]`` (``scale``: how much the
+    image given was shrunk from the original, so size limits can follow)."""
+
+    name = "detector"
+    max_side: int | None = None
+
+    def detection_scale(self, shape: tuple[int, ...]) -> float:
+        """The factor (<= 1) the image is shrunk by before detection (``max_side``)."""
+        if not self.max_side or max(shape[:2]) <= self.max_side:
+            return 1.0
+        return self.max_side / max(shape[:2])
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        import cv2
+
+        s = self.detection_scale(image.shape)
+        if s >= 1.0:
+            return self._detect(image, 1.0)
+        h, w = image.shape[:2]
+        small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        out = []
+        for d in self._detect(small, s):
+            b = _clip_box((d.box[0] / s, d.box[1] / s, d.box[2] / s, d.box[3] / s), w, h)
+            if b:
+                out.append(Detection(b, d.score, d.source))
+        return out
+
+    def _detect(self, image: np.ndarray, scale: float = 1.0) -> list[Detection]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def detect_near(self, image: np.ndarray, box: Box, expand: float = 0.5) -> list[Detection]:
+        """Faces inside ``box`` grown by ``expand`` x its size on each side (coordinates of ``image``)."""
+        h, w = image.shape[:2]
+        x, y, bw, bh = box
+        x0, y0 = max(0, int(x - expand * bw)), max(0, int(y - expand * bh))
+        x1, y1 = min(w, int(x + bw + expand * bw)), min(h, int(y + bh + expand * bh))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return []
+        found = self._detect_roi(image[y0:y1, x0:x1], box)
+        return [Detection((d.box[0] + x0, d.box[1] + y0, d.box[2], d.box[3]), d.score, d.source) for d in found]
+
+    def _detect_roi(self, roi: np.ndarray, prev: Box) -> list[Detection]:
+        return self.detect(roi)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class WholeImageDetector(Detector):
+    """The "none" detector: the whole image is one face (for images that are already face crops)."""
+
+    name = "none"
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        h, w = image.shape[:2]
+        return [Detection((0, 0, int(w), int(h)), 1.0, "whole")]
+
+    def detect_near(self, image: np.ndarray, box: Box, expand: float = 0.5) -> list[Detection]:
+        return self.detect(image)
+
+
+class HaarDetector(Detector):
+    """OpenCV Haar cascades: frontal faces, plus (``profile=True``) profile faces looking either way.
+
+    ``min_size``: smallest face searched for, in pixels of the input image (default ``DEFAULT_MIN_FACE``).
+    ``max_side``: detect on a copy whose longest side is at most this (never shrinking a ``min_size`` face
+    below ``RELIABLE_PX``); None = full resolution.  ``cascade``: a cascade file name in
+    ``cv2.data.haarcascades`` or a path (default ``haarcascade_frontalface_default.xml``).
+    """
+
+    name = "haar"
+
+    def __init__(self, min_size: int | None = None, scale_factor: float = 1.1, min_neighbors: int = 5,
+                 profile: bool = False, max_side: int | None = None, cascade: str = "haarcascade_frontalface_default.xml",
+                 equalize: bool = False):
+        import cv2
+
+        if not hasattr(cv2, "CascadeClassifier"):
+            raise FerlabError("this OpenCV build has no CascadeClassifier (OpenCV 5 headless); "
+                              "install opencv-python-headless>=4.8,<5")
+        if scale_factor <= 1.0:
+            raise FerlabError(f"scale_factor must be > 1 (got {scale_factor})")
+        self.min_size = int(min_size) if min_size else DEFAULT_MIN_FACE
+        if self.min_size < 8:
+            raise FerlabError(f"min face size must be at least 8 pixels (got {self.min_size})")
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+        self.profile = bool(profile)
+        self.max_side = int(max_side) if max_side else None
+        self.equalize = bool(equalize)
+        self.frontal = self._load(cascade)
+        self.profile_cascade = self._load("haarcascade_profileface.xml") if profile else None
+        self.name = "haar+profile" if profile else "haar"
+
+    @staticmethod
+    def _load(cascade: str):
+        import cv2
+
+        path = Path(cascade)
+        if not path.is_file():
+            path = Path(cv2.data.haarcascades) / cascade
+        if not path.is_file():
+            raise FerlabError(f"Haar cascade {cascade!r} not found (looked in {cv2.data.haarcascades})")
+        clf = cv2.CascadeClassifier(str(path))
+        if clf.empty():
+            raise FerlabError(f"{path}: cannot load Haar cascade")
+        return clf
+
+    def __repr__(self) -> str:
+        return (f"HaarDetector(min_size={self.min_size}, scale_factor={self.scale_factor}, "
+                f"min_neighbors={self.min_neighbors}, profile={self.profile}, max_side={self.max_side})")
+
+    def detection_scale(self, shape: tuple[int, ...]) -> float:
+        """The factor (<= 1) the image is shrunk by before detection: ``max_side``, but never so far that a
+        ``min_size`` face falls below ``RELIABLE_PX``."""
+        s = super().detection_scale(shape)
+        return 1.0 if s >= 1.0 else min(1.0, max(s, RELIABLE_PX / self.min_size))
+
+    def _run(self, clf, gray: np.ndarray, min_px: int, max_px: int | None, source: str,
+             mirrored: bool = False) -> list[Detection]:
+        img = gray[:, ::-1] if mirrored else gray
+        kw = {"scaleFactor": self.scale_factor, "minNeighbors": self.min_neighbors, "minSize": (min_px, min_px)}
+        if max_px:
+            kw["maxSize"] = (max_px, max_px)
+        boxes, counts = clf.detectMultiScale2(np.ascontiguousarray(img), **kw)
+        out = []
+        w = gray.shape[1]
+        for (x, y, bw, bh), n in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(counts).reshape(-1)):
+            if mirrored:
+                x = w - x - bw
+            out.append(Detection((int(x), int(y), int(bw), int(bh)), float(n), source))
+        return out
+
+    def _all(self, gray: np.ndarray, min_px: int, max_px: int | None) -> list[Detection]:
+        dets = self._run(self.frontal, gray, min_px, max_px, "frontal")
+        if self.profile_cascade is not None:
+            dets += self._run(self.profile_cascade, gray, min_px, max_px, "profile")
+            dets += self._run(self.profile_cascade, gray, min_px, max_px, "profile_mirrored", mirrored=True)
+        return nms(dets)
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        gray = _gray(image)
+        if self.equalize:
+            gray = cv2.equalizeHist(gray)
+        return gray
+
+    def _detect(self, image: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        return self._all(self._prepare(image), max(8, round(self.min_size * scale)), None)
+
+    def _detect_roi(self, roi: np.ndarray, prev: Box) -> list[Detection]:
+        # a face that moved between frames keeps roughly its size: search only 0.6x - 1.6x of it
+        # (a handful of pyramid levels on a small window: a few ms where a full pass costs tens)
+        gray = self._prepare(roi)
+        side = max(prev[2], prev[3])
+        lo = max(min(self.min_size, side), int(0.6 * side))
+        hi = max(lo + 1, int(1.6 * side))
+        if min(gray.shape[:2]) < lo:
+            return []
+        return self._all(gray, lo, hi)
+
+
+class YuNetDetector(Detector):
+    """OpenCV's YuNet CNN face detector (``cv2.FaceDetectorYN``) from an ONNX file you give.
+
+    ferlab never downloads weights: get ``face_detection_yunet_2023mar.onnx`` from the OpenCV model zoo
+    yourself and pass its path (``--detector path/to/yunet.onnx``).
+    """
+
+    name = "yunet"
+
+    def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.7, nms_threshold: float = 0.3,
+                 min_size: int | None = None, top_k: int = 500, max_side: int | None = None, **_ignored):
+        import cv2
+
+        p = Path(model_path)
+        if not p.is_file():
+            raise FerlabError(f"{p}: YuNet face-detector model not found (ferlab never downloads weights: "
+                              "get face_detection_yunet_2023mar.onnx from the OpenCV model zoo and give its path)")
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise FerlabError("this OpenCV build has no FaceDetectorYN (needs OpenCV >= 4.5.4)")
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(p), "", (320, 320), float(score_threshold),
+                                                 float(nms_threshold), int(top_k))
+        except cv2.error as e:
+            msg = str(e).strip().splitlines()[-1][:120] if str(e).strip() else "unknown error"
+            raise FerlabError(f"{p}: cannot load as a YuNet face detector ({msg})") from None
+        self.path = p
+        self.min_size = int(min_size) if min_size else 0
+        self.max_side = int(max_side) if max_side else None
+        self._size: tuple[int, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"YuNetDetector({str(self.path)!r})"
+
+    def _detect(self, image: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        import cv2
+
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+        h, w = bgr.shape[:2]
+        if self._size != (w, h):
+            self.net.setInputSize((w, h))
+            self._size = (w, h)
+        _, faces = self.net.detect(np.ascontiguousarray(bgr))
+        out = []
+        for f in ([] if faces is None else faces):
+            b = _clip_box(f[:4], w, h)
+            if b and max(b[2], b[3]) >= self.min_size * scale:
+                out.append(Detection(b, float(f[-1]), "yunet"))
+        return nms(out)
+
+
+def make_detector(name_or_path: str | os.PathLike | Detector = "haar", **opts) -> Detector:
+    """``"haar"``, ``"haar+profile"``, ``"none"`` or a path to a YuNet ``.onnx``; options go to the detector
+    (``min_size``, ``max_side``, ``scale_factor``, ``min_neighbors``...).  A ``Detector`` passes through."""
+    if isinstance(name_or_path, Detector):
+        return name_or_path
+    text = str(name_or_path).strip()
+    low = text.lower()
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if low in ("haar", "haar-frontal", "frontal"):
+        return HaarDetector(**opts)
+    if low in ("haar+profile", "haar-profile", "profile"):
+        return HaarDetector(**{**opts, "profile": True})
+    if low in ("none", "whole", "whole-image"):
+        return WholeImageDetector()
+    if low.endswith(".onnx"):
+        yunet_opts = {k: v for k, v in opts.items()
+                      if k in ("score_threshold", "nms_threshold", "min_size", "top_k", "max_side")}
+        return YuNetDetector(text, **yunet_opts)
+    raise FerlabError(f"unknown face detector {text!r} (choose {', '.join(DETECTOR_NAMES)})")

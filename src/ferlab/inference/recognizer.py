@@ -1,0 +1,260 @@
+"""The Recognizer: image -> faces (detector) -> 48x48 grey crops (margin from the model card) -> expressions.
+
+    >>> from ferlab import Recognizer
+    >>> rec = Recognizer()                      # bundled "default" model, Haar detector
+    >>> faces = rec.predict("examples/astronaut.jpg")
+    >>> faces[0].label, faces[0].confidence, faces[0].box
+    ('happy', 0.93, (170, 59, 108, 108))
+
+Input: a path, bytes, a PIL image or a numpy array (grey, or 3/4 channels in ``channel_order``); files and
+bytes are decoded by ``ferlab.imageio`` (format allow-list, pixel cap).  When no face is found, the whole
+image is classified as one face (``whole_image=True``): images that are already face crops, like FER2013's,
+have no room around the face for a detector.  All faces of an image (or of a batch) go to the classifier in
+one batch.  No torch: ONNX Runtime + OpenCV only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import FerlabError
+from .detect import Detection, Detector, make_detector
+
+#: margin used when a model card has no ``face_margin``.  Measured (benchmarks/face_margin.py, FER2013
+#: PrivateTest upscaled to 192 px, Haar box found on 75%): the FER2013 frame is the Haar box grown by a
+#: median 0.02 of its side on each side (IQR -0.01 to 0.06), and re-cropping those images from the Haar box
+#: classifies best with a margin of 0.05 (accuracy falls steadily from 0.1 up: 0.2 costs 6 points)
+DEFAULT_MARGIN = 0.05
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class Face:
+    """One recognised face.  ``box`` is (x, y, w, h) in pixels of the (EXIF-rotated) image; with
+    ``whole_image=True`` no face was detected and the box is the whole image."""
+
+    box: Box
+    label: str
+    confidence: float
+    probabilities: dict[str, float] = field(default_factory=dict)
+    whole_image: bool = False
+    track_id: int | None = None
+    detection_score: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"box": [int(v) for v in self.box], "label": self.label, "confidence": round(float(self.confidence), 4),
+                "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()},
+                "whole_image": bool(self.whole_image), "track_id": self.track_id,
+                "detection_score": None if self.detection_score is None else round(float(self.detection_score), 3)}
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def face_square(box: Sequence[float], margin: float) -> tuple[int, int, int]:
+    """The square crop (x0, y0, side) of a face box grown by ``margin`` x its longer side on each side,
+    centred on the box.  It may reach outside the image (see ``crop_face``)."""
+    x, y, w, h = (float(v) for v in box)
+    if w <= 0 or h <= 0:
+        raise FerlabError(f"face box {tuple(box)} has no area")
+    if margin <= -0.5:
+        raise FerlabError(f"face margin must be > -0.5 (got {margin})")
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    s = max(1, int(round(side)))
+    x0 = int(round(x + w / 2 - s / 2))
+    y0 = int(round(y + h / 2 - s / 2))
+    return x0, y0, s
+
+
+def _resize(patch: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    if patch.shape[0] == size and patch.shape[1] == size:
+        return np.ascontiguousarray(patch)
+    interp = cv2.INTER_AREA if min(patch.shape[:2]) >= size else cv2.INTER_LINEAR  # AREA blocks when enlarging
+    return cv2.resize(patch, (size, size), interpolation=interp)
+
+
+def crop_face(image: np.ndarray, box: Sequence[float], margin: float, size: int = 48) -> np.ndarray:
+    """Grey ``size`` x ``size`` crop of the face: the box grown by ``margin`` (``face_square``), the part
+    outside the image filled by repeating the border pixels, then resized (INTER_AREA when shrinking)."""
+    import cv2
+
+    gray = _gray(image)
+    H, W = gray.shape
+    x0, y0, s = face_square(box, margin)
+    ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(W, x0 + s), min(H, y0 + s)
+    if ix1 <= ix0 or iy1 <= iy0:
+        raise FerlabError(f"face box {tuple(box)} lies outside the {W}x{H} image")
+    patch = gray[iy0:iy1, ix0:ix1]
+    pads = (iy0 - y0, y0 + s - iy1, ix0 - x0, x0 + s - ix1)
+    if any(pads):
+        patch = cv2.copyMakeBorder(patch, *pads, cv2.BORDER_REPLICATE)
+    return _resize(patch, size)
+
+
+def whole_image_crop(image: np.ndarray, size: int = 48) -> np.ndarray:
+    """The whole image as a grey square (the shorter side padded by repeating its border, no distortion)."""
+    import cv2
+
+    gray = _gray(image)
+    h, w = gray.shape
+    if h != w:
+        d = abs(h - w)
+        a, b = d // 2, d - d // 2
+        pads = (a, b, 0, 0) if h < w else (0, 0, a, b)
+        gray = cv2.copyMakeBorder(gray, *pads, cv2.BORDER_REPLICATE)
+    return _resize(gray, size)
+
+
+class Recognizer:
+    """Faces and their expressions in images.
+
+    model: a bundled model name (``ferlab models``) or an ``.onnx`` path with its card beside it.
+    detector: ``"haar"``, ``"haar+profile"``, ``"none"`` (the image is a face crop), a YuNet ``.onnx`` path,
+        or a ``Detector`` instance.
+    min_face: smallest face searched for, in pixels (default 40).
+    margin: face-crop margin as a fraction of the box side (default: the model card's ``face_margin``).
+    threads: ONNX Runtime threads (default: ``$FERLAB_THREADS`` or up to 4).
+    channel_order: order of 3-channel numpy input, ``"bgr"`` (OpenCV) or ``"rgb"``.
+    max_side: detect on a copy of large frames shrunk to this longest side (Haar; keeps small faces findable).
+    whole_image_fallback: classify the whole image when no face is found.
+    """
+
+    def __init__(self, model: str | os.PathLike = "default", detector: str | os.PathLike | Detector = "haar",
+                 min_face: int | None = None, margin: float | None = None, threads: int | None = None,
+                 channel_order: str = "bgr", max_side: int | None = None, whole_image_fallback: bool = True,
+                 calibrated: bool = True, **detector_options):
+        from .classifier import OnnxClassifier
+
+        if channel_order not in ("bgr", "rgb"):
+            raise FerlabError(f"channel_order must be 'bgr' or 'rgb' (got {channel_order!r})")
+        self.classifier = OnnxClassifier(model, threads=threads, calibrated=calibrated)
+        self.card = self.classifier.card
+        self.classes = self.classifier.classes
+        self.input_size = self.classifier.input_size
+        card_margin = self.card.get("face_margin")
+        self.margin = float(margin if margin is not None else card_margin if card_margin is not None
+                            else DEFAULT_MARGIN)
+        self.detector = make_detector(detector, min_size=min_face, max_side=max_side, **detector_options)
+        self.channel_order = channel_order
+        self.whole_image_fallback = whole_image_fallback
+
+    def __repr__(self) -> str:
+        return (f"Recognizer(model={self.classifier.name!r}, detector={self.detector!r}, margin={self.margin}, "
+                f"classes={len(self.classes)})")
+
+    # -- steps ---------------------------------------------------------------------------------------------
+    @property
+    def needs_color(self) -> bool:
+        """Whether the detector uses colour (else grey input is all the pipeline needs)."""
+        return getattr(self.detector, "name", "") == "yunet"
+
+    _needs_color = needs_color
+
+    def load(self, image, channel_order: str | None = None) -> np.ndarray:
+        """Any accepted input -> uint8 array (grey, or BGR where the detector wants colour)."""
+        import cv2
+
+        from ..imageio import to_array
+
+        order = channel_order or self.channel_order
+        if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (3, 4):
+            if self.needs_color:
+                img = image[:, :, :3]
+                return np.ascontiguousarray(img[:, :, ::-1] if order == "rgb" else img)
+            code = {("bgr", 3): cv2.COLOR_BGR2GRAY, ("rgb", 3): cv2.COLOR_RGB2GRAY,
+                    ("bgr", 4): cv2.COLOR_BGRA2GRAY, ("rgb", 4): cv2.COLOR_RGBA2GRAY}[(order, image.shape[2])]
+            return cv2.cvtColor(image, code)
+        return to_array(image, mode="bgr" if self.needs_color else "gray", channel_order=order)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        return self.detector.detect(image)
+
+    def crops(self, image: np.ndarray, boxes: Iterable[Sequence[float]]) -> np.ndarray:
+        gray = _gray(image)
+        out = [crop_face(gray, b, self.margin, self.input_size) for b in boxes]
+        if not out:
+            return np.zeros((0, self.input_size, self.input_size), np.uint8)
+        return np.stack(out)
+
+    def classify(self, crops: np.ndarray) -> np.ndarray:
+        """(N, S, S) uint8 grey crops -> (N, C) probabilities."""
+        return self.classifier.predict_proba(crops)
+
+    def _faces(self, probs: np.ndarray, boxes, whole: bool, scores=None) -> list[Face]:
+        faces = []
+        for i, (p, b) in enumerate(zip(probs, boxes)):
+            k = int(np.argmax(p))
+            faces.append(Face(box=tuple(int(v) for v in b), label=self.classes[k], confidence=float(p[k]),
+                              probabilities={c: float(v) for c, v in zip(self.classes, p)}, whole_image=whole,
+                              detection_score=None if scores is None else scores[i]))
+        return faces
+
+    def _plan(self, img: np.ndarray) -> tuple[list, np.ndarray, bool, list | None]:
+        dets = self.detect(img)
+        if dets and not all(d.source == "whole" for d in dets):
+            boxes = [d.box for d in dets]
+            return boxes, self.crops(img, boxes), False, [d.score for d in dets]
+        h, w = img.shape[:2]
+        if dets or self.whole_image_fallback:
+            return [(0, 0, w, h)], whole_image_crop(img, self.input_size)[None], True, None
+        return [], np.zeros((0, self.input_size, self.input_size), np.uint8), False, None
+
+    # -- public API ----------------------------------------------------------------------------------------
+    def predict(self, image, channel_order: str | None = None) -> list[Face]:
+        """Faces in one image (left to right); the whole image as one face when none is detected."""
+        return self.predict_batch([image], channel_order=channel_order)[0]
+
+    def predict_batch(self, images: Iterable, channel_order: str | None = None) -> list[list[Face]]:
+        """``predict`` for several images, with all their faces classified in one batch."""
+        plans = [self._plan(self.load(im, channel_order)) for im in images]
+        crops = [p[1] for p in plans if len(p[1])]
+        probs = self.classify(np.concatenate(crops)) if crops else np.zeros((0, len(self.classes)), np.float32)
+        out, i = [], 0
+        for boxes, c, whole, scores in plans:
+            out.append(self._faces(probs[i:i + len(c)], boxes, whole, scores))
+            i += len(c)
+        return out
+
+    def predict_boxes(self, image, boxes: Sequence[Sequence[float]], channel_order: str | None = None) -> list[Face]:
+        """Classify given face boxes (e.g. from a tracker) without running the detector."""
+        img = self.load(image, channel_order)
+        boxes = list(boxes)
+        if not boxes:
+            return []
+        return self._faces(self.classify(self.crops(img, boxes)), boxes, False)
+
+    @staticmethod
+    def to_table(results, names: Sequence[str] | None = None) -> list[dict]:
+        """Flat rows, one per face (``pandas.DataFrame(rows)`` works): image, face, x, y, w, h, label,
+        confidence, whole_image, track_id, then one probability column per class.
+
+        ``results``: the list of faces of one image, a list of such lists (``predict_batch``), or a
+        dict {image name: faces}.  ``names`` labels the images (default: their index)."""
+        if isinstance(results, dict):
+            names, groups = list(results.keys()), list(results.values())
+        elif results and all(isinstance(r, Face) for r in results):
+            groups = [results]
+        else:
+            groups = list(results)
+        if names is not None and len(names) != len(groups):
+            raise FerlabError(f"{len(names)} names for {len(groups)} images")
+        rows = []
+        for gi, faces in enumerate(groups):
+            for fi, f in enumerate(faces):
+                x, y, w, h = (int(v) for v in f.box)
+                row = {"image": names[gi] if names is not None else gi, "face": fi, "x": x, "y": y, "w": w, "h": h,
+                       "label": f.label, "confidence": round(float(f.confidence), 4),
+                       "whole_image": bool(f.whole_image), "track_id": f.track_id}
+                row.update({c: round(float(p), 4) for c, p in f.probabilities.items()})
+                rows.append(row)
+        return rows

@@ -1,0 +1,329 @@
+"""Expressions in videos and live streams: face tracks with stable ids and smoothed probabilities.
+
+``StreamRecognizer`` runs the full face detector every ``every`` frames; in between it only searches a
+window around each face's last box (a few ms instead of tens), and an IoU tracker keeps one id per face.
+Each track keeps an exponential moving average of its probabilities so that labels do not flicker from
+frame to frame.  ``process_video`` writes an annotated mp4, a per-frame CSV and a per-face emotion
+timeline PNG; every output is written to a temporary file and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FerlabError
+from .detect import Box, iou
+from .recognizer import Face, Recognizer
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
+
+
+@dataclass
+class Track:
+    id: int
+    box: Box
+    first_frame: int
+    last_frame: int
+    probs: np.ndarray | None = None
+    hits: int = 1
+    missed: int = 0
+    history: list = field(default_factory=list)  # (time_s, probs) for the timeline
+
+
+def _match_score(a: Box, b: Box, iou_threshold: float = 0.3) -> float:
+    """The IoU when it reaches ``iou_threshold``; else a small positive score if the centres are within
+    3/4 of a box side and the sizes agree (so a fast face keeps its id when detecting every N frames);
+    else 0 (no match)."""
+    v = iou(a, b)
+    if v >= iou_threshold:
+        return v
+    sa, sb = max(a[2], a[3]), max(b[2], b[3])
+    d = math.hypot(a[0] + a[2] / 2 - b[0] - b[2] / 2, a[1] + a[3] / 2 - b[1] - b[3] / 2)
+    if d < 0.75 * max(sa, sb) and 0.67 < sa / sb < 1.5:
+        return 0.01 + 0.01 * v
+    return 0.0
+
+
+class IoUTracker:
+    """Greedy IoU matching of detections to tracks; a track unseen for ``max_missed`` frames is dropped."""
+
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 10):
+        self.iou_threshold = iou_threshold
+        self.max_missed = max_missed
+        self.tracks: list[Track] = []
+        self._next_id = 1
+
+    def update(self, boxes: list[Box], frame: int) -> list[tuple[Track, Box]]:
+        """Assign ``boxes`` to tracks (new tracks for unmatched boxes); returns (track, box) pairs."""
+        pairs = sorted(((_match_score(t.box, b, self.iou_threshold), ti, bi) for ti, t in enumerate(self.tracks)
+                        for bi, b in enumerate(boxes)), reverse=True)
+        used_t, used_b, out = set(), set(), []
+        for score, ti, bi in pairs:
+            if score <= 0 or ti in used_t or bi in used_b:
+                continue
+            used_t.add(ti)
+            used_b.add(bi)
+            t = self.tracks[ti]
+            t.box, t.last_frame, t.missed, t.hits = tuple(boxes[bi]), frame, 0, t.hits + 1
+            out.append((t, t.box))
+        for ti, t in enumerate(self.tracks):
+            if ti not in used_t:
+                t.missed += 1
+        for bi, b in enumerate(boxes):
+            if bi not in used_b:
+                t = Track(self._next_id, tuple(b), frame, frame)
+                self._next_id += 1
+                self.tracks.append(t)
+                out.append((t, t.box))
+        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        return sorted(out, key=lambda p: p[0].id)
+
+
+class StreamRecognizer:
+    """Frame-by-frame recognition with tracking.
+
+    every: run the full detector every N frames (1 = every frame); in between, search near each track's
+        last box.  smoothing: weight of the past in the per-track moving average of probabilities
+        (0 = none).  max_missed: frames a face may go undetected before its track ends.
+    """
+
+    def __init__(self, recognizer: Recognizer, every: int = 1, smoothing: float = 0.6, max_missed: int | None = None,
+                 iou_threshold: float = 0.3, search_expand: float = 1.0):
+        if every < 1:
+            raise FerlabError(f"--every must be at least 1 (got {every})")
+        if not 0 <= smoothing < 1:
+            raise FerlabError(f"smoothing must be in [0, 1) (got {smoothing})")
+        self.rec = recognizer
+        self.every = int(every)
+        self.smoothing = float(smoothing)
+        self.search_expand = search_expand
+        self.tracker = IoUTracker(iou_threshold, max_missed if max_missed is not None else max(5, 2 * every))
+        self.frame_index = -1
+        self.finished: list[Track] = []
+
+    @property
+    def tracks(self) -> list[Track]:
+        return self.tracker.tracks
+
+    def _boxes(self, img: np.ndarray) -> list[Box]:
+        if self.frame_index % self.every == 0 or not self.tracker.tracks:
+            return [d.box for d in self.rec.detector.detect(img)]
+        boxes: list[Box] = []
+        for t in sorted(self.tracker.tracks, key=lambda t: -t.hits):
+            if t.missed:
+                continue  # lost faces come back at the next full detection
+            near = [d.box for d in self.rec.detector.detect_near(img, t.box, self.search_expand)
+                    if _match_score(t.box, d.box, self.tracker.iou_threshold) > 0
+                    and all(iou(d.box, b) < 0.3 for b in boxes)]  # not another track's face
+            if near:
+                boxes.append(max(near, key=lambda b: iou(t.box, b)))
+        return boxes
+
+    def process(self, frame, time_s: float | None = None, channel_order: str | None = None) -> list[Face]:
+        """Faces of the next frame, with ``track_id`` and smoothed probabilities."""
+        self.frame_index += 1
+        img = self.rec.load(frame, channel_order)
+        before = {t.id: t for t in self.tracker.tracks}
+        pairs = self.tracker.update(self._boxes(img), self.frame_index)
+        alive = {t.id for t in self.tracker.tracks}
+        self.finished += [t for tid, t in before.items() if tid not in alive]
+        if not pairs:
+            return []
+        probs = self.rec.classify(self.rec.crops(img, [b for _, b in pairs]))
+        faces = []
+        ts = self.frame_index if time_s is None else time_s
+        for (t, b), p in zip(pairs, probs):
+            p = p.astype(np.float64)
+            t.probs = p if t.probs is None else self.smoothing * t.probs + (1 - self.smoothing) * p
+            t.history.append((ts, t.probs.astype(np.float32)))
+            k = int(np.argmax(t.probs))
+            faces.append(Face(box=tuple(int(v) for v in b), label=self.rec.classes[k], confidence=float(t.probs[k]),
+                              probabilities={c: float(v) for c, v in zip(self.rec.classes, t.probs)},
+                              track_id=t.id))
+        return faces
+
+    def all_tracks(self) -> list[Track]:
+        """Every track seen so far (ended and live), by id."""
+        return sorted(self.finished + self.tracker.tracks, key=lambda t: t.id)
+
+
+# -- video files ---------------------------------------------------------------------------------------------
+
+def _tmp_beside(path: Path) -> Path:
+    """A temporary name in the same folder that keeps the suffix (VideoWriter picks the container by it)."""
+    return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+def open_video(path: str | os.PathLike):
+    """cv2.VideoCapture of a readable video, else a FerlabError naming the file."""
+    import cv2
+
+    p = Path(path)
+    if not p.exists():
+        raise FerlabError(f"{p}: no such file")
+    if p.is_dir():
+        raise FerlabError(f"{p}: is a folder, not a video")
+    if p.stat().st_size == 0:
+        raise FerlabError(f"{p}: empty file (0 bytes)")
+    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        cap.release()
+        raise FerlabError(f"{p}: cannot read as a video (unsupported format or corrupt file)")
+    return cap
+
+
+def plot_timeline(tracks: list[Track], classes: list[str], path: str | os.PathLike, max_tracks: int = 8,
+                  title: str = "") -> None:
+    """One panel per face track: its smoothed probabilities over time (stacked areas).  Atomic write."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..data.cache import atomic_write
+    from .draw import color_for
+
+    shown = sorted(tracks, key=lambda t: -len(t.history))[:max_tracks]
+    shown = sorted(shown, key=lambda t: t.id)
+    n = max(1, len(shown))
+    fig, axes = plt.subplots(n, 1, figsize=(9, 1.9 * n + 0.8), squeeze=False, sharex=True)
+    colors = [tuple(c / 255 for c in color_for(name)[::-1]) for name in classes]
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "no faces found", ha="center", va="center", fontsize=14)
+        axes[0, 0].set_axis_off()
+    for ax, t in zip(axes[:, 0], shown):
+        ts = np.array([h[0] for h in t.history], float)
+        ps = np.stack([h[1] for h in t.history]).T
+        ax.stackplot(ts, ps, colors=colors, labels=classes, linewidth=0)
+        ax.set_ylim(0, 1)
+        ax.set_xlim(ts.min(), max(ts.max(), ts.min() + 1e-6))
+        dom = classes[int(np.argmax(ps.mean(1)))]
+        ax.set_ylabel(f"face #{t.id}", rotation=0, ha="right", va="center")
+        ax.set_title(f"face #{t.id}: mostly {dom} ({len(ts)} frames)", fontsize=9, loc="left")
+    axes[-1, 0].set_xlabel("time (s)")
+    if shown:
+        axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+
+    try:
+        atomic_write(path, write)
+    finally:
+        plt.close(fig)
+
+
+def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
+                  csv_path: str | os.PathLike | None = None, every: int = 1,
+                  timeline_png: str | os.PathLike | None = None, *, recognizer: Recognizer | None = None,
+                  model: str = "default", detector: str = "haar", min_face: int | None = None,
+                  max_side: int | None = None, smoothing: float = 0.6, max_frames: int | None = None,
+                  progress: bool = False, bars: bool = True) -> dict:
+    """Recognise the faces of every frame of ``in_path``; write what is asked; return a summary dict."""
+    import cv2
+
+    from .draw import annotate
+
+    src = Path(in_path)
+    cap = open_video(src)
+    rec = recognizer or Recognizer(model=model, detector=detector, min_face=min_face, max_side=max_side,
+                                   whole_image_fallback=False)
+    stream = StreamRecognizer(rec, every=every, smoothing=smoothing)
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if fps and math.isfinite(fps) and 0 < fps < 1000 else 25.0
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    outs = {k: Path(v) for k, v in (("video", out_path), ("csv", csv_path), ("timeline", timeline_png)) if v}
+    for k, p in outs.items():
+        if p.resolve() == src.resolve():
+            raise FerlabError(f"{p}: the {k} output would overwrite the input video")
+    tmp_video = _tmp_beside(outs["video"]) if "video" in outs else None
+    tmp_csv = _tmp_beside(outs["csv"]) if "csv" in outs else None
+    writer = csv_file = None
+    n = 0
+    t0 = time.perf_counter()
+    bar = None
+    try:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise FerlabError(f"{src}: cannot read as a video (no frame could be decoded: unsupported or corrupt)")
+        h, w = frame.shape[:2]
+        if tmp_video is not None:
+            tmp_video.parent.mkdir(parents=True, exist_ok=True)
+            writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            if not writer.isOpened():
+                raise FerlabError(f"{outs['video']}: cannot write a video here (mp4v codec, "
+                                  f"suffix {outs['video'].suffix!r}: use .mp4)")
+        if tmp_csv is not None:
+            tmp_csv.parent.mkdir(parents=True, exist_ok=True)
+            csv_file = open(tmp_csv, "w", newline="")
+            cw = csv.writer(csv_file)
+            cw.writerow(["frame", "time_s", "track_id", "x", "y", "w", "h", "label", "confidence", *rec.classes])
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total or None, unit="frame", desc=src.name, disable=None, leave=False)
+        while ok and frame is not None:
+            ts = n / fps
+            faces = stream.process(frame, time_s=ts)
+            if csv_file is not None:
+                if not faces:
+                    cw.writerow([n, f"{ts:.3f}", "", "", "", "", "", "", "", *[""] * len(rec.classes)])
+                for f in faces:
+                    cw.writerow([n, f"{ts:.3f}", f.track_id, *f.box, f.label, f"{f.confidence:.4f}",
+                                 *[f"{f.probabilities[c]:.4f}" for c in rec.classes]])
+            if writer is not None:
+                writer.write(annotate(frame, faces, bars=bars, copy=False))
+            n += 1
+            if bar is not None:
+                bar.update(1)
+            if max_frames and n >= max_frames:
+                break
+            ok, frame = cap.read()
+        seconds = time.perf_counter() - t0
+        if writer is not None:
+            writer.release()
+            writer = None
+            if not tmp_video.exists() or tmp_video.stat().st_size == 0:
+                raise FerlabError(f"{outs['video']}: the video writer produced no file")
+            os.replace(tmp_video, outs["video"])
+        if csv_file is not None:
+            csv_file.close()
+            csv_file = None
+            os.replace(tmp_csv, outs["csv"])
+        tracks = stream.all_tracks()
+        if "timeline" in outs:
+            plot_timeline(tracks, rec.classes, outs["timeline"], title=src.name)
+    finally:
+        cap.release()
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.release()
+        if csv_file is not None:
+            csv_file.close()
+        for tmp in (tmp_video, tmp_csv):
+            if tmp is not None and tmp.exists():
+                tmp.unlink()
+    summary_tracks = []
+    for t in tracks:
+        if not t.history:
+            continue
+        mean = np.stack([h[1] for h in t.history]).mean(0)
+        summary_tracks.append({"track_id": t.id, "first_frame": t.first_frame, "last_frame": t.last_frame,
+                               "frames": len(t.history), "mostly": rec.classes[int(np.argmax(mean))],
+                               "mean_probabilities": {c: round(float(v), 4) for c, v in zip(rec.classes, mean)}})
+    return {"video": str(src), "frames": n, "fps": round(fps, 3), "width": w, "height": h,
+            "duration_s": round(n / fps, 3), "every": every, "seconds": round(seconds, 3),
+            "ms_per_frame": round(1000 * seconds / max(n, 1), 2), "tracks": summary_tracks,
+            "outputs": {k: str(v) for k, v in outs.items()}}

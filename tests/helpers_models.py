@@ -1,0 +1,60 @@
+"""Tiny ONNX expression models for tests (built with the ``onnx`` helper: no torch, no weights file).
+
+The graph has the interface of an exported ferlab model: input ``image`` float32 (N, 1, 48, 48) grey levels
+0-255 -> logits (N, C).  Its "network" is a fixed random linear map of the pixels, so every input gives
+deterministic, input-dependent probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ZOO_DEFAULT = ROOT / "src" / "ferlab" / "zoo" / "default.onnx"
+ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
+FER2013_CLASSES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+
+def make_tiny_model(folder: str | Path, name: str = "tiny", classes: list[str] | None = None, size: int = 48,
+                    face_margin: float | None = 0.1, seed: int = 0) -> Path:
+    """Write ``folder/name.onnx`` and its card ``folder/name.json``; return the .onnx path."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    classes = list(classes or FER2013_CLASSES)
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((size * size, len(classes))) / size).astype(np.float32)
+    b = np.zeros(len(classes), np.float32)
+    nodes = [
+        helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+        helper.make_node("Div", ["flat", "scale"], ["x"]),
+        helper.make_node("Sub", ["x", "half"], ["xc"]),
+        helper.make_node("Gemm", ["xc", "W", "B"], ["logits"]),
+    ]
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B"),
+             numpy_helper.from_array(np.array(255.0, np.float32), "scale"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    graph = helper.make_graph(
+        nodes, "tiny_fer",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 1, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(classes)])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.onnx"
+    onnx.save(model, str(path))
+    card = {"name": name, "classes": classes, "input_size": size, "temperature": 1.0}
+    if face_margin is not None:
+        card["face_margin"] = face_margin
+    (folder / f"{name}.json").write_text(json.dumps(card))
+    return path
+
+
+def default_model_missing_reason() -> str:
+    return (f"the bundled default model ({ZOO_DEFAULT.relative_to(ROOT)}) does not exist yet: "
+            "it is added when the training run is exported")

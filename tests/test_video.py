@@ -1,0 +1,159 @@
+"""Video: tracking with stable ids, smoothed probabilities, mp4 / CSV / timeline outputs, bad videos."""
+
+from __future__ import annotations
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+from helpers_models import ASTRONAUT, make_tiny_model
+from PIL import Image
+
+from ferlab.cli import main
+from ferlab.errors import FerlabError
+from ferlab.inference.recognizer import Recognizer
+from ferlab.inference.video import IoUTracker, StreamRecognizer, process_video
+
+N_FRAMES, W, H, FPS = 20, 480, 320, 10
+
+
+def _frames():
+    head = cv2.imread(str(ASTRONAUT))[20:240, 120:340]  # 220x220 with the 92 px face inside
+    for i in range(N_FRAMES):
+        frame = np.full((H, W, 3), (70, 90, 110), np.uint8)
+        x = 10 + i * 12  # moves right by 12 px a frame
+        frame[50:270, x:x + 220] = head
+        yield frame
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(make_tiny_model(tmp_path_factory.mktemp("models")))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "moving.mp4"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (W, H))
+    assert vw.isOpened()
+    for f in _frames():
+        vw.write(f)
+    vw.release()
+    return path
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_process_video_outputs(tiny, clip, tmp_path):
+    out, cs, tl = tmp_path / "o" / "annotated.mp4", tmp_path / "o" / "frames.csv", tmp_path / "o" / "timeline.png"
+    s = process_video(clip, out, cs, every=1, timeline_png=tl, model=tiny)
+    assert s["frames"] == N_FRAMES and s["fps"] == pytest.approx(FPS)
+    assert len(s["tracks"]) == 1 and s["tracks"][0]["frames"] >= N_FRAMES - 1
+    rows = _rows(cs)
+    assert len(rows) == N_FRAMES
+    assert list(rows[0])[:9] == ["frame", "time_s", "track_id", "x", "y", "w", "h", "label", "confidence"]
+    assert {r["track_id"] for r in rows} == {"1"}
+    xs = [int(r["x"]) for r in rows]
+    assert xs[-1] - xs[0] > 150 and all(b >= a - 6 for a, b in zip(xs, xs[1:]))  # follows the motion
+    assert float(rows[5]["time_s"]) == pytest.approx(5 / FPS)
+    for r in rows:
+        probs = [float(r[c]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")]
+        assert abs(sum(probs) - 1) < 0.01
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == N_FRAMES and int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == W
+    cap.release()
+    png = Image.open(tl)
+    assert png.format == "PNG" and png.size[0] > 300
+    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_detect_every_n_keeps_one_track(tiny, clip, tmp_path):
+    cs = tmp_path / "every3.csv"
+    s = process_video(clip, csv_path=cs, every=3, model=tiny)
+    rows = _rows(cs)
+    assert len(s["tracks"]) == 1
+    assert sum(r["track_id"] == "1" for r in rows) >= N_FRAMES - 2  # found near the last box in between
+
+
+def test_stream_recognizer_smooths_probabilities(tiny):
+    rec = Recognizer(model=tiny, whole_image_fallback=False, threads=1)
+    stream = StreamRecognizer(rec, every=1, smoothing=0.5)
+    ema = None
+    for frame in list(_frames())[:5]:
+        faces = stream.process(frame)
+        assert len(faces) == 1 and faces[0].track_id == 1
+        raw = np.array([rec.predict_boxes(frame, [faces[0].box])[0].probabilities[c] for c in rec.classes])
+        ema = raw if ema is None else 0.5 * ema + 0.5 * raw
+        got = np.array([faces[0].probabilities[c] for c in rec.classes])
+        assert np.allclose(got, ema, atol=1e-5)
+        assert faces[0].label == rec.classes[int(np.argmax(ema))]
+    with pytest.raises(FerlabError):
+        StreamRecognizer(rec, every=0)
+    with pytest.raises(FerlabError):
+        StreamRecognizer(rec, smoothing=1.0)
+
+
+def test_iou_tracker_ids():
+    t = IoUTracker(iou_threshold=0.3, max_missed=2)
+    a = t.update([(0, 0, 50, 50), (200, 0, 50, 50)], 0)
+    assert [tr.id for tr, _ in a] == [1, 2]
+    b = t.update([(205, 2, 50, 50), (5, 3, 50, 50)], 1)  # order swapped, both moved a little
+    assert {tr.id: box for tr, box in b} == {1: (5, 3, 50, 50), 2: (205, 2, 50, 50)}
+    c = t.update([(5, 3, 50, 50), (400, 300, 60, 60)], 2)  # a new face; face 2 not seen
+    assert sorted(tr.id for tr, _ in c) == [1, 3]
+    t.update([(5, 3, 50, 50)], 3)
+    t.update([(5, 3, 50, 50)], 4)
+    assert sorted(tr.id for tr in t.tracks) == [1, 3]  # 2 missed 3 frames (more than 2): dropped
+    t.update([(5, 3, 50, 50)], 5)
+    assert sorted(tr.id for tr in t.tracks) == [1]
+    fast = IoUTracker()
+    fast.update([(100, 100, 80, 80)], 0)
+    moved = fast.update([(130, 100, 80, 80)], 1)  # IoU 0.45
+    jumped = fast.update([(185, 110, 80, 80)], 2)  # IoU 0.14 but centres close: same face
+    assert moved[0][0].id == jumped[0][0].id == 1
+
+
+def test_video_cli(tiny, clip, tmp_path, capsys):
+    out, cs, tl = tmp_path / "a.mp4", tmp_path / "f.csv", tmp_path / "t.png"
+    rc = main(["video", str(clip), "--out", str(out), "--csv", str(cs), "--timeline", str(tl), "--every", "2",
+               "--model", tiny])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert f"{N_FRAMES} frames" in captured.out and "face #1" in captured.out
+    assert out.stat().st_size > 1000 and cs.exists() and tl.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a video at all\n" * 20, b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64])
+def test_unsupported_video_exits_2(tiny, tmp_path, capsys, content):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(content)
+    out = tmp_path / "out.mp4"
+    rc = main(["video", str(bad), "--out", str(out), "--csv", str(tmp_path / "f.csv"), "--model", tiny])
+    err = capsys.readouterr().err
+    assert rc == 2 and "bad.mp4" in err and len([x for x in err.splitlines() if x.strip()]) <= 2
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]  # nothing half-written
+
+
+def test_missing_video_and_image_as_video(tiny, tmp_path, capsys):
+    assert main(["video", str(tmp_path / "nope.mp4"), "--model", tiny]) == 2
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(FerlabError):
+        process_video(tmp_path, model=tiny)
+
+
+def test_webcam_headless_says_use_serve(tiny, capsys, monkeypatch):
+    from ferlab.commands import webcam
+
+    if webcam.gui_problem() is None:  # pragma: no cover - a desktop with a GUI build of OpenCV
+        pytest.skip("a display and a GUI build of OpenCV are available here")
+    assert main(["webcam", "--model", tiny]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "ferlab serve" in err

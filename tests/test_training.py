@@ -127,7 +127,8 @@ def test_recipe_errors_are_one_line(tmp_path, capsys):
     bad.write_text("model: [unclosed\n")
     assert main(["train", str(bad)]) == 2
     assert main(["train", "nonsense_key=3"]) == 2
-    assert main(["train", "model=no_such_model", "epochs=1"]) == 2
+    assert main(["train", "model=no_such_model", "epochs=1", "--out", str(tmp_path / "never")]) == 2
+    assert not (tmp_path / "never").exists()
     err = capsys.readouterr().err
     assert "not valid YAML" in err and "unknown config key" in err and "unknown model" in err
     assert "Traceback" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import FerlabError
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except FerlabError as e:
         print(f"ferlab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `ferlab models | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except KeyboardInterrupt:
         print(f"ferlab {args.command}: interrupted", file=sys.stderr)
         return 130

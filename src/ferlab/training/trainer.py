@@ -208,9 +208,6 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
-        run.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            atomic_write(run / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict())))
         rank, world = dist_world()
         if world > 1 and not torch.distributed.is_initialized():
             torch.distributed.init_process_group("gloo" if cfg.device == "cpu" else "nccl")
@@ -219,6 +216,9 @@ class Trainer:
         classes = train.classes
         model = build_model(cfg, len(classes)).to(cfg.device)
         opt = make_optimizer(cfg, param_groups(model, cfg.backbone_lr_scale))
+        run.mkdir(parents=True, exist_ok=True)  # only once data and model are known to be good
+        if not resume:
+            atomic_write(run / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict())))
         net = model
         if world > 1:
             net = torch.nn.parallel.DistributedDataParallel(model)

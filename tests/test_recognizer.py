@@ -314,3 +314,28 @@ def test_default_model_finds_the_astronaut_happy():
 def test_face_dataclass_defaults():
     f = Face(box=(1, 2, 3, 4), label="happy", confidence=0.9)
     assert f.to_dict()["probabilities"] == {} and f.to_dict()["track_id"] is None
+
+
+# -- drawing -------------------------------------------------------------------------------------------------
+
+def test_annotate_draws_without_touching_the_input(rec, astro_bgr):
+    from ferlab.inference.draw import annotate, color_for
+
+    faces = rec.predict(astro_bgr)
+    before = astro_bgr.copy()
+    out = annotate(astro_bgr, faces)
+    assert np.array_equal(astro_bgr, before) and out.shape == astro_bgr.shape
+    x, y, w, h = faces[0].box
+    assert np.abs(out.astype(int) - astro_bgr).sum() > 0
+    assert tuple(out[y + h // 2, x]) == color_for(faces[0].label)  # the box edge has the label's colour
+    gray = cv2.cvtColor(astro_bgr, cv2.COLOR_BGR2GRAY)
+    assert annotate(gray, [f.to_dict() for f in faces]).shape == (512, 512, 3)  # grey in, dicts as faces
+    # faces at every border and a whole-image face draw without errors
+    probs = faces[0].probabilities
+    edge = [Face((0, 0, 60, 60), "sad", 0.5, probs), Face((452, 452, 60, 60), "fear", 0.5, probs, track_id=3),
+            Face((0, 0, 512, 512), "neutral", 0.4, probs, whole_image=True),
+            Face((500, 0, 12, 12), "contempt", 0.9, {"contempt": 0.9, "other": 0.1})]
+    assert annotate(astro_bgr, edge).shape == astro_bgr.shape
+    tiny_img = np.zeros((20, 30, 3), np.uint8)
+    assert annotate(tiny_img, [Face((0, 0, 30, 20), "happy", 0.9, probs, whole_image=True)]).shape == (20, 30, 3)
+    assert color_for("something-new") == color_for("something-new")

@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--max-side", type=int, default=None, metavar="PX",
                    help="detect on frames shrunk to this longest side (faster)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
     p.set_defaults(func=run)
 
 
@@ -41,7 +42,8 @@ def run(args) -> int:
         print("ferlab video: no --out/--csv/--timeline/--json given: printing the summary only", file=sys.stderr)
     s = process_video(args.input, args.out, args.csv, every=args.every, timeline_png=args.timeline,
                       model=args.model, detector=args.detector, min_face=args.min_face, max_side=args.max_side,
-                      smoothing=args.smoothing, max_frames=args.max_frames, progress=True)
+                      smoothing=args.smoothing, max_frames=args.max_frames, progress=True,
+                      threads=args.threads)
     print(f"{s['video']}: {s['frames']} frames ({s['duration_s']:.1f} s at {s['fps']:g} fps) in {s['seconds']:.1f} s "
           f"({s['ms_per_frame']:.1f} ms/frame), {len(s['tracks'])} face track(s)")
     for t in s["tracks"]:

@@ -229,7 +229,7 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
                   timeline_png: str | os.PathLike | None = None, *, recognizer: Recognizer | None = None,
                   model: str = "default", detector: str = "haar", min_face: int | None = None,
                   max_side: int | None = None, smoothing: float = 0.6, max_frames: int | None = None,
-                  progress: bool = False, bars: bool = True) -> dict:
+                  progress: bool = False, bars: bool = True, threads: int | None = None) -> dict:
     """Recognise the faces of every frame of ``in_path``; write what is asked; return a summary dict."""
     import cv2
 
@@ -238,7 +238,7 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
     src = Path(in_path)
     cap = open_video(src)
     rec = recognizer or Recognizer(model=model, detector=detector, min_face=min_face, max_side=max_side,
-                                   whole_image_fallback=False)
+                                   whole_image_fallback=False, threads=threads)
     stream = StreamRecognizer(rec, every=every, smoothing=smoothing)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and math.isfinite(fps) and 0 < fps < 1000 else 25.0

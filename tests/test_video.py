@@ -51,7 +51,7 @@ def _rows(path):
 def test_process_video_outputs(tiny, clip, tmp_path):
     out, cs, tl = tmp_path / "o" / "annotated.mp4", tmp_path / "o" / "frames.csv", tmp_path / "o" / "timeline.png"
     s = process_video(clip, out, cs, every=1, timeline_png=tl, model=tiny)
-    assert s["frames"] == N_FRAMES and s["fps"] == pytest.approx(FPS)
+    assert s["frames"] == N_FRAMES == s["frames_in_header"] and s["fps"] == pytest.approx(FPS)
     assert len(s["tracks"]) == 1 and s["tracks"][0]["frames"] >= N_FRAMES - 1
     rows = _rows(cs)
     assert len(rows) == N_FRAMES

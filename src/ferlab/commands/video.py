@@ -46,6 +46,9 @@ def run(args) -> int:
                       threads=args.threads)
     print(f"{s['video']}: {s['frames']} frames ({s['duration_s']:.1f} s at {s['fps']:g} fps) in {s['seconds']:.1f} s "
           f"({s['ms_per_frame']:.1f} ms/frame), {len(s['tracks'])} face track(s)")
+    if not args.max_frames and s["frames_in_header"] > 0 and s["frames"] < 0.98 * s["frames_in_header"]:
+        print(f"ferlab video: warning: {s['video']}: only {s['frames']} of the {s['frames_in_header']} frames its "
+              "header announces could be decoded (truncated or corrupt file?)", file=sys.stderr)
     for t in s["tracks"]:
         top = sorted(t["mean_probabilities"].items(), key=lambda kv: -kv[1])[:3]
         print(f"  face #{t['track_id']}: frames {t['first_frame']}-{t['last_frame']} ({t['frames']} seen), mostly "

@@ -172,7 +172,15 @@ def open_video(path: str | os.PathLike):
         raise FerlabError(f"{p}: is a folder, not a video")
     if p.stat().st_size == 0:
         raise FerlabError(f"{p}: empty file (0 bytes)")
-    cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    # FFmpeg and OpenCV would print their own lines about a broken file; ferlab says it in one line
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    log = cv2.utils.logging
+    level = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_ERROR)
+    try:
+        cap = cv2.VideoCapture(str(p), cv2.CAP_FFMPEG)
+    finally:
+        log.setLogLevel(level)
     if not cap.isOpened():
         cap.release()
         raise FerlabError(f"{p}: cannot read as a video (unsupported format or corrupt file)")
@@ -323,7 +331,7 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
         summary_tracks.append({"track_id": t.id, "first_frame": t.first_frame, "last_frame": t.last_frame,
                                "frames": len(t.history), "mostly": rec.classes[int(np.argmax(mean))],
                                "mean_probabilities": {c: round(float(v), 4) for c, v in zip(rec.classes, mean)}})
-    return {"video": str(src), "frames": n, "fps": round(fps, 3), "width": w, "height": h,
+    return {"video": str(src), "frames": n, "frames_in_header": total, "fps": round(fps, 3), "width": w, "height": h,
             "duration_s": round(n / fps, 3), "every": every, "seconds": round(seconds, 3),
             "ms_per_frame": round(1000 * seconds / max(n, 1), 2), "tracks": summary_tracks,
             "outputs": {k: str(v) for k, v in outs.items()}}

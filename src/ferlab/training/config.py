@@ -53,6 +53,7 @@ class TrainConfig:
     unfreeze_top: int = 0            # second fine-tuning stage: unfreeze the top N blocks
     freeze_bn: bool = True           # keep BatchNorm layers frozen while fine-tuning
     backbone_lr_scale: float = 1.0   # learning rate of non-head parameters relative to lr
+    cache_features: bool = False     # with freeze: backbone, extract features once and train only the head
     init: str = ""                   # local state dict to start from (safetensors or weights-only torch)
     stages: list[dict[str, Any]] = field(default_factory=list)  # two-stage fine-tuning: per-stage overrides
     extra_data: list[str] = field(default_factory=list)         # auxiliary labelled folders (Training only)

@@ -430,6 +430,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, pr
     """Train ``cfg`` into ``run_dir``.  With ``cfg.stages`` (e.g. two-stage fine-tuning: head only, then the
     top blocks at a lower rate) each stage runs in ``run_dir/stageN`` starting from the previous stage's
     weights, and the last stage's result becomes the run's result."""
+    if cfg.cache_features and not cfg.stages:
+        if cfg.freeze != "backbone":
+            raise FerlabError("cache_features needs freeze: backbone (only the head trains on cached features)")
+        from .headfit import fit_head_cached
+
+        return fit_head_cached(cfg, run_dir, progress=progress)
     if not cfg.stages:
         return Trainer(cfg, run_dir, progress=progress, on_epoch_end=on_epoch_end).fit(resume=resume)
     run = Path(run_dir)

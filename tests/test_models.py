@@ -406,11 +406,12 @@ def test_models_command_lists_bundled(capsys, monkeypatch):
     import ferlab.zoo
 
     card = {"name": "default", "architecture": "fernet", "classes": ["a"] * 7, "params": 1_174_000,
-            "macs": 117_000_000, "calibration": {"accuracy": 0.7123}}
+            "macs": 117_000_000, "calibration": {"accuracy": 0.6851},
+            "metrics": {"PrivateTest_none": {"accuracy": 0.7123}}}
     monkeypatch.setattr(ferlab.zoo, "list_bundled", lambda: [card], raising=False)
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert "Bundled models (1" in out and "71.23%" in out
+    assert "Bundled models (1" in out and "71.23%" in out and "68.51%" not in out
     monkeypatch.delattr(ferlab.zoo, "list_bundled")
     assert main(["models"]) == 0
     assert "Bundled models: none" in capsys.readouterr().out

@@ -57,11 +57,10 @@ def bundled() -> list[dict]:
 
 
 def _accuracy(card: dict):
-    for src in (card.get("metrics") or {}, card.get("calibration") or {}):
-        for key in ("accuracy", "test_accuracy", "private_test_accuracy", "val_accuracy"):
-            if isinstance(src.get(key), int | float):
-                return float(src[key])
-    return None
+    """Test accuracy recorded by `ferlab evaluate --record-card` (PrivateTest, no TTA), if any."""
+    entry = (card.get("metrics") or {}).get("PrivateTest_none") or {}
+    acc = entry.get("accuracy")
+    return float(acc) if isinstance(acc, int | float) else None
 
 
 def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
@@ -103,5 +102,5 @@ def run(args) -> int:
                      str(len(card.get("classes", [])) or "-"), _millions(card.get("params")),
                      _millions(card.get("macs")), f"{acc:.2%}" if acc is not None else "-"])
     print(f"Bundled models ({len(zoo)}; `ferlab predict --model NAME`):\n")
-    print(_table(["name", "architecture", "classes", "params", "MACs", "accuracy"], rows, right={2, 3, 4, 5}))
+    print(_table(["name", "architecture", "classes", "params", "MACs", "PrivateTest acc"], rows, right={2, 3, 4, 5}))
     return 0

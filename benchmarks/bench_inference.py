@@ -110,6 +110,7 @@ def frame_pipeline(model: str, threads: int, n_frames: int, repeats: int) -> dic
     variants = {
         "haar_full (min_face 40, scale 1.1: the default)": {},
         "haar scale_factor 1.2": {"scale_factor": 1.2},
+        "haar min_face 50 (the fer package's Haar settings)": {"min_face": 50},
         "haar min_face 60": {"min_face": 60},
         "haar min_face 80": {"min_face": 80},
         "haar max_side 480 (min_face 60)": {"min_face": 60, "max_side": 480},
@@ -311,6 +312,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-fer", action="store_true", help="skip the fer package")
     ap.add_argument("--install-timeout", type=int, default=1200)
     ap.add_argument("--quick", action="store_true", help="tiny inputs and few repeats (checks that the script runs)")
+    ap.add_argument("--note", help="a remark stored in the JSON (e.g. what else was running)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "inference.json"))
     args = ap.parse_args(argv)
 
@@ -335,6 +337,8 @@ def main(argv=None) -> int:
         "data": {"file": Path(args.data).name, "split": "PrivateTest", "images": int(len(images))},
         "quick": args.quick,
     }
+    if args.note:
+        res["note"] = args.note
     res["classifier"] = [classifier_throughput(m, images, args.threads, args.repeats) for m in models]
     print(json.dumps(res["classifier"], indent=1), flush=True)
     res["frame_pipeline"] = frame_pipeline(models[0], args.threads, args.frames, args.repeats)

@@ -58,3 +58,21 @@ def make_tiny_model(folder: str | Path, name: str = "tiny", classes: list[str] |
 def default_model_missing_reason() -> str:
     return (f"the bundled default model ({ZOO_DEFAULT.relative_to(ROOT)}) does not exist yet: "
             "it is added when the training run is exported")
+
+
+def make_exported_tiny_model(folder: str | Path) -> Path:
+    """A randomly initialised fernet_fast exported by ferlab's own exporter (needs torch) with a minimal card:
+    the real export path and a real CNN, without training or downloads."""
+    import pytest
+
+    pytest.importorskip("torch")
+    from ferlab.models import create_model
+    from ferlab.training.export import export_onnx
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    export_onnx(create_model("fernet_fast"), folder / "tiny.onnx", crop=44)
+    card = {"name": "tiny", "classes": list(FER2013_CLASSES), "input_size": 48, "temperature": 1.0,
+            "face_margin": 0.1}
+    (folder / "tiny.json").write_text(json.dumps(card))
+    return folder / "tiny.onnx"

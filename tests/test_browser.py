@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import json
 import os
 import shutil
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_models import make_exported_tiny_model
 
 from ferlab.labels import FER2013_CLASSES
 
@@ -103,17 +103,6 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
     return path
 
 
-def make_tiny_model(folder: Path) -> None:
-    """A randomly initialised fernet_fast exported to ONNX with a minimal card (no training, no download)."""
-    pytest.importorskip("torch")
-    from ferlab.models import create_model
-    from ferlab.training.export import export_onnx
-
-    folder.mkdir(parents=True, exist_ok=True)
-    export_onnx(create_model("fernet_fast"), folder / "tiny.onnx", crop=44)
-    card = {"name": "tiny", "classes": list(FER2013_CLASSES), "input_size": 48, "temperature": 1.0,
-            "face_margin": 0.1}
-    (folder / "tiny.json").write_text(json.dumps(card))
 
 
 # ------------------------------------------------------------------------------------------- server
@@ -132,7 +121,7 @@ def server(tmp_path_factory):
     from ferlab.zoo import bundled_names
 
     models = tmp_path_factory.mktemp("browser_models")
-    make_tiny_model(models)
+    make_exported_tiny_model(models)
     bundled = bundled_names()
     app = create_app([*bundled, models], "default" if "default" in bundled else "tiny", workers=2, threads=1,
                      preload=True)

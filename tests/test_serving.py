@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_models import make_exported_tiny_model
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -35,18 +36,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def make_tiny_model(folder: Path) -> Path:
-    """A randomly initialised fernet_fast exported to ONNX with a minimal card (no training, no download)."""
-    pytest.importorskip("torch")
-    from ferlab.models import create_model
-    from ferlab.training.export import export_onnx
-
-    folder.mkdir(parents=True, exist_ok=True)
-    export_onnx(create_model("fernet_fast"), folder / "tiny.onnx", crop=44)
-    card = {"name": "tiny", "classes": list(FER2013_CLASSES), "input_size": 48, "temperature": 1.0,
-            "face_margin": 0.1}
-    (folder / "tiny.json").write_text(json.dumps(card))
-    return folder / "tiny.onnx"
 
 
 def face_jpeg() -> bytes:
@@ -87,7 +76,7 @@ def png_header_only(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("models")
-    make_tiny_model(folder)
+    make_exported_tiny_model(folder)
     return folder
 
 

@@ -52,7 +52,7 @@ def test_two_stage_fine_tuning(fer_sample, base_run, tmp_path):
               '{unfreeze_top: 1, epochs: 1, lr: 0.005, backbone_lr_scale: 0.5}]')
     s = train(load_config(None, [f"data={fer_sample}", *TINY, "max_train_batches=3",
                                  f"init={base_run / 'model.safetensors'}", stages]), run, progress=False)
-    assert s["stages"] == 2
+    assert s["stages"] == 2 and s["epochs_run"] == 2
     for d in ("stage1", "stage2"):
         assert (run / d / "summary.json").exists()
     base = load_state_dict(base_run / "model.safetensors")

@@ -445,6 +445,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, pr
     base = {k: v for k, v in cfg.to_dict().items() if k != "stages"}
     summary: dict = {}
     prev: Path | None = None
+    total_s, total_epochs = 0.0, 0
     for i, overrides in enumerate(cfg.stages, start=1):
         stage_cfg = TrainConfig.from_dict({**base, **overrides, "stages": []})
         if prev is not None:
@@ -456,9 +457,12 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, pr
             again = resume and (stage_dir / "last.pt").exists()
             summary = Trainer(stage_cfg, stage_dir, progress=progress, on_epoch_end=on_epoch_end).fit(resume=again)
         prev = stage_dir / "model.safetensors"
+        total_s += summary.get("train_time_s", 0.0)
+        total_epochs += summary.get("epochs_run", 0)
     data = prev.read_bytes()
     atomic_write(run / "model.safetensors", lambda tmp: Path(tmp).write_bytes(data))
-    summary = {**summary, "stages": len(cfg.stages)}
+    summary = {**summary, "stages": len(cfg.stages), "train_time_s": total_s, "epochs_run": total_epochs,
+               "epochs": total_epochs}
     atomic_write(run / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
     return summary
 

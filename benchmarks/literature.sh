@@ -18,9 +18,9 @@ run() {  # model epochs
   cp "$dir/summary.json" "$dir/metrics.csv" "$dir/curves.png" "$OUT/$m/"
   cp "$dir/eval-PrivateTest-none/metrics.json" "$dir/eval-PrivateTest-none/report.html" "$OUT/$m/"
 }
-run lenet5 8
-run mini_xception 8
-run xception_res 6
-run cnn_f 3
+run lenet5 5
+run mini_xception 5
+run xception_res 4
+run cnn_f 1
 $FERLAB compare runs/lit-* --out "$OUT/compare.md"
 $FERLAB compare runs/lit-* --out "$OUT/compare.csv"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 COMMON = ("model", "params")
-TRAIN_COLS = ("epochs", "best epoch", "val acc", "val loss")
+TRAIN_COLS = ("epochs run", "best epoch", "val acc", "val loss")
 TAIL = ("train min", "images/s")
 
 
@@ -112,13 +112,13 @@ def read_run(path: str | Path) -> dict[str, Any]:
     rec["model"] = summary.get("model", cfg.get("model"))
     rec["params"] = summary.get("params")
     if summary:
-        rec.update({"epochs": summary.get("epochs_run"), "best epoch": summary.get("best_epoch_acc"),
+        rec.update({"epochs run": summary.get("epochs_run"), "best epoch": summary.get("best_epoch_acc"),
                     "val acc": summary.get("best_val_acc"), "val loss": summary.get("best_val_loss"),
                     "train min": summary.get("train_time_s", 0) / 60, "images/s": summary.get("images_per_s_median")})
     elif rows:  # still training: what metrics.csv says so far
         best = max(rows, key=lambda r: r.get("val_acc", -1))
         ips = sorted(r.get("images_per_s", 0.0) for r in rows)
-        rec.update({"epochs": len(rows), "best epoch": int(best.get("epoch", 0)), "val acc": best.get("val_acc"),
+        rec.update({"epochs run": len(rows), "best epoch": int(best.get("epoch", 0)), "val acc": best.get("val_acc"),
                     "val loss": min(r.get("val_loss", math.inf) for r in rows),
                     "train min": rows[-1].get("elapsed_s", 0) / 60, "images/s": ips[len(ips) // 2]})
     return rec

@@ -340,8 +340,7 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
     """Export the ensemble as one ONNX graph (``out``: .onnx path or folder) with its model card; returns
     the card.  ``calibrate`` fits the ensemble's temperature on ``val_split`` of ``data`` (default: the
     first run member's training data); never on PrivateTest."""
-    from .data.cache import atomic_write, file_digest
-    from .training.export import FACE_MARGIN, export_onnx
+    from .training.export import FACE_MARGIN, calibrate_card, export_onnx, finish_card
 
     if val_split == "PrivateTest":
         raise FerlabError("PrivateTest is for the final report only: fit the ensemble's temperature on "
@@ -422,28 +421,6 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
     if calibrate:
         if data is None:
             raise FerlabError("to fit the ensemble's temperature give --data (no run member names its data)")
-        from .evaluation.calibration import expected_calibration_error, fit_temperature, softmax
-        from .inference.classifier import OnnxClassifier
-
-        atomic_write(onnx_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
         images, y, _ = _load_split(data, val_split, labels or _eval_labels(ens.trained_labels), ens.classes)
-        logits = OnnxClassifier(onnx_path, calibrated=False).logits(images)
-        t = fit_temperature(logits, y)
-        card["temperature"] = round(t, 4)
-
-        def nll(tt):
-            return float(-np.log(softmax(logits, tt)[np.arange(len(y)), y] + 1e-12).mean())
-
-        card["calibration"] = {
-            "split": val_split,
-            "ece_before": round(expected_calibration_error(softmax(logits), y), 4),
-            "ece_after": round(expected_calibration_error(softmax(logits, t), y), 4),
-            "nll_before": round(nll(1.0), 4), "nll_after": round(nll(t), 4),
-            "accuracy": round(float((logits.argmax(1) == y).mean()), 4),
-        }
-    card.update(extra_card or {})
-    card["onnx_file"] = onnx_path.name
-    card["onnx_bytes"] = onnx_path.stat().st_size
-    card["sha256"] = file_digest(onnx_path)
-    atomic_write(onnx_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
-    return card
+        calibrate_card(card, onnx_path, images, y, val_split)
+    return finish_card(card, onnx_path, extra_card)

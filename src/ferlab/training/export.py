@@ -121,8 +121,6 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str | N
                calibrate: bool = True, quantize: str = "none", margin: float = FACE_MARGIN,
                extra_card: dict | None = None) -> dict:
     """Export a run to ``out`` (.onnx path or folder) with its card; returns the card."""
-    from ..evaluation.calibration import expected_calibration_error, fit_temperature, softmax
-
     model, summary, cfg = load_run(run_dir)
     out = Path(out)
     name = name or Path(run_dir).name
@@ -161,21 +159,30 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str | N
         "temperature": 1.0,
     }
     if val is not None and calibrate:
-        from ..inference.classifier import OnnxClassifier
+        calibrate_card(card, onnx_path, val.images, val.labels, summary.get("val_split", cfg.val_split))
+    return finish_card(card, onnx_path, extra_card)
 
-        atomic_write(onnx_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
-        clf = OnnxClassifier(onnx_path, calibrated=False)
-        logits = clf.logits(val.images)
-        t = fit_temperature(logits, val.labels)
-        card["temperature"] = round(t, 4)
-        card["calibration"] = {
-            "split": summary.get("val_split", cfg.val_split),
-            "ece_before": round(expected_calibration_error(softmax(logits), val.labels), 4),
-            "ece_after": round(expected_calibration_error(softmax(logits, t), val.labels), 4),
-            "nll_before": round(float(-np.log(softmax(logits)[np.arange(len(val)), val.labels] + 1e-12).mean()), 4),
-            "nll_after": round(float(-np.log(softmax(logits, t)[np.arange(len(val)), val.labels] + 1e-12).mean()), 4),
-            "accuracy": round(float((logits.argmax(1) == val.labels).mean()), 4),
-        }
+
+def calibrate_card(card: dict, onnx_path: Path, images: np.ndarray, labels: np.ndarray, split: str) -> None:
+    """Fit the card's temperature on ``split`` with the exported graph itself; record ECE/NLL before and after."""
+    from ..evaluation.calibration import expected_calibration_error, fit_temperature, nll, softmax
+    from ..inference.classifier import OnnxClassifier
+
+    atomic_write(onnx_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
+    logits = OnnxClassifier(onnx_path, calibrated=False).logits(images)
+    t = fit_temperature(logits, labels)
+    card["temperature"] = round(t, 4)
+    card["calibration"] = {
+        "split": split,
+        "ece_before": round(expected_calibration_error(softmax(logits), labels), 4),
+        "ece_after": round(expected_calibration_error(softmax(logits, t), labels), 4),
+        "nll_before": round(nll(logits, labels), 4), "nll_after": round(nll(logits, labels, t), 4),
+        "accuracy": round(float((logits.argmax(1) == labels).mean()), 4),
+    }
+
+
+def finish_card(card: dict, onnx_path: Path, extra_card: dict | None = None) -> dict:
+    """Add the file facts (name, size, sha256) and write the card beside the ONNX file, atomically."""
     card.update(extra_card or {})
     card["onnx_file"] = onnx_path.name
     card["onnx_bytes"] = onnx_path.stat().st_size

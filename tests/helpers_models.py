@@ -7,6 +7,7 @@ deterministic, input-dependent probabilities.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -76,3 +77,31 @@ def make_exported_tiny_model(folder: str | Path) -> Path:
             "face_margin": 0.1}
     (folder / "tiny.json").write_text(json.dumps(card))
     return folder / "tiny.onnx"
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, timeout: float = 30):
+    """Run ``app`` on a real uvicorn server on a free 127.0.0.1 port in a daemon thread; yields the port."""
+    import socket
+    import threading
+    import time
+
+    import pytest
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + timeout
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)

@@ -12,14 +12,11 @@ import base64
 import csv
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_models import make_exported_tiny_model
+from helpers_models import make_exported_tiny_model, serve_in_thread
 
 from ferlab.labels import FER2013_CLASSES
 
@@ -110,7 +107,6 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
 def server(tmp_path_factory):
     """A real uvicorn on a free 127.0.0.1 port: the bundled models (if any) and a tiny random model."""
     pytest.importorskip("fastapi")
-    import uvicorn
 
     from ferlab.commands.serve import websocket_support
 
@@ -125,20 +121,8 @@ def server(tmp_path_factory):
     bundled = bundled_names()
     app = create_app([*bundled, models], "default" if "default" in bundled else "tiny", workers=2, threads=1,
                      preload=True)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not srv.started:
-        if time.time() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

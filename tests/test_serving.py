@@ -10,14 +10,13 @@ import re
 import socket
 import struct
 import threading
-import time
 import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_models import make_exported_tiny_model
+from helpers_models import make_exported_tiny_model, serve_in_thread
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -376,24 +375,12 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def live_server(models_dir):
-    import uvicorn
-
     from ferlab.serving import create_app
 
     app = create_app(models_dir, "tiny", workers=2, threads=1)  # its own app: one event loop per app
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 20
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with serve_in_thread(app, timeout=20) as port:
+        yield f"127.0.0.1:{port}"
 
 
 def _raw_request(hostport: str, head: bytes, body_chunks, timeout: float = 10) -> tuple[int, bytes]:

@@ -50,7 +50,6 @@ def load_run(run_dir: str | os.PathLike, weights: str = "model") -> tuple[torch.
     model.load_state_dict(state)
     model.eval()
     if not classes:
-        from ..data import load_dataset  # noqa: F401 - classes follow the label scheme
         from ..labels import FER2013_CLASSES, FERPLUS_CLASSES
         classes = list(FERPLUS_CLASSES if cfg.labels.startswith("ferplus") else FER2013_CLASSES)[:num_classes]
         summary["classes"] = classes

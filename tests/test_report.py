@@ -333,3 +333,28 @@ def test_evaluate_run_then_compare(tiny_model, fer_sample, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "PrivateTest/none acc" in out.splitlines()[0]
     assert f"{100 * m['accuracy']:.2f}%" in out
+
+
+def test_recorded_paths_carry_no_machine_prefix(tiny_model, fer_sample, tmp_path, monkeypatch):
+    """Committed metrics.json files must not hold this machine's absolute paths: paths near the working
+    directory are recorded relative to it, far ones as given."""
+    import shutil
+
+    from ferlab.data.cache import portable_path
+
+    onnx, _ = tiny_model
+    work = tmp_path / "project" / "repo"
+    (work / "zoo").mkdir(parents=True)
+    (tmp_path / "project" / "shared").mkdir()
+    model = work / "zoo" / Path(onnx).name
+    shutil.copy(onnx, model)
+    shutil.copy(Path(onnx).with_suffix(".json"), model.with_suffix(".json"))
+    data = tmp_path / "project" / "shared" / Path(fer_sample).name
+    shutil.copy(fer_sample, data)
+    monkeypatch.chdir(work)
+    assert portable_path("/x/y") == "/x/y" and portable_path("rel/p.csv") == "rel/p.csv"
+    assert main(["evaluate", str(model), str(data), "--split", "PublicTest", "--out", str(work / "ev"),
+                 "--bootstrap", "0", "--no-progress"]) == 0
+    meta = json.loads((work / "ev" / "metrics.json").read_text())["meta"]
+    assert meta["model_path"] == str(Path("zoo") / model.name)
+    assert meta["data"] == str(Path("..") / "shared" / data.name)

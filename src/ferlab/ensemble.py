@@ -137,6 +137,7 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
                       command: str | None = None) -> dict[str, Any]:
     """Evaluate the ensemble and each member on ``split``; with ``out`` write the ensemble's report
     (metrics.json, plots, report.html) and ``ensemble.json`` (members side by side).  Returns that summary."""
+    from .data.cache import portable_path
     from .evaluation.evaluate import duplicate_mask
     from .evaluation.metrics import evaluate_predictions
 
@@ -156,7 +157,7 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
     rows = []
     for name, src, m, w, pm in zip(ens.names, ens.sources, ens.members, ens.weights, probs):
         r = evaluate_predictions(y, pm, ens.classes, bootstrap=0)
-        rows.append({"name": name, "source": src, "kind": m.kind, "weight": round(float(w), 6),
+        rows.append({"name": name, "source": portable_path(src), "kind": m.kind, "weight": round(float(w), 6),
                      "temperature": round(float(m.temperature), 4), "accuracy": r.accuracy,
                      "balanced_accuracy": r.balanced_accuracy, "macro_f1": r.macro["f1"],
                      "clean_accuracy": float((pm.argmax(1)[clean] == y[clean]).mean())
@@ -165,7 +166,7 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
     best = max(rows, key=lambda r: r["accuracy"])
     cmd = command or _command(members, data, split, weights, out)
     summary = {
-        "split": split, "data": str(data), "labels": labels, "n": int(len(y)), "classes": ens.classes,
+        "split": split, "data": portable_path(data), "labels": labels, "n": int(len(y)), "classes": ens.classes,
         "members": rows, "weights": [round(float(w), 6) for w in ens.weights],
         "ensemble": {"accuracy": result.accuracy, "accuracy_ci95": result.accuracy_ci,
                      "balanced_accuracy": result.balanced_accuracy, "macro_f1": result.macro["f1"],
@@ -178,7 +179,7 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
     }
     result.meta = {"model": f"soft-voting ensemble of {len(rows)}", "model_kind": "ensemble",
                    "members": ", ".join(f"{r['name']} (w={r['weight']:.3g})" for r in rows),
-                   "data": str(data), "labels": labels, "split": split, "tta": "none", "n": result.n,
+                   "data": portable_path(data), "labels": labels, "split": split, "tta": "none", "n": result.n,
                    "command": cmd, "date": summary["date"]}
     if out:
         from .data.cache import atomic_write

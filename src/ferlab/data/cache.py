@@ -68,3 +68,17 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         atomic_write(path, write)
     except OSError:
         pass  # a cache that cannot be written only costs time
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as recorded in committed results: relative to the working directory when it lies at most two
+    levels above it (``src/ferlab/zoo/default.onnx``, ``../shared/datasets/...``), else as given, so that no
+    machine-specific absolute prefix ends up in a report."""
+    p = str(path)
+    if not os.path.isabs(p):
+        return p
+    try:
+        rel = os.path.relpath(p)
+    except ValueError:  # another drive on Windows
+        return p
+    return rel if rel.split(os.sep)[:3].count("..") <= 2 else p

@@ -270,11 +270,12 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "Pr
     cmd = command or _command(model, data, split, tta, out, labels if labels != _default_labels(m) else None,
                               clean_only)
     from .. import __version__
+    from ..data.cache import portable_path
 
     result.meta = {
         "model": m.name, "model_kind": "torch run" if m.kind == "run" else "ONNX",
-        "model_path": str(m.path), **{k: v for k, v in m.info.items() if v is not None},
-        "data": str(data), "labels": labels, "split": split, "tta": tta, "clean_only": clean_only,
+        "model_path": portable_path(m.path), **{k: v for k, v in m.info.items() if v is not None},
+        "data": portable_path(data), "labels": labels, "split": split, "tta": tta, "clean_only": clean_only,
         "temperature": round(m.temperature, 4), "n": result.n, "command": cmd,
         "date": time.strftime("%Y-%m-%d %H:%M"), "ferlab": __version__,
     }

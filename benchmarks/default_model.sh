@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
-# The bundled models: export a finished run to src/ferlab/zoo (temperature fitted on PublicTest), then
-# evaluate it once on PrivateTest with and without test-time augmentation; the numbers go on the card
-# and into benchmarks/results/.
-#   bash benchmarks/default_model.sh NAME RUN_DIR [export options...]
-#   e.g. bash benchmarks/default_model.sh default runs/fernet --quantize int8
+# The bundled models: export a finished run (or a soft-voting ensemble of runs) to src/ferlab/zoo, temperature
+# fitted on PublicTest, then evaluate it once on PrivateTest with and without test-time augmentation; the
+# numbers go on the card and into benchmarks/results/NAME/.
+#   bash benchmarks/default_model.sh NAME RUN_DIR [RUN_DIR...] [export options...]
+#   e.g. bash benchmarks/default_model.sh default runs/fernet_cycle2 --quantize int8
+#        bash benchmarks/default_model.sh ferplus runs/a runs/b --quantize int8   # ensemble of a and b
+# With several runs each is exported with the export options (into runs/members/NAME/), then the member
+# graphs are joined into one ONNX graph with `ferlab ensemble --export` (equal weights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FERLAB=${FERLAB:-.venv/bin/ferlab}
-NAME=$1 RUN=$2; shift 2
-$FERLAB export "$RUN" --out src/ferlab/zoo --name "$NAME" "$@"
+DATA=${DATA:-../shared/datasets/fer2013/fer2013.csv.gz}
+NAME=$1; shift
+RUNS=()
+while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do RUNS+=("$1"); shift; done
+if [ ${#RUNS[@]} -eq 1 ]; then
+  $FERLAB export "${RUNS[0]}" --out src/ferlab/zoo --name "$NAME" "$@"
+else
+  MEMBERS=()
+  for i in "${!RUNS[@]}"; do
+    $FERLAB export "${RUNS[$i]}" --out "runs/members/$NAME" --name "member$i" "$@"
+    MEMBERS+=("runs/members/$NAME/member$i.onnx")
+  done
+  $FERLAB ensemble "${MEMBERS[@]}" --data "$DATA" --split PublicTest --out "runs/members/$NAME/PublicTest" \
+    --export "src/ferlab/zoo/$NAME.onnx" --name "$NAME" --no-progress
+fi
 OUT=benchmarks/results/$NAME
 for tta in none flip tencrop; do
   $FERLAB evaluate "$NAME" --split PrivateTest --tta "$tta" --out "$OUT/PrivateTest-$tta" --record-card --no-progress

@@ -341,6 +341,7 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
     """Export the ensemble as one ONNX graph (``out``: .onnx path or folder) with its model card; returns
     the card.  ``calibrate`` fits the ensemble's temperature on ``val_split`` of ``data`` (default: the
     first run member's training data); never on PrivateTest."""
+    from .data.cache import portable_path
     from .training.export import FACE_MARGIN, calibrate_card, export_onnx, finish_card
 
     if val_split == "PrivateTest":
@@ -370,7 +371,7 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
     member_cards = []
     params = macs = 0
     for mname, src, m, w in zip(ens.names, ens.sources, ens.members, ens.weights):
-        entry: dict[str, Any] = {"name": mname, "source": src, "kind": m.kind, "weight": round(float(w), 6),
+        entry: dict[str, Any] = {"name": mname, "source": portable_path(src), "kind": m.kind, "weight": round(float(w), 6),
                                  "temperature": round(float(m.temperature), 4),
                                  "architecture": m.info.get("architecture")}
         if m.kind == "run":

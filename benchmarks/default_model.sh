@@ -6,7 +6,8 @@
 #   e.g. bash benchmarks/default_model.sh default runs/fernet_cycle2 --quantize int8
 #        bash benchmarks/default_model.sh ferplus runs/a runs/b --quantize int8   # ensemble of a and b
 # With several runs each is exported with the export options (into runs/members/NAME/), then the member
-# graphs are joined into one ONNX graph with `ferlab ensemble --export` (equal weights).
+# graphs are joined into one ONNX graph with `ferlab ensemble --export` (equal weights), and each member's
+# PrivateTest accuracy is written beside the ensemble's (members-PrivateTest/ensemble.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FERLAB=${FERLAB:-.venv/bin/ferlab}
@@ -18,12 +19,15 @@ if [ ${#RUNS[@]} -eq 1 ]; then
   $FERLAB export "${RUNS[0]}" --out src/ferlab/zoo --name "$NAME" "$@"
 else
   MEMBERS=()
-  for i in "${!RUNS[@]}"; do
-    $FERLAB export "${RUNS[$i]}" --out "runs/members/$NAME" --name "member$i" "$@"
-    MEMBERS+=("runs/members/$NAME/member$i.onnx")
+  for run in "${RUNS[@]}"; do
+    $FERLAB export "$run" --out "runs/members/$NAME" --name "$(basename "$run")" "$@"
+    MEMBERS+=("runs/members/$NAME/$(basename "$run").onnx")
   done
   $FERLAB ensemble "${MEMBERS[@]}" --data "$DATA" --split PublicTest --out "runs/members/$NAME/PublicTest" \
     --export "src/ferlab/zoo/$NAME.onnx" --name "$NAME" --no-progress
+  # each member on PrivateTest beside the ensemble, for the report only (nothing is chosen from it)
+  $FERLAB ensemble "${MEMBERS[@]}" --data "$DATA" --split PrivateTest --out "benchmarks/results/$NAME/members-PrivateTest" \
+    --no-progress
 fi
 OUT=benchmarks/results/$NAME
 for tta in none flip tencrop; do

@@ -68,3 +68,21 @@ def test_two_stage_fine_tuning(fer_sample, base_run, tmp_path):
     # a finished staged run resumes as a no-op
     assert main(["train", "--resume", str(run), "--no-progress"]) == 0
     assert json.loads((run / "summary.json").read_text())["stages"] == 2
+
+
+def test_cards_name_the_labels_of_the_starting_weights(fer_sample, base_run, tmp_path):
+    """A fine-tuned model has seen the labels its starting weights were trained on: its card (and an
+    ensemble's card) says which, so "extra labels" are never silent."""
+    from ferlab.ensemble import export_ensemble
+    from ferlab.training.export import export_run
+
+    run = tmp_path / "ft"
+    six = "classes=[angry, fear, happy, sad, surprise, neutral]"
+    train(load_config(None, [f"data={fer_sample}", *TINY, six, "epochs=1", "max_train_batches=2",
+                             f"init={base_run / 'model.safetensors'}"]), run, progress=False)
+    card = export_run(run, tmp_path / "ft.onnx", calibrate=False)
+    assert card["training"]["initialised_from"] == {"weights": str(base_run / "model.safetensors"),
+                                                    "labels": "fer2013"}
+    assert export_run(base_run, tmp_path / "base.onnx", calibrate=False)["training"]["initialised_from"] is None
+    ens = export_ensemble([run, tmp_path / "ft.onnx"], tmp_path / "ens.onnx", calibrate=False)
+    assert ens["training"]["initialised_from"] == [card["training"]["initialised_from"]] * 2

@@ -342,7 +342,7 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
     the card.  ``calibrate`` fits the ensemble's temperature on ``val_split`` of ``data`` (default: the
     first run member's training data); never on PrivateTest."""
     from .data.cache import portable_path
-    from .training.export import FACE_MARGIN, calibrate_card, export_onnx, finish_card
+    from .training.export import FACE_MARGIN, calibrate_card, export_onnx, finish_card, pretraining
 
     if val_split == "PrivateTest":
         raise FerlabError("PrivateTest is for the final report only: fit the ensemble's temperature on "
@@ -385,7 +385,8 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
             cfg = yaml.safe_load((m.path / "config.yaml").read_text())
             entry["training"] = {"data": Path(cfg.get("data", "")).name, "labels": cfg.get("labels"),
                                  "train_split": cfg.get("train_split"), "val_split": cfg.get("val_split"),
-                                 "balance": cfg.get("balance"), "class_weights": cfg.get("class_weights")}
+                                 "balance": cfg.get("balance"), "class_weights": cfg.get("class_weights"),
+                                 "initialised_from": pretraining(cfg.get("init"))}
             if data is None:
                 data = cfg.get("data")
         else:
@@ -415,7 +416,8 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
         "ensemble": {"method": "soft voting", "built_by": how, "members": member_cards,
                      "weights": [round(float(w), 6) for w in ens.weights]},
         "training": {"data": Path(str(data)).name if data else None, "labels": ens.trained_labels,
-                     "selection_split": val_split, "members": len(member_cards)},
+                     "selection_split": val_split, "members": len(member_cards),
+                     "initialised_from": [(e.get("training") or {}).get("initialised_from") for e in member_cards]},
         "export_command": "ferlab " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "ferlab" else "",
         "exported": time.strftime("%Y-%m-%d"),
         "temperature": 1.0,

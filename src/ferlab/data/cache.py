@@ -71,9 +71,9 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def portable_path(path: str | os.PathLike) -> str:
-    """``path`` as recorded in committed results: relative to the working directory when it lies at most two
-    levels above it (``src/ferlab/zoo/default.onnx``, ``../shared/datasets/...``), else as given, so that no
-    machine-specific absolute prefix ends up in a report."""
+    """``path`` as recorded in committed results: relative to the working directory when it lies inside it or
+    beside it (``src/ferlab/zoo/default.onnx``, ``../shared/datasets/...``), else as given, so that no
+    machine-specific absolute prefix of the project ends up in a report."""
     p = str(path)
     if not os.path.isabs(p):
         return p
@@ -81,4 +81,4 @@ def portable_path(path: str | os.PathLike) -> str:
         rel = os.path.relpath(p)
     except ValueError:  # another drive on Windows
         return p
-    return rel if rel.split(os.sep)[:3].count("..") <= 2 else p
+    return rel if rel.split(os.sep)[:2].count("..") <= 1 else p

@@ -152,6 +152,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str | N
             "best_epoch": summary.get("best_epoch_acc"), "wall_clock_min": round(summary.get("train_time_s", 0) / 60, 1),
             "images_per_s": round(summary.get("images_per_s_median", 0)), "recipe": cfg.to_dict(),
             "external_data": bool(cfg.extra_data),
+            "initialised_from": pretraining(cfg.init),
         },
         "export_command": "ferlab " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "ferlab" else "",
         "exported": time.strftime("%Y-%m-%d"),
@@ -160,6 +161,20 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str | N
     if val is not None and calibrate:
         calibrate_card(card, onnx_path, val.images, val.labels, summary.get("val_split", cfg.val_split))
     return finish_card(card, onnx_path, extra_card)
+
+
+def pretraining(init: str | os.PathLike | None) -> dict | None:
+    """Where a fine-tuned run's starting weights came from and which labels trained them (read from the run's
+    config.yaml beside the weights), so that a card names every label source its model has seen."""
+    if not init:
+        return None
+    from ..data.cache import portable_path
+
+    cfg_file = Path(init).parent / "config.yaml"
+    labels = None
+    if cfg_file.is_file():
+        labels = (yaml.safe_load(cfg_file.read_text()) or {}).get("labels")
+    return {"weights": portable_path(init), "labels": labels or "unknown (no config.yaml beside the weights)"}
 
 
 def calibrate_card(card: dict, onnx_path: Path, images: np.ndarray, labels: np.ndarray, split: str) -> None:

@@ -104,6 +104,15 @@ def test_exported_single_graph_matches_python(runs, test_images, tmp_path, fer_s
                                                                        calibrated=False).logits(x), member["temperature"])
     np.testing.assert_allclose(got, expect, atol=1e-4)
 
+    # the card says how its members are stored: int8 members make an int8 ensemble, never "none"
+    assert card["quantization"] == card2["quantization"] == "none"
+    export_run(runs[0], tmp_path / "q" / "q0.onnx", quantize="int8", calibrate=False)
+    export_run(runs[1], tmp_path / "q" / "q1.onnx", quantize="int8", calibrate=False)
+    q = [tmp_path / "q" / "q0.onnx", tmp_path / "q" / "q1.onnx"]
+    assert export_ensemble(q, tmp_path / "q.onnx", calibrate=False)["quantization"] == "int8"
+    mixed_q = export_ensemble([q[0], tmp_path / "m1" / "m1.onnx"], tmp_path / "mq.onnx", calibrate=False)
+    assert mixed_q["quantization"] == "mixed (int8, none)"
+
 
 def test_ensemble_cli_evaluates_and_exports(runs, fer_sample, tmp_path, capsys, test_images):
     out, onnx_path = tmp_path / "report", tmp_path / "exp" / "e.onnx"

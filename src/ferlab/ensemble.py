@@ -201,6 +201,12 @@ def _json_safe(x):
     return _clean({k: v for k, v in x.items() if k != "result"})
 
 
+def _common(values: list[str]) -> str:
+    """The members' shared value of a card field, or "mixed (a, b)"."""
+    kinds = sorted(set(values))
+    return kinds[0] if len(kinds) == 1 else f"mixed ({', '.join(kinds)})"
+
+
 def _command(members, data, split, weights, out, export=None) -> str:
     parts = ["ferlab", "ensemble", *map(str, members), "--data", str(data), "--split", split]
     if weights:
@@ -410,7 +416,8 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
         "output": f"log of the weighted mean softmax of {len(member_cards)} members (soft voting)",
         "face_margin": margin if margin is not None else (margins[0] if margins and margins[0] is not None
                                                           else FACE_MARGIN),
-        "tta": "none", "quantization": "none",
+        "tta": "none", "quantization": _common([((m.card or {}).get("quantization") or "none") if m.kind == "onnx"
+                                                else "none" for m in ens.members]),
         "architecture": "ensemble(" + " + ".join(str(e["architecture"]) for e in member_cards) + ")",
         "model_options": {}, "params": params, "macs": macs,
         "ensemble": {"method": "soft voting", "built_by": how, "members": member_cards,

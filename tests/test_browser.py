@@ -100,8 +100,6 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 15) -> Path:
     return path
 
 
-
-
 # ------------------------------------------------------------------------------------------- server
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):

@@ -35,8 +35,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 # ------------------------------------------------------------------------------------------- helpers
-
-
 def face_jpeg() -> bytes:
     """A photo with one face Haar finds: the astronaut example, else a padded, upscaled FER2013 face."""
     if ASTRONAUT.exists():

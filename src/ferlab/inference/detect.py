@@ -5,14 +5,12 @@ Every detector has ``detect(image) -> list[Detection]`` with ``image`` a uint8 g
 (H, W, 3) array, and ``detect_near(image, box)`` that searches only a window around a previous box (what
 the video tracker calls between full detections).  Boxes are ``(x, y, w, h)`` ints in the input image.
 
-Speed (``benchmarks/results/inference.json``, 640x480 frame, one 92 px face, 1 thread): a Haar pass scans
-an image pyramid whose first level already shrinks the image so that the 24 px cascade window matches
-``min_size``, so the cost is set mostly by ``min_size`` and ``scale_factor``: 79 ms at min 40 / scale 1.1
-(the default), 47 ms at scale 1.2, 52 ms at min 60, 31 ms at min 80.  Shrinking the frame first
-(``max_side``) saves 10-25% more (min 60 at 480 px: 47 ms; min 80 at 320 px: 23 ms, the face still found)
-and never shrinks a ``min_size`` face below ``RELIABLE_PX``, so small faces stay findable.  The profile
-passes cost ~4x.  In videos the big saving is detecting every N frames and searching only near the last
-box in between (``detect_near``): 34 ms a frame every 3 frames at min 40, 9 ms every 10 at min 80.
+Speed (measured by ``benchmarks/bench_inference.py``; the figures are in benchmarks/README.md): a Haar pass
+scans an image pyramid whose first level already shrinks the image so that the 24 px cascade window matches
+``min_size``, so the cost is set mostly by ``min_size`` and ``scale_factor``.  Shrinking the frame first
+(``max_side``) saves a little more and never shrinks a ``min_size`` face below ``RELIABLE_PX``, so small
+faces stay findable.  The profile passes cost about 4x.  In videos the big saving is detecting every N
+frames and searching only near the last box in between (``detect_near``).
 """
 
 from __future__ import annotations

@@ -2,15 +2,25 @@
 
 Every image that enters ferlab (folder datasets, ``ferlab predict``, the HTTP API) is decoded here:
 - only the formats in ``ALLOWED_FORMATS`` are accepted, recognised from the bytes (not the file name);
-- the pixel count is read from the header and refused above ``MAX_PIXELS`` *before* decoding
-  (no decompression bombs);
-- truncated or malformed data is an error, never a half-decoded picture.
+- the size is read from the header and refused *before* decoding: more than ``MAX_PIXELS`` pixels
+  (decompression bombs), a side over ``MAX_SIDE`` or a shape more elongated than ``MAX_ASPECT`` : 1
+  (a 207-byte 1 x 65535 PNG is a valid image, and no face);
+- ``max_side`` decodes a large image reduced (JPEG: DCT scaling through Pillow's ``draft``, so the full
+  picture never exists in memory; other formats: ``reduce`` right after loading), which bounds the memory
+  and time of everything downstream;
+- truncated or malformed data is an error, never a half-decoded picture; *any* failure inside the decoder
+  (Pillow raises many exception types on hostile input) becomes an ``ImageError``.
 Errors are ``ImageError`` (a ``FerlabError``) with a ``kind`` the HTTP layer maps to a status code.
+
+Memory budget: decoding an accepted image costs at most about 4 bytes per pixel of the decoded size plus
+the result (``MAX_PIXELS`` = 40 M: under 250 MB for a full-size decode; with ``max_side`` = 2048 under 60 MB
+for JPEG).  ``tests/test_hardening_images.py`` checks these bounds in a subprocess.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -23,20 +33,39 @@ ALLOWED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "BMP", "WEBP", "TIFF
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm"})
 MAX_PIXELS = 40_000_000
+#: longest accepted side, in pixels (a 16384 x 2441 panorama is accepted; a 20000 x 1 strip is not)
+MAX_SIDE = 16_384
+#: most elongated accepted shape, long side : short side (panoramas are ~4-10 : 1; faces are never 50 : 1)
+MAX_ASPECT = 50
 MAX_FILE_BYTES = 200 * 1024 * 1024
+#: above this many pixels a JPEG wanted in grey is decoded straight to grey (memory)
+LARGE_PIXELS = 4_000_000
 
 
 class ImageError(FerlabError):
-    """An image that cannot be used.  ``kind``: empty | unsupported | too_large | corrupt | missing."""
+    """An image that cannot be used.  ``kind``: empty | unsupported | too_large | bad_shape | corrupt | missing."""
 
     def __init__(self, message: str, kind: str = "corrupt"):
-        super().__init__(message)
-        self.kind = kind
+        super().__init__(message, kind)
 
 
-def decode_image(data: bytes, *, name: str = "image", mode: str = "bgr", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes to a uint8 array: ``mode`` "bgr" / "rgb" (H, W, 3) or "gray" (H, W)."""
-    from PIL import Image, ImageOps
+def check_size(w: int, h: int, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse a ``w`` x ``h`` image by the limits above (``ImageError``), before any pixel is decoded."""
+    if w <= 0 or h <= 0:
+        raise ImageError(f"{name}: image has no pixels ({w}x{h})", "corrupt")
+    if w * h > max_pixels:
+        raise ImageError(f"{name}: {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the "
+                         f"{max_pixels / 1e6:.0f} megapixel limit", "too_large")
+    if max(w, h) > MAX_SIDE:
+        raise ImageError(f"{name}: {w}x{h} has a side over the {MAX_SIDE} pixel limit", "too_large")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"{name}: {w}x{h} is a strip, not a picture (more elongated than "
+                         f"{MAX_ASPECT}:1)", "bad_shape")
+
+
+def _open(data: bytes, name: str, max_pixels: int):
+    """Pillow image of ``data`` with its header checked (format, size); nothing decoded yet."""
+    from PIL import Image
 
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)", "empty")
@@ -44,37 +73,101 @@ def decode_image(data: bytes, *, name: str = "image", mode: str = "bgr", max_pix
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: image too large to decode safely", "too_large") from None
-    except (Image.UnidentifiedImageError, OSError, ValueError, SyntaxError):
+    except MemoryError:
+        raise ImageError(f"{name}: image header asks for more memory than is available", "too_large") from None
+    except Exception:  # noqa: BLE001 - Pillow raises assorted types on hostile headers; all mean "not an image"
         raise ImageError(f"{name}: not an image in a supported format "
                          f"({', '.join(sorted(ALLOWED_FORMATS))})", "unsupported") from None
-    except Image.DecompressionBombWarning:
-        raise ImageError(f"{name}: image too large to decode safely", "too_large") from None
     fmt = (img.format or "").upper()
     if fmt not in ALLOWED_FORMATS:
         raise ImageError(f"{name}: image format {fmt or 'unknown'} is not accepted "
                          f"(allowed: {', '.join(sorted(ALLOWED_FORMATS))})", "unsupported")
-    w, h = img.size
-    if w <= 0 or h <= 0:
-        raise ImageError(f"{name}: image has no pixels", "corrupt")
-    if w * h > max_pixels:
-        raise ImageError(f"{name}: {w}x{h} = {w * h / 1e6:.1f} megapixels, more than the "
-                         f"{max_pixels / 1e6:.0f} megapixel limit", "too_large")
     try:
-        img.load()
-        img = ImageOps.exif_transpose(img) or img
-        if mode == "gray":
-            out = np.asarray(img.convert("L"), dtype=np.uint8)
-        else:
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-            out = rgb[:, :, ::-1] if mode == "bgr" else rgb
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise ImageError(f"{name}: truncated or corrupt {fmt} image ({str(e)[:80]})", "corrupt") from None
+        w, h = (int(v) for v in img.size)
+    except Exception:  # noqa: BLE001
+        raise ImageError(f"{name}: unreadable image size", "corrupt") from None
+    check_size(w, h, name=name, max_pixels=max_pixels)
+    return img
+
+
+def _reduce_factor(w: int, h: int, max_side: int | None) -> int:
+    if not max_side or max(w, h) <= max_side:
+        return 1
+    return math.ceil(max(w, h) / max_side)
+
+
+def _decode(img, name: str, mode: str, max_side: int | None) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    fmt = (img.format or "").upper()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            w, h = img.size
+            k = _reduce_factor(w, h, max_side)
+            if fmt == "JPEG" and (k > 1 or (mode == "gray" and w * h > LARGE_PIXELS)):
+                # DCT scaling decodes at 1/2, 1/4 or 1/8 size, never the full one; a large picture wanted in
+                # grey is decoded straight to luma (no full-size RGB copy; may differ by one grey level)
+                img.draft("L" if mode == "gray" and w * h > LARGE_PIXELS else img.mode,
+                          (max(1, w // k), max(1, h // k)))
+            img.load()
+            k = _reduce_factor(*img.size, max_side)
+            if k > 1:
+                img = img.reduce(k)
+            img = ImageOps.exif_transpose(img) or img
+            check_size(*img.size, name=name, max_pixels=MAX_PIXELS)
+            if mode == "gray":
+                out = np.asarray(img.convert("L"), dtype=np.uint8)
+            else:
+                rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+                out = rgb[:, :, ::-1] if mode == "bgr" else rgb
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode this {fmt} image", "too_large") from None
+    except Exception as e:  # noqa: BLE001 - truncated, malformed or lying data: never a half-decoded picture
+        raise ImageError(f"{name}: truncated or corrupt {fmt} image ({type(e).__name__}: {str(e)[:80]})",
+                         "corrupt") from None
+    if out.ndim not in (2, 3) or min(out.shape[:2]) == 0:
+        raise ImageError(f"{name}: decoded to an empty picture", "corrupt")
     return np.ascontiguousarray(out)
 
 
-def read_image(path: str | os.PathLike, *, mode: str = "bgr", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, *, name: str = "image", mode: str = "bgr", max_pixels: int = MAX_PIXELS,
+                 max_side: int | None = None) -> np.ndarray:
+    """Decode image bytes to a uint8 array: ``mode`` "bgr" / "rgb" (H, W, 3) or "gray" (H, W).
+
+    ``max_side``: decode reduced so that the longest side is at most this (an integer factor; see
+    ``decode_image_reduced`` for the factor, to map coordinates back)."""
+    return decode_image_reduced(data, name=name, mode=mode, max_pixels=max_pixels, max_side=max_side)[0]
+
+
+def decode_image_reduced(data: bytes, *, name: str = "image", mode: str = "bgr", max_pixels: int = MAX_PIXELS,
+                         max_side: int | None = None) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """(array, scale, (width, height) of the full image after EXIF rotation): ``scale`` = array size / full
+    size (1.0 when not reduced), so a box (x, y, w, h) in the array is (x / scale, ...) in the image."""
+    if mode not in ("bgr", "rgb", "gray"):
+        raise FerlabError(f"image mode must be bgr, rgb or gray (got {mode!r})", "bad_option")
+    img = _open(bytes(data), name, max_pixels)
+    w, h = img.size
+    if _exif_swaps(img):
+        w, h = h, w
+    out = _decode(img, name, mode, max_side)
+    scale = out.shape[1] / w if w else 1.0
+    return out, (1.0 if out.shape[1] == w and out.shape[0] == h else scale), (w, h)
+
+
+def _exif_swaps(img) -> bool:
+    try:
+        return img.getexif().get(0x0112) in (5, 6, 7, 8)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored by exif_transpose as well
+        return False
+
+
+def read_image(path: str | os.PathLike, *, mode: str = "bgr", max_pixels: int = MAX_PIXELS,
+               max_side: int | None = None) -> np.ndarray:
     """Read and decode an image file (see ``decode_image``); errors name the file."""
     p = Path(path)
     try:
@@ -88,7 +181,9 @@ def read_image(path: str | os.PathLike, *, mode: str = "bgr", max_pixels: int = 
         raise ImageError(f"{p}: no such file", "missing") from None
     except PermissionError:
         raise ImageError(f"{p}: permission denied", "missing") from None
-    return decode_image(data, name=str(p), mode=mode, max_pixels=max_pixels)
+    except OSError as e:
+        raise ImageError(f"{p}: cannot read ({e.strerror or type(e).__name__})", "missing") from None
+    return decode_image(data, name=str(p), mode=mode, max_pixels=max_pixels, max_side=max_side)
 
 
 def to_array(image, *, mode: str = "bgr", channel_order: str = "bgr") -> np.ndarray:
@@ -105,9 +200,7 @@ def to_array(image, *, mode: str = "bgr", channel_order: str = "bgr") -> np.ndar
         from PIL import Image
 
         if isinstance(image, Image.Image):
-            w, h = image.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(f"image of {w * h / 1e6:.1f} megapixels is over the limit", "too_large")
+            check_size(*image.size)
             rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
             image, channel_order = rgb, "rgb"
     except ImportError:  # pragma: no cover - Pillow is a base dependency
@@ -125,6 +218,7 @@ def to_array(image, *, mode: str = "bgr", channel_order: str = "bgr") -> np.ndar
         arr = arr[:, :, :3]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3) or min(arr.shape[:2]) == 0:
         raise ImageError(f"array of shape {arr.shape} is not an image (H, W), (H, W, 3) or (H, W, 4)", "unsupported")
+    check_size(arr.shape[1], arr.shape[0], name=f"array of shape {arr.shape}")
     if arr.ndim == 2:
         if mode == "gray":
             return np.ascontiguousarray(arr)

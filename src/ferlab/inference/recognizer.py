@@ -30,6 +30,12 @@ from .detect import Detection, Detector, make_detector
 #: those images from the Haar box, the trained fernet model scores 71.8% at margin 0, 71.2% at 0.025,
 #: 69.2% at 0.1 and 61.4% at 0.2 (73.1% on the original crops): larger margins than the FER framing hurt.
 DEFAULT_MARGIN = 0.02
+#: work bounds (issue 13): whatever the input's shape, a crop is made from at most a CROP_MAX_SIDE square and
+#: detection runs on at most DETECT_MAX_PIXELS (a larger image is searched on a shrunk copy: a Full HD frame is
+#: searched as it is; on a 12 MP photo the smallest face found grows from 40 to about 95 px).  Images within
+#: both bounds are processed exactly as before.
+CROP_MAX_SIDE = 2048
+DETECT_MAX_PIXELS = 2_100_000
 
 Box = tuple[int, int, int, int]
 
@@ -92,11 +98,19 @@ def crop_face(image: np.ndarray, box: Sequence[float], margin: float, size: int 
     gray = _gray(image)
     H, W = gray.shape
     x0, y0, s = face_square(box, margin)
+    if s > 4 * max(H, W):
+        raise FerlabError(f"face box {tuple(box)} is far larger than the {W}x{H} image", "recognition")
     ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(W, x0 + s), min(H, y0 + s)
     if ix1 <= ix0 or iy1 <= iy0:
-        raise FerlabError(f"face box {tuple(box)} lies outside the {W}x{H} image")
+        raise FerlabError(f"face box {tuple(box)} lies outside the {W}x{H} image", "recognition")
     patch = gray[iy0:iy1, ix0:ix1]
     pads = (iy0 - y0, y0 + s - iy1, ix0 - x0, x0 + s - ix1)
+    if s > CROP_MAX_SIDE:  # shrink before padding: the work is bounded by the output, not the box
+        f = CROP_MAX_SIDE / s
+        ph, pw = max(1, round(patch.shape[0] * f)), max(1, round(patch.shape[1] * f))
+        patch = cv2.resize(patch, (pw, ph), interpolation=cv2.INTER_AREA)
+        top, left = round(pads[0] * f), round(pads[2] * f)
+        pads = (top, max(0, CROP_MAX_SIDE - ph - top), left, max(0, CROP_MAX_SIDE - pw - left))
     if any(pads):
         patch = cv2.copyMakeBorder(patch, *pads, cv2.BORDER_REPLICATE)
     return _resize(patch, size)
@@ -108,6 +122,10 @@ def whole_image_crop(image: np.ndarray, size: int = 48) -> np.ndarray:
 
     gray = _gray(image)
     h, w = gray.shape
+    if max(h, w) > CROP_MAX_SIDE:  # shrink before padding (a 1 x 65535 strip must not become a 65535^2 square)
+        f = CROP_MAX_SIDE / max(h, w)
+        gray = cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        h, w = gray.shape
     if h != w:
         d = abs(h - w)
         a, b = d // 2, d - d // 2
@@ -178,7 +196,17 @@ class Recognizer:
         return to_array(image, mode="bgr" if self.needs_color else "gray", channel_order=order)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        return self.detector.detect(image)
+        """Faces of ``image``; one over ``DETECT_MAX_PIXELS`` is searched on a shrunk copy (boxes mapped back)."""
+        import cv2
+
+        h, w = image.shape[:2]
+        if h * w <= DETECT_MAX_PIXELS or getattr(self.detector, "name", "") == "none":
+            return self.detector.detect(image)
+        f = (DETECT_MAX_PIXELS / (h * w)) ** 0.5
+        small = cv2.resize(image, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
+        fx, fy = w / small.shape[1], h / small.shape[0]
+        return [Detection((int(d.box[0] * fx), int(d.box[1] * fy), max(1, int(d.box[2] * fx)),
+                           max(1, int(d.box[3] * fy))), d.score, d.source) for d in self.detector.detect(small)]
 
     def crops(self, image: np.ndarray, boxes: Iterable[Sequence[float]]) -> np.ndarray:
         gray = _gray(image)
@@ -217,9 +245,10 @@ class Recognizer:
 
     def predict_batch(self, images: Iterable, channel_order: str | None = None) -> list[list[Face]]:
         """``predict`` for several images, with all their faces classified in one batch."""
-        plans = [self._plan(self.load(im, channel_order)) for im in images]
+        plans = [self._guard(lambda im=im: self._plan(self.load(im, channel_order))) for im in images]
         crops = [p[1] for p in plans if len(p[1])]
-        probs = self.classify(np.concatenate(crops)) if crops else np.zeros((0, len(self.classes)), np.float32)
+        probs = (self._guard(lambda: self.classify(np.concatenate(crops))) if crops
+                 else np.zeros((0, len(self.classes)), np.float32))
         out, i = [], 0
         for boxes, c, whole, scores in plans:
             out.append(self._faces(probs[i:i + len(c)], boxes, whole, scores))
@@ -228,11 +257,25 @@ class Recognizer:
 
     def predict_boxes(self, image, boxes: Sequence[Sequence[float]], channel_order: str | None = None) -> list[Face]:
         """Classify given face boxes (e.g. from a tracker) without running the detector."""
-        img = self.load(image, channel_order)
+        img = self._guard(lambda: self.load(image, channel_order))
         boxes = list(boxes)
         if not boxes:
             return []
-        return self._faces(self.classify(self.crops(img, boxes)), boxes, False)
+        return self._faces(self._guard(lambda: self.classify(self.crops(img, boxes))), boxes, False)
+
+    @staticmethod
+    def _guard(step):
+        """Run one step of the pipeline; any failure inside decoding, detection, cropping or the classifier
+        (OpenCV's ``cv2.error``, a failed allocation, ONNX Runtime) becomes a one-line ``FerlabError``."""
+        try:
+            return step()
+        except FerlabError:
+            raise
+        except MemoryError:
+            raise FerlabError("not enough memory to process this image", "too_large") from None
+        except Exception as e:  # noqa: BLE001 - the boundary: no raw library exception reaches the caller
+            first = (str(e).strip().splitlines() or [""])[-1][:160]
+            raise FerlabError(f"cannot process this image ({type(e).__name__}: {first})", "recognition") from None
 
     @staticmethod
     def to_table(results, names: Sequence[str] | None = None) -> list[dict]:

@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[train,serve,dev]"
+	$(PY) -m pip install -q -e ".[train,serve,scale,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,0 +1,259 @@
+"""Where the units are processed: this process, a local process pool, or a Ray cluster (Ray Data).
+
+Every engine is a generator of ``(unit, result)`` pairs in completion order; the driver (``job.run``)
+commits them.  Work is grouped into *tasks*: up to ``batch_size`` images, or one video segment.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+from ..errors import FerlabError
+from .inputs import Unit
+from .work import BatchOptions, UnitResult, UnitWorker
+
+
+def make_tasks(units: list[Unit], batch_size: int) -> list[list[Unit]]:
+    """Video segments first (one task each: the long ones start early), then images in groups."""
+    videos = [[u] for u in units if u.kind == "video"]
+    images = [u for u in units if u.kind == "image"]
+    return videos + [images[i:i + batch_size] for i in range(0, len(images), batch_size)]
+
+
+# -- this process and the local pool ---------------------------------------------------------------------
+
+_WORKER: UnitWorker | None = None
+
+
+def _init_pool_worker(options: dict, sha: str) -> None:
+    global _WORKER
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver handles Ctrl-C
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    _WORKER = UnitWorker(options, sha)
+
+
+def _pool_task(units: list[Unit]) -> list[UnitResult]:
+    assert _WORKER is not None
+    return _WORKER.process(units)
+
+
+def local_results(units: list[Unit], options: BatchOptions, sha: str, workers: int,
+                  batch_size: int) -> Iterator[tuple[Unit, UnitResult]]:
+    tasks = make_tasks(units, batch_size)
+    if not tasks:
+        return
+    if workers <= 1:
+        w = UnitWorker(options, sha)
+        for t in tasks:
+            yield from zip(t, w.process(t))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    opts = dict(options.__dict__)
+    if opts.get("threads") is None:
+        opts["threads"] = 1  # one ONNX Runtime thread per worker: the processes fill the cores
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_init_pool_worker, initargs=(opts, sha))
+    pending: dict = {}
+    it = iter(tasks)
+    try:
+        while True:
+            while len(pending) < 2 * workers:
+                t = next(it, None)
+                if t is None:
+                    break
+                pending[ex.submit(_pool_task, t)] = t
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                t = pending.pop(f)
+                try:
+                    res = f.result()
+                except BrokenProcessPool:
+                    raise FerlabError("a worker process died (killed, or out of memory?); the parts committed so "
+                                      "far are kept and a re-run with the same --out resumes") from None
+                except FerlabError as e:  # the model could not be loaded in the worker
+                    raise FerlabError(f"worker: {e}") from None
+                yield from zip(t, res)
+    finally:
+        for f in pending:
+            f.cancel()
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+# -- Ray ---------------------------------------------------------------------------------------------------
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise FerlabError(f"--engine ray needs the [scale] extra on this machine: pip install 'ferlab[scale]' "
+                          f"(missing module {e.name})") from None
+    return ray
+
+
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, when a given HOST:PORT or ray://HOST:PORT does not answer."""
+    if not address or address in ("auto", "local"):
+        return
+    hp = address.split("://", 1)[-1]
+    host, _, port = hp.rpartition(":")
+    if not host or not port.isdigit():
+        raise FerlabError(f"--address {address!r}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise FerlabError(f"cannot reach the Ray cluster at {address} ({why}); is `ray start --head` running "
+                          "there, and is the address right?") from None
+
+
+def connect(address: str | None, runtime_env: dict | None = None):
+    """ray.init against ``address`` (None or "local": a private local instance), with one-line errors."""
+    ray = _import_ray()
+    if ray.is_initialized():
+        return ray
+    check_address(address)
+    kw: dict = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
+    if runtime_env:
+        kw["runtime_env"] = runtime_env
+    try:
+        if address in (None, "local"):
+            ray.init(include_dashboard=False, **kw)
+        else:
+            ray.init(address=address, **kw)
+    except ConnectionError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = "no running Ray cluster found (start one with `ray start --head`)" if address == "auto" else \
+            f"cannot connect to the Ray cluster at {address}"
+        raise FerlabError(f"{where}: {msg[:160]}") from None
+    except (RuntimeError, ValueError) as e:
+        raise FerlabError(f"cannot connect to the Ray cluster at {address}: {str(e).splitlines()[0][:160]}") from None
+    return ray
+
+
+def probe_cluster(ray, timeout: float = 300.0) -> dict:
+    """Run one small task on the cluster that imports what the workers need; a missing package is one line."""
+
+    @ray.remote(num_cpus=0, max_retries=0)
+    def probe():
+        import importlib
+
+        missing, versions = [], {}
+        for mod in ("ferlab", "onnxruntime", "cv2", "numpy", "PIL"):
+            try:
+                m = importlib.import_module(mod)
+                versions[mod] = getattr(m, "__version__", "?")
+            except ImportError as e:
+                missing.append(getattr(e, "name", None) or mod)
+        return {"missing": missing, "versions": versions}
+
+    from ray.exceptions import GetTimeoutError, RayError
+
+    try:
+        info = ray.get(probe.remote(), timeout=timeout)
+    except GetTimeoutError:
+        raise FerlabError(f"the Ray cluster did not run a probe task within {timeout:.0f} s "
+                          "(no free worker? check `ray status`)") from None
+    except RayError as e:
+        raise FerlabError(f"the Ray cluster cannot run ferlab tasks: {str(e).strip().splitlines()[-1][:200]}") from None
+    if info["missing"]:
+        raise FerlabError(f"the Ray cluster's workers lack {', '.join(info['missing'])}: install "
+                          "\"ferlab[scale]\" (same version as here) on every node")
+    return info
+
+
+class RayTaskMapper:
+    """The actor class ``ferlab batch --engine ray`` runs in ``map_batches``: one task (JSON list of units)
+    per row in, one row per unit out (rows JSON-encoded, so the driver commits units, never half of one)."""
+
+    def __init__(self, options: dict, sha: str):
+        import ray
+
+        opts = dict(options)
+        if opts.get("threads") is None:
+            opts["threads"] = 1
+        try:
+            node = ray.get_runtime_context().get_node_id()[:8]
+        except Exception:  # noqa: BLE001 - outside Ray (tests)
+            node = "local"
+        self.worker = UnitWorker(opts, sha, worker_tag=f"{node}:{os.getpid()}")
+
+    def __call__(self, batch: dict) -> dict:
+        import json
+
+        import numpy as np
+
+        out = {"key": [], "rows": [], "error": [], "error_kind": [], "frames": [], "worker": []}
+        for task in batch["task"]:
+            units = [Unit.from_dict(d) for d in json.loads(str(task))]
+            for r in self.worker.process(units):
+                out["key"].append(r.key)
+                out["rows"].append(json.dumps(r.rows))
+                out["error"].append(r.error or "")
+                out["error_kind"].append(r.error_kind or "")
+                out["frames"].append(r.frames)
+                out["worker"].append(r.worker)
+        return {k: np.array(v, dtype=object if k != "frames" else np.int64) for k, v in out.items()}
+
+
+def ray_results(units: list[Unit], options: BatchOptions, sha: str, workers: int | None, batch_size: int,
+                address: str | None, runtime_env: dict | None = None,
+                info: dict | None = None) -> Iterator[tuple[Unit, UnitResult]]:
+
+    ray = _import_ray()
+    owned = not ray.is_initialized()
+    connect(address, runtime_env)
+    try:
+        yield from _ray_job(ray, units, options, sha, workers, batch_size, info)
+    finally:
+        if owned:
+            ray.shutdown()
+
+
+def _ray_job(ray, units, options, sha, workers, batch_size, info) -> Iterator[tuple[Unit, UnitResult]]:
+    import json
+
+    probe = probe_cluster(ray)
+    if info is not None:
+        info.update(cluster_cpus=int(ray.cluster_resources().get("CPU", 0)),
+                    nodes=sum(1 for n in ray.nodes() if n.get("Alive")), worker_versions=probe["versions"])
+    tasks = make_tasks(units, batch_size)
+    if not tasks:
+        return
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    n_actors = workers or max(1, cpus - 1)  # one CPU stays free for Ray Data's own tasks
+    n_actors = max(1, min(n_actors, len(tasks)))
+    if info is not None:
+        info["actors"] = n_actors
+    by_key = {u.key: u for u in units}
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    items = [{"task": json.dumps([u.to_dict() for u in t])} for t in tasks]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(RayTaskMapper, fn_constructor_kwargs={"options": dict(options.__dict__), "sha": sha},
+                        batch_size=1, concurrency=n_actors, num_cpus=1, batch_format="numpy")
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        for i, key in enumerate(batch["key"]):
+            u = by_key.get(str(key))
+            if u is None:
+                continue
+            err = str(batch["error"][i]) or None
+            yield u, UnitResult(str(key), [tuple(r) for r in json.loads(str(batch["rows"][i]))] if not err else [],
+                                error=err, error_kind=str(batch["error_kind"][i]) or None,
+                                frames=int(batch["frames"][i]), worker=str(batch["worker"][i]))

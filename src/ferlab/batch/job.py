@@ -1,0 +1,166 @@
+"""``ferlab.batch.run``: gather inputs, open the output folder, process what is not done yet, commit parts."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from ..errors import FerlabError
+from .inputs import Unit, gather_paths, plan_units
+from .store import OutputStore, describe_model
+from .work import SCHEMA_VERSION, BatchOptions, UnitResult
+
+ENGINES = ("local", "ray")
+FORMATS = ("parquet", "csv")
+
+
+class _Committer:
+    """Buffers finished units; commits a part every ``part_inputs`` units or ``flush_seconds``."""
+
+    def __init__(self, store: OutputStore, part_inputs: int, flush_seconds: float):
+        self.store, self.part_inputs, self.flush_seconds = store, part_inputs, flush_seconds
+        self.buf: list[tuple[Unit, UnitResult]] = []
+        self.last = time.monotonic()
+        self.faces = self.errors = self.units = self.parts = 0
+
+    def add(self, u: Unit, r: UnitResult) -> None:
+        self.buf.append((u, r))
+        if len(self.buf) >= self.part_inputs or time.monotonic() - self.last >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.buf:
+            items, self.buf = self.buf, []
+            before = len(self.store.done)
+            self.faces += self.store.commit(items)
+            n = len(self.store.done) - before
+            self.units += n
+            self.errors += sum(1 for _, r in items if r.error is not None)
+            self.parts += 1 if n else 0
+        self.last = time.monotonic()
+
+
+def _check_options(engine: str, fmt: str, workers: int | None, batch_size: int, part_inputs: int,
+                   flush_seconds: float, options: BatchOptions) -> None:
+    if engine not in ENGINES:
+        raise FerlabError(f"--engine must be one of {', '.join(ENGINES)} (got {engine!r})")
+    if fmt not in FORMATS:
+        raise FerlabError(f"--format must be one of {', '.join(FORMATS)} (got {fmt!r})")
+    if workers is not None and workers < 1:
+        raise FerlabError(f"--workers must be at least 1 (got {workers})")
+    if batch_size < 1 or part_inputs < 1:
+        raise FerlabError("--batch-size and --part-inputs must be at least 1")
+    if flush_seconds <= 0:
+        raise FerlabError(f"--flush-seconds must be positive (got {flush_seconds})")
+    if options.segment_seconds <= 0:
+        raise FerlabError(f"--segment-seconds must be positive (got {options.segment_seconds})")
+    if options.video_fps is not None and options.video_fps <= 0:
+        raise FerlabError(f"--video-fps must be positive (got {options.video_fps})")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+        except ModuleNotFoundError:
+            raise FerlabError("Parquet output needs pyarrow: pip install 'ferlab[scale]', or use --format csv") from None
+
+
+def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local", workers: int | None = None,
+        address: str | None = None, format: str = "parquet", list_files: list[str] | None = None,
+        batch_size: int = 32, part_inputs: int = 1000, flush_seconds: float = 60.0, progress: bool = False,
+        runtime_env: dict | None = None, log=None, **options) -> dict:
+    """Recognise the faces of many images and videos into ``out`` (Parquet or CSV), resumably, exactly once.
+
+    inputs: files, folders (recursive), globs.  list_files: files with one input per line.
+    engine: "local" (``workers`` processes, default: all cores; 1 = this process) or "ray" (Ray Data on the
+        cluster at ``address``: "auto", "HOST:PORT", "ray://HOST:PORT"; None starts a private local Ray).
+    batch_size: images per task.  part_inputs / flush_seconds: a part (data files + manifest record) is
+        committed every that many finished inputs or seconds.
+    options: ``BatchOptions`` (model, detector, min_face, max_side, margin, video_fps, segment_seconds,
+        on_no_face, threads).
+    Returns a summary dict (also written to ``out/_summary.json``).
+    """
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    opts = BatchOptions(**options)
+    fmt = format
+    _check_options(engine, fmt, workers, batch_size, part_inputs, flush_seconds, opts)
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [str(inputs)]
+    model_name, sha, classes = describe_model(opts.model)
+    if engine == "ray":
+        from .engines import _import_ray, check_address
+
+        _import_ray()
+        check_address(address)
+    files, problems = gather_paths(list(inputs), list_files)
+    for p in problems:
+        say(f"ferlab batch: {p}")
+    if not files:
+        raise FerlabError(problems[0] if len(problems) == 1 else "no images or videos to read in the given inputs")
+    t0 = time.perf_counter()
+    units = plan_units(files, opts.segment_seconds)
+    from .. import __version__
+
+    header = {"ferlab_version": __version__, "schema_version": SCHEMA_VERSION, "format": fmt,
+              "model_name": model_name, "model_sha256": sha, "classes": classes, "options": opts.row_options()}
+    store = OutputStore(out, header, fmt).open()
+    committer = _Committer(store, part_inputs, flush_seconds)
+    info: dict = {}
+    try:
+        if store.removed_orphans:
+            say(f"ferlab batch: removed {store.removed_orphans} uncommitted file(s) of an interrupted run")
+        todo, n_done, changed = store.split_todo(units)
+        if n_done:
+            say(f"ferlab batch: {n_done} of {len(units)} input unit(s) already done in {out}: skipped")
+        if changed:
+            say(f"ferlab batch: warning: {len(changed)} input(s) changed since they were processed (size or mtime), "
+                f"e.g. {changed[0]}: their earlier rows are kept; use a new --out to redo them")
+        n_workers = workers or (os.cpu_count() or 1)
+        if engine == "local":
+            from .engines import local_results
+
+            info.update(workers=n_workers if n_workers > 1 else 1)
+            results = local_results(todo, opts, sha, n_workers, batch_size)
+        else:
+            from .engines import ray_results
+
+            results = ray_results(todo, opts, sha, workers, batch_size, address, runtime_env, info)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(todo), unit="input", desc="batch", file=sys.stderr, disable=None, smoothing=0.1)
+        t_start = time.perf_counter()
+        n_faces = n_in = 0
+        try:
+            for u, r in results:
+                committer.add(u, r)
+                n_in += 1
+                n_faces += len(r.rows)
+                if bar is not None:
+                    el = max(time.perf_counter() - t_start, 1e-6)
+                    bar.update(1)
+                    bar.set_postfix_str(f"{n_faces / el:.1f} faces/s, {committer.errors} err", refresh=False)
+        except BaseException:
+            # commit what finished before the failure (unless writing itself failed), then report it
+            try:
+                committer.flush()
+            except BaseException:  # noqa: BLE001 - the first error is the one to report
+                pass
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            if hasattr(results, "close"):
+                results.close()
+        committer.flush()
+        seconds = time.perf_counter() - t0
+        summary = {"out": str(out), "engine": engine, "format": fmt, "model": model_name, "model_sha256": sha,
+                   "inputs": len(files), "units": len(units), "skipped_done": n_done, "processed": committer.units,
+                   "faces": committer.faces, "errors": committer.errors, "parts": committer.parts,
+                   "seconds": round(seconds, 3), "units_per_s": round(committer.units / max(seconds, 1e-9), 2),
+                   "changed_inputs": len(changed), "problems": problems, **info}
+        store.write_summary(summary)
+    finally:
+        store.close()
+    return summary

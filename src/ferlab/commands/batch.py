@@ -1,0 +1,70 @@
+"""ferlab batch INPUT... --out RESULTS/ [--engine local|ray] [--address auto|HOST:PORT|ray://HOST:PORT]"""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("batch", help="recognise expressions in many images and videos: parallel, resumable, "
+                                     "to Parquet/CSV (local cores or a Ray cluster)",
+                       description="Batch inference over images and videos (folders, globs, list files) into a "
+                                   "results folder: one row per face (Parquet, or CSV), an errors table, a manifest. "
+                                   "Re-running with the same --out skips what is done. Examples: ferlab batch "
+                                   "photos/ --out results/;  ferlab batch @list.txt --out /shared/results "
+                                   "--engine ray --address auto")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="image or video files, folders (recursive), globs, or @FILE (a list file, one path a line)")
+    p.add_argument("--list", action="append", default=[], metavar="FILE", help="a file listing inputs, one a line")
+    p.add_argument("--out", required=True, metavar="DIR", help="results folder (created; re-use it to resume)")
+    p.add_argument("--format", default="parquet", choices=["parquet", "csv"], help="table format (parquet)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: a process pool on this machine; ray: Ray Data on a cluster (needs [scale])")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a private local Ray)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local: processes (default: all cores; 1 = this process); ray: actors (default: "
+                        "cluster CPUs - 1)")
+    p.add_argument("--model", default="default", help="bundled model name or .onnx path")
+    p.add_argument("--detector", default=None, help="face detector (as for predict; default: predict's default)")
+    p.add_argument("--min-face", type=int, default=None, metavar="PX", help="smallest face to find (40 px)")
+    p.add_argument("--max-side", type=int, default=None, metavar="PX", help="detect on frames shrunk to this side")
+    p.add_argument("--margin", type=float, default=None, help="face-crop margin (default: the model card's)")
+    p.add_argument("--on-no-face", default="skip", choices=["skip", "whole"],
+                   help="images where no face is found: no row (skip, default) or classify the whole image")
+    p.add_argument("--video-fps", type=float, default=None, metavar="F",
+                   help="frames of video sampled per second (default: every frame)")
+    p.add_argument("--segment-seconds", type=float, default=60.0, metavar="S",
+                   help="videos are split into segments of this length, spread over the workers (60)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per task (32)")
+    p.add_argument("--part-inputs", type=int, default=1000, metavar="N",
+                   help="commit a part (data files + manifest record) every N finished inputs (1000) ...")
+    p.add_argument("--flush-seconds", type=float, default=60.0, metavar="S", help="... or every S seconds (60)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per worker (default 1 in a pool)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from ..batch import run as batch_run
+
+    inputs, lists = [], list(args.list)
+    for a in args.inputs:
+        (lists.append(a[1:]) if a.startswith("@") and len(a) > 1 else inputs.append(a))
+    if not inputs and not lists:
+        from ..errors import FerlabError
+
+        raise FerlabError("no inputs: give files, folders, globs or --list FILE")
+    s = batch_run(inputs, args.out, engine=args.engine, workers=args.workers, address=args.address,
+                  format=args.format, list_files=lists, batch_size=args.batch_size, part_inputs=args.part_inputs,
+                  flush_seconds=args.flush_seconds, progress=not args.quiet, model=args.model,
+                  detector=args.detector, min_face=args.min_face, max_side=args.max_side, margin=args.margin,
+                  on_no_face=args.on_no_face, video_fps=args.video_fps,
+                  segment_seconds=args.segment_seconds, threads=args.threads)
+    rate = s["processed"] / max(s["seconds"], 1e-9)
+    print(f"{s['out']}: {s['processed']} input unit(s) processed ({s['skipped_done']} already done), "
+          f"{s['faces']} face row(s), {s['errors']} error(s), {s['parts']} part(s) in {s['seconds']:.1f} s "
+          f"({rate:.1f} inputs/s, engine {s['engine']})")
+    if s["errors"]:
+        print(f"ferlab batch: {s['errors']} input(s) could not be read: see {s['out']}/errors/", file=sys.stderr)
+    return 0

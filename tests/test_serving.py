@@ -32,6 +32,7 @@ ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
 FER_SAMPLE = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013_sample.csv"
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+WS_URL = "ws://localhost/v1/stream"  # TestClient's default host "testserver" is not one the server answers to
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -86,7 +87,7 @@ def app(models_dir):
 
 @pytest.fixture(scope="module")
 def client(app):
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:  # Host must be one the server answers to
         yield c
 
 
@@ -285,7 +286,7 @@ def test_web_page_and_static_files(client):
 
 # ---------------------------------------------------------------------------------------- WebSocket
 def test_websocket_stream_tracks_faces(client, face):
-    with client.websocket_connect("/v1/stream") as ws:
+    with client.websocket_connect(WS_URL) as ws:
         hello = ws.receive_json()
         assert hello["type"] == "hello" and hello["model"] == "tiny"
         ws.send_text(json.dumps({"type": "config", "model": "tiny"}))
@@ -305,7 +306,7 @@ def test_websocket_stream_tracks_faces(client, face):
 
 
 def test_websocket_errors_do_not_end_the_stream(client, face):
-    with client.websocket_connect("/v1/stream") as ws:
+    with client.websocket_connect(WS_URL) as ws:
         ws.receive_json()
         ws.send_text(json.dumps({"type": "config", "model": "nope"}))
         msg = ws.receive_json()
@@ -326,9 +327,9 @@ def test_websocket_rejects_foreign_origin(client):
     from starlette.websockets import WebSocketDisconnect
 
     with pytest.raises(WebSocketDisconnect):
-        with client.websocket_connect("/v1/stream", headers={"Origin": "https://evil.example"}) as ws:
+        with client.websocket_connect(WS_URL, headers={"Origin": "https://evil.example"}) as ws:
             ws.receive_json()
-    with client.websocket_connect("/v1/stream", headers={"Origin": "http://testserver"}) as ws:
+    with client.websocket_connect(WS_URL, headers={"Origin": "http://localhost"}) as ws:
         assert ws.receive_json()["type"] == "hello"
 
 
@@ -358,7 +359,7 @@ def test_create_app_model_sources(models_dir):
 def test_small_body_limit_configurable(models_dir, face):
     from ferlab.serving import create_app
 
-    with TestClient(create_app(models_dir, max_body_bytes=1000)) as c:
+    with TestClient(create_app(models_dir, max_body_bytes=1000), base_url="http://localhost") as c:
         r = c.post("/v1/predict", content=face, headers={"Content-Type": "image/jpeg"})
         assert r.status_code == 413
         assert c.post("/v1/predict", content=png_bytes(8, 8), headers={"Content-Type": "image/png"}).status_code == 200

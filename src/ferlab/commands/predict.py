@@ -26,8 +26,14 @@ def add_parser(sub) -> None:
                                    "--annotate out/ --csv faces.csv")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("--model", default="default", help="bundled model name or .onnx path (default: default)")
-    p.add_argument("--detector", default="haar",
-                   help="face detector: haar, haar+profile, none (each image is a face crop), or a YuNet .onnx path")
+    p.add_argument("--detector", default="blazeface",
+                   help="face detector: blazeface (default; short range + tiles), blazeface-short (one pass), "
+                        "blazeface-full, haar, haar+profile, none (each image is a face crop), or a YuNet .onnx path")
+    p.add_argument("--on-no-face", choices=["skip", "whole"], default="skip",
+                   help="when no face is found: skip (report 'no face found', default) or whole (classify the "
+                        "whole image). Images of 64 px or less are face crops and always classified whole")
+    p.add_argument("--no-align", dest="align", action="store_false", default=None,
+                   help="do not rotate face crops to level the eyes")
     p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX",
                    help="smallest face to find, in pixels (40)")
     p.add_argument("--max-side", type=PIXELS, default=None, metavar="PX",
@@ -149,7 +155,7 @@ def run(args) -> int:
         raise FerlabError(f"no images to read in the {len(args.paths)} given paths")
 
     rec = Recognizer(model=args.model, detector=args.detector, min_face=args.min_face, margin=args.margin,
-                     threads=args.threads, max_side=args.max_side)
+                     threads=args.threads, max_side=args.max_side, on_no_face=args.on_no_face, align=args.align)
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise FerlabError(f"{out_dir}: --annotate needs a folder, and this is a file")
@@ -163,7 +169,7 @@ def run(args) -> int:
     if table:
         say(f"{'file':<{width}}  {'face':>4}  {'box (x, y, w, h)':<22}  {'label':<10}  confidence")
     results, failed, taken, by_file = [], [], set(), {}
-    n_faces = n_whole = 0
+    n_faces = n_whole = n_none = 0
     show_bar = len(files) > 1
     for (path, root), name in tqdm(list(zip(files, names)), desc="predict", unit="image", file=sys.stderr,
                                    disable=not (show_bar and progress_of(args)), leave=False):
@@ -175,13 +181,26 @@ def run(args) -> int:
             tqdm.write(f"ferlab predict: skipped {e}", file=sys.stderr)
             continue
         by_file[name] = faces
-        n_faces += len(faces)
+        n_faces += sum(not f.whole_image for f in faces)
         n_whole += sum(f.whole_image for f in faces)
+        crop = rec.is_face_crop(img)
+        # what happened to this image: faces found, no face found (detector ran), or classified whole
+        if any(not f.whole_image for f in faces):
+            status = "faces"
+        elif faces:
+            status = "whole image" if crop else "no face found; whole image classified"
+        else:
+            status = "no face found"
+        n_none += status.startswith("no face found")
         results.append({"file": name, "width": int(img.shape[1]), "height": int(img.shape[0]),
+                        "result": status, "no_face": status.startswith("no face found"),
                         "faces": [f.to_dict() for f in faces]})
         if table:
+            if not faces:
+                say(f"{name:<{width}}  {'-':>4}  {'no face found':<22}  {'-':<10}  -")
             for i, f in enumerate(faces):
-                box = "whole image" if f.whole_image else "({}, {}, {}, {})".format(*f.box)
+                box = ("whole image" if crop or not f.whole_image else "whole (no face found)") if f.whole_image \
+                    else "({}, {}, {}, {})".format(*f.box)
                 say(f"{name:<{width}}  {i:>4}  {box:<22}  {f.label:<10}  {f.confidence:.3f}")
         if out_dir is not None:
             from ..inference.draw import annotate
@@ -193,21 +212,31 @@ def run(args) -> int:
         raise FerlabError(f"none of the {len(files)} file(s) could be read as an image")
     if args.json:
         doc = {"model": rec.classifier.name, "detector": rec.detector.name, "margin": rec.margin,
+               "on_no_face": rec.on_no_face, "align": rec.align,
                "classes": list(rec.classes), "images": results, "failed": failed,
                "problems": [m for _, m in problems]}
         write_output(args.json, json.dumps(doc, indent=2) + "\n")
     if args.csv:
         import csv
 
-        rows = Recognizer.to_table(by_file)
-        cols = ["file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image", *rec.classes]
+        from ..inference.recognizer import KEYPOINT_NAMES
+
+        kp_cols = [f"{k}_{a}" for k in KEYPOINT_NAMES for a in ("x", "y")]
+        cols = ["file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image", "result", *rec.classes,
+                *kp_cols]
+        status_of = {r["file"]: r["result"] for r in results}
 
         def write_csv(fh) -> None:
             w = csv.writer(fh)
             w.writerow(cols)
-            for row in rows:
-                row = {**row, "file": row["image"]}
-                w.writerow([row[c] for c in cols])
+            for name, faces in by_file.items():
+                if not faces:  # one row that says so: no face, no label
+                    w.writerow([name, "", "", "", "", "", "", "", "", status_of[name], *[""] * len(rec.classes),
+                                *[""] * len(kp_cols)])
+                    continue
+                for row, f in zip(Recognizer.to_table({name: faces}), faces):
+                    row = {**row, "file": name, "result": status_of[name], **Recognizer.keypoint_columns(f)}
+                    w.writerow([row[c] for c in cols])
 
         if args.csv == STDOUT:
             write_csv(sys.stdout)
@@ -217,8 +246,9 @@ def run(args) -> int:
                     write_csv(fh)
 
             atomic_write(args.csv, write_file)
-    summary = (f"{len(results)} image(s), {n_faces} face(s)"
-               + (f" ({n_whole} whole-image: no face detected)" if n_whole else ""))
+    summary = (f"{len(results)} image(s), {n_faces} face(s) found"
+               + (f", {n_none} image(s) with no face found" if n_none else "")
+               + (f", {n_whole} classified as a whole image" if n_whole else ""))
     if n_bad:
         summary += f"; {n_bad} input(s) could not be read (skipped)"
     if out_dir is not None:

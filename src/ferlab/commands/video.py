@@ -1,4 +1,4 @@
-"""ferlab video IN [--out annotated.mp4] [--csv frames.csv] [--timeline timeline.png] [--every N]"""
+"""ferlab video IN [--out annotated.webm] [--csv frames.csv] [--timeline timeline.png] [--every N]"""
 
 from __future__ import annotations
 
@@ -10,20 +10,25 @@ from ._options import MIN_FACE, PIXELS, SMOOTHING, THREADS, add_progress, check_
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("video", help="recognise expressions in a video: annotated mp4, per-frame CSV, timeline plot",
+    p = sub.add_parser("video", help="recognise expressions in a video: annotated video, per-frame CSV, timeline plot",
                        description="Track the faces of a video and recognise their expressions. Example: "
-                                   "ferlab video talk.mp4 --out talk_annotated.mp4 --csv talk.csv --timeline talk.png")
+                                   "ferlab video talk.mp4 --out talk_annotated.webm --csv talk.csv --timeline talk.png")
     p.add_argument("input", help="video file (mp4, avi, mov, mkv, webm... anything FFmpeg in OpenCV reads)")
-    p.add_argument("--out", metavar="MP4", help="write the annotated video here (mp4v)")
+    p.add_argument("--out", metavar="VIDEO", help="write the annotated video here: .webm (VP9, plays in browsers) or "
+                                                  ".mp4 (H.264 with the [video] extra, else mp4v)")
     p.add_argument("--csv", metavar="FILE", help="write one row per face per frame")
     p.add_argument("--timeline", metavar="PNG", help="plot each face's expressions over time")
     p.add_argument("--json", metavar="FILE", help="write the summary (tracks, timing) as JSON")
     p.add_argument("--every", type=int_in(1, 1000), default=1, metavar="N",
-                   help="full face detection every N frames, tracking near the last box in between (default 1)")
+                   help="with a slow detector (haar): full detection every N frames, tracking near the last box in "
+                        "between (default 1; BlazeFace detects on every frame)")
     p.add_argument("--smoothing", type=SMOOTHING, default=0.6,
                    help="weight of the past in each face's moving average of probabilities, 0-0.99 (default 0.6)")
     p.add_argument("--model", default="default", help="bundled model name or .onnx path")
-    p.add_argument("--detector", default="haar", help="haar, haar+profile, or a YuNet .onnx path")
+    p.add_argument("--detector", default="blazeface",
+                   help="blazeface (default), blazeface-short, blazeface-full, haar, haar+profile, or a YuNet .onnx path")
+    p.add_argument("--min-hits", type=int, default=3, metavar="N",
+                   help="detections before a face track is shown (default 3: one-frame false positives never are)")
     p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX", help="smallest face to find (40 px)")
     p.add_argument("--max-side", type=PIXELS, default=None, metavar="PX",
                    help="detect on frames shrunk to this longest side (faster)")
@@ -40,7 +45,7 @@ def run(args) -> int:
 
     if args.detector.strip().lower() in ("none", "whole", "whole-image"):
         raise FerlabError("--detector none makes no sense for a video (there would be nothing to track); "
-                          "use haar, haar+profile or a YuNet .onnx path")
+                          "use blazeface, haar, haar+profile or a YuNet .onnx path")
     for option in ("out", "csv", "timeline", "json"):  # before the video is read, not after
         check_output(getattr(args, option), f"--{option}")
     if not (args.out or args.csv or args.timeline or args.json):
@@ -48,7 +53,8 @@ def run(args) -> int:
     s = process_video(args.input, args.out, args.csv, every=args.every, timeline_png=args.timeline,
                       model=args.model, detector=args.detector, min_face=args.min_face, max_side=args.max_side,
                       smoothing=args.smoothing, max_frames=args.max_frames, progress=progress_of(args),
-                      threads=args.threads)
+                      threads=args.threads, min_hits=args.min_hits,
+                      warn=lambda line: print(f"ferlab video: warning: {line}", file=sys.stderr))
     print(f"{s['video']}: {s['frames']} frames ({s['duration_s']:.1f} s at {s['fps']:g} fps) in {s['seconds']:.1f} s "
           f"({s['ms_per_frame']:.1f} ms/frame), {len(s['tracks'])} face track(s)")
     if not args.max_frames and s["frames_in_header"] > 0 and s["frames"] < 0.98 * s["frames_in_header"]:

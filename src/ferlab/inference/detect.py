@@ -1,5 +1,6 @@
-"""Face detectors: OpenCV Haar cascades (bundled in opencv-python-headless), YuNet from a user-given ONNX
-file, and "none" (the whole image is the face).
+"""Face detectors: BlazeFace (the default; MediaPipe's CNN, bundled as ONNX, see ``blazeface.py``), OpenCV
+Haar cascades (bundled in opencv-python-headless), YuNet from a user-given ONNX file, and "none" (the whole
+image is the face).
 
 Every detector has ``detect(image) -> list[Detection]`` with ``image`` a uint8 grayscale (H, W) or BGR
 (H, W, 3) array, and ``detect_near(image, box)`` that searches only a window around a previous box (what
@@ -32,17 +33,28 @@ RELIABLE_PX = 40
 #: smaller faces carry little expression detail)
 DEFAULT_MIN_FACE = 40
 
-DETECTOR_NAMES = ("haar", "haar+profile", "none", "PATH.onnx (YuNet)")
+DETECTOR_NAMES = ("blazeface", "blazeface-short", "blazeface-full", "haar", "haar+profile", "none",
+                  "PATH.onnx (YuNet)")
+#: the detector used when none is named (CLI, Recognizer, server)
+DEFAULT_DETECTOR = "blazeface"
+
+Point = tuple[float, float]
 
 
 @dataclass(frozen=True)
 class Detection:
-    """One face: ``box`` (x, y, w, h) in pixels, ``score`` (Haar: number of merged raw detections, a
-    monotone confidence but no probability; YuNet: its probability; whole image: 1.0), ``source``."""
+    """One face: ``box`` (x, y, w, h) in pixels, clipped to the image, ``score`` (Haar: number of merged
+    raw detections, a monotone confidence but no probability; BlazeFace, YuNet: a probability; whole
+    image: 1.0), ``source``.  BlazeFace adds ``keypoints`` (right eye, left eye, nose tip, mouth centre,
+    right and left ear tragion: (x, y) pixels), ``raw_box`` (its own tight box, x, y, w, h) and ``frame``
+    ((cx, cy, side): the square face frame, which may reach past the image border)."""
 
     box: Box
     score: float = 1.0
     source: str = "frontal"
+    keypoints: tuple[Point, ...] | None = None
+    raw_box: tuple[float, float, float, float] | None = None
+    frame: tuple[float, float, float] | None = None
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -72,7 +84,7 @@ def _overlap_small(a: Box, b: Box) -> float:
     return iw * ih / float(min(a[2] * a[3], b[2] * b[3]))
 
 
-_SOURCE_RANK = {"frontal": 0, "yunet": 0, "profile": 1, "profile_mirrored": 1, "whole": 2}
+_SOURCE_RANK = {"frontal": 0, "yunet": 0, "blazeface": 0, "profile": 1, "profile_mirrored": 1, "whole": 2}
 
 
 def nms(dets: list[Detection], iou_threshold: float = 0.3, contain_threshold: float = 0.7) -> list[Detection]:
@@ -100,6 +112,8 @@ class Detector:
 
     name = "detector"
     max_side: int | None = None
+    #: whether a full detection is cheap enough to run on every video frame (no search windows needed)
+    cheap = False
 
     def detection_scale(self, shape: tuple[int, ...]) -> float:
         """The factor (<= 1) the image is shrunk by before detection (``max_side``)."""
@@ -125,6 +139,10 @@ class Detector:
     def _detect(self, image: np.ndarray, scale: float = 1.0) -> list[Detection]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def detect_live(self, image: np.ndarray) -> list[Detection]:
+        """Faces of a video frame (detectors with a slower still-image mode skip it here)."""
+        return self.detect(image)
+
     def detect_near(self, image: np.ndarray, box: Box, expand: float = 0.5) -> list[Detection]:
         """Faces inside ``box`` grown by ``expand`` x its size on each side (coordinates of ``image``)."""
         h, w = image.shape[:2]
@@ -147,6 +165,7 @@ class WholeImageDetector(Detector):
     """The "none" detector: the whole image is one face (for images that are already face crops)."""
 
     name = "none"
+    cheap = True
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         h, w = image.shape[:2]
@@ -308,14 +327,34 @@ class YuNetDetector(Detector):
         return nms(out)
 
 
-def make_detector(name_or_path: str | os.PathLike | Detector = "haar", **opts) -> Detector:
-    """``"haar"``, ``"haar+profile"``, ``"none"`` or a path to a YuNet ``.onnx``; options go to the detector
-    (``min_size``, ``max_side``, ``scale_factor``, ``min_neighbors``...).  A ``Detector`` passes through."""
+#: name -> (range, tiles for still images).  "blazeface" (the default, also "auto"): short range, with
+#: tiles on still images (finds small faces) and one pass on live frames; "blazeface-short": one pass
+#: always (fastest); "blazeface-full": the full-range model (tiles on still images)
+_BLAZE_NAMES = {"blazeface": ("short", True), "auto": ("short", True), "blazeface-full": ("full", True),
+                "full": ("full", True), "blazeface-short": ("short", False), "short": ("short", False)}
+
+
+def make_detector(name_or_path: str | os.PathLike | Detector = DEFAULT_DETECTOR, **opts) -> Detector:
+    """``"blazeface"`` (full range; also ``"auto"``), ``"blazeface-short"``, ``"haar"``, ``"haar+profile"``,
+    ``"none"`` or a path to a YuNet ``.onnx``; options go to the detector (``min_size``, ``max_side``,
+    ``scale_factor``, ``min_neighbors``, ``min_score``, ``threads``...).  A ``Detector`` passes through."""
     if isinstance(name_or_path, Detector):
         return name_or_path
-    text = str(name_or_path).strip()
+    text = str(name_or_path if name_or_path is not None else DEFAULT_DETECTOR).strip()
     low = text.lower()
     opts = {k: v for k, v in opts.items() if v is not None}
+    if low in _BLAZE_NAMES:
+        from .blazeface import BlazeFaceDetector
+
+        blaze_opts = {k: v for k, v in opts.items()
+                      if k in ("min_score", "nms_iou", "min_size", "threads", "max_faces")}
+        rng, tiles = _BLAZE_NAMES[low]
+        det = BlazeFaceDetector(rng, tiles=tiles, **blaze_opts)
+        if low in ("blazeface", "auto"):
+            det.name = "blazeface"
+        return det
+    opts.pop("threads", None)
+    opts.pop("min_score", None)
     if low in ("haar", "haar-frontal", "frontal"):
         return HaarDetector(**opts)
     if low in ("haar+profile", "haar-profile", "profile"):
@@ -323,6 +362,13 @@ def make_detector(name_or_path: str | os.PathLike | Detector = "haar", **opts) -
     if low in ("none", "whole", "whole-image"):
         return WholeImageDetector()
     if low.endswith(".onnx"):
+        card = Path(text).with_suffix(".json")
+        if card.is_file() and '"anchors"' in card.read_text(errors="replace"):  # a converted BlazeFace
+            from .blazeface import BlazeFaceDetector
+
+            blaze_opts = {k: v for k, v in opts.items() if k in ("min_score", "nms_iou", "min_size", "max_faces")}
+            rng = "short" if "short" in card.read_text(errors="replace") else "full"
+            return BlazeFaceDetector(rng, model_path=text, **blaze_opts)
         yunet_opts = {k: v for k, v in opts.items()
                       if k in ("score_threshold", "nms_threshold", "min_size", "top_k", "max_side")}
         return YuNetDetector(text, **yunet_opts)

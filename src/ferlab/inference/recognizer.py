@@ -1,16 +1,22 @@
 """The Recognizer: image -> faces (detector) -> 48x48 grey crops (margin from the model card) -> expressions.
 
     >>> from ferlab import Recognizer
-    >>> rec = Recognizer()                      # bundled "default" model, Haar detector
+    >>> rec = Recognizer()                      # bundled "default" model, BlazeFace detector
     >>> faces = rec.predict("examples/astronaut.jpg")
-    >>> faces[0].label, faces[0].confidence, faces[0].box
-    ('happy', 0.93, (170, 59, 108, 108))
+    >>> faces[0].label, len(faces[0].keypoints)
+    ('happy', 6)
 
 Input: a path, bytes, a PIL image or a numpy array (grey, or 3/4 channels in ``channel_order``); files and
-bytes are decoded by ``ferlab.imageio`` (format allow-list, pixel cap).  When no face is found, the whole
-image is classified as one face (``whole_image=True``): images that are already face crops, like FER2013's,
-have no room around the face for a detector.  All faces of an image (or of a batch) go to the classifier in
-one batch.  No torch: ONNX Runtime + OpenCV only.
+bytes are decoded by ``ferlab.imageio`` (format allow-list, pixel cap).
+
+No face, no label: when the detector finds no face, ``predict`` returns ``[]`` (``on_no_face="skip"``,
+the default); ``on_no_face="whole"`` classifies the whole image instead (``whole_image=True``).  Images
+already at face-crop size (``FACE_CROP_PX`` or smaller on both sides, like FER2013's 48 px) have no room
+around the face for a detector and always take the whole-image path, as does ``detector="none"``.
+
+Alignment (``align=True``): with a detector that gives eye keypoints (BlazeFace), the crop is rotated so
+that the eyes are level.  All faces of an image (or of a batch) go to the classifier in one batch.  No
+torch: ONNX Runtime + OpenCV only.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FerlabError
-from .detect import Detection, Detector, make_detector
+from .detect import DEFAULT_DETECTOR, Detection, Detector, make_detector
 
 #: margin used when a model card has no ``face_margin``.  Measured by benchmarks/face_margin.py on FER2013
 #: PrivateTest upscaled to 192 px (Haar box found on 75% of them): the FER2013 frame is the Haar box grown
@@ -39,6 +45,15 @@ DETECT_MAX_PIXELS = 2_100_000
 
 Box = tuple[int, int, int, int]
 
+#: images this small on both sides are taken as face crops already: classified whole, without detection
+FACE_CROP_PX = 64
+#: what ``predict`` does when the detector finds no face: "skip" (no face, no label) or "whole"
+ON_NO_FACE = ("skip", "whole")
+#: eye alignment by default (see benchmarks/results/alignment.json)
+DEFAULT_ALIGN = True
+#: below this tilt (degrees) the crop is not rotated
+_MIN_TILT = 1.0
+
 
 @dataclass
 class Face:
@@ -52,12 +67,19 @@ class Face:
     whole_image: bool = False
     track_id: int | None = None
     detection_score: float | None = None
+    #: six (x, y) points from BlazeFace: right eye, left eye, nose tip, mouth centre, right / left ear tragion
+    keypoints: tuple | None = None
 
     def to_dict(self) -> dict:
         return {"box": [int(v) for v in self.box], "label": self.label, "confidence": round(float(self.confidence), 4),
                 "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()},
                 "whole_image": bool(self.whole_image), "track_id": self.track_id,
-                "detection_score": None if self.detection_score is None else round(float(self.detection_score), 3)}
+                "detection_score": None if self.detection_score is None else round(float(self.detection_score), 3),
+                "keypoints": None if self.keypoints is None else [[round(float(x), 1), round(float(y), 1)]
+                                                                  for x, y in self.keypoints]}
+
+
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -116,6 +138,50 @@ def crop_face(image: np.ndarray, box: Sequence[float], margin: float, size: int 
     return _resize(patch, size)
 
 
+def eye_angle(keypoints) -> float:
+    """Tilt of the eye line in degrees (positive: the face's left eye, on the image right, is lower)."""
+    (rx, ry), (lx, ly) = keypoints[0], keypoints[1]
+    return float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+
+
+def crop_aligned(image: np.ndarray, center: Sequence[float], side: float, angle: float, size: int = 48) -> np.ndarray:
+    """Grey ``size`` x ``size`` crop of the square of ``side`` pixels centred on ``center``, rotated by
+    ``angle`` degrees (the eye tilt: the crop comes out with the eyes level).  Big faces are first shrunk
+    with INTER_AREA (no aliasing), then one affine warp rotates and resamples; outside the image the
+    border pixels repeat."""
+    import cv2
+
+    gray = _gray(image)
+    H, W = gray.shape
+    cx, cy, side = float(center[0]), float(center[1]), float(side)
+    if not side > 0:
+        raise FerlabError(f"face side {side} has no area", "recognition")
+    if side > 4 * max(H, W):
+        raise FerlabError(f"face of side {side:.0f} is far larger than the {W}x{H} image", "recognition")
+    # the rotated square fits in a square of side * sqrt(2) around the centre
+    half = side * 0.7072 + 2
+    x0, y0 = int(np.floor(cx - half)), int(np.floor(cy - half))
+    n = int(np.ceil(2 * half))
+    ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(W, x0 + n), min(H, y0 + n)
+    if ix1 <= ix0 or iy1 <= iy0:
+        raise FerlabError(f"face centred at ({cx:.0f}, {cy:.0f}) lies outside the {W}x{H} image", "recognition")
+    patch = gray[iy0:iy1, ix0:ix1]  # the warp repeats its border for what lies outside the image
+    k = 1.0
+    if side > size:  # shrink first so that the face is ``size`` pixels: no aliasing, work bounded by the output
+        k = size / side
+        ph, pw = max(1, round(patch.shape[0] * k)), max(1, round(patch.shape[1] * k))
+        patch = cv2.resize(patch, (pw, ph), interpolation=cv2.INTER_AREA)
+        k = (pw / (ix1 - ix0), ph / (iy1 - iy0))
+        c = ((cx - ix0) * k[0], (cy - iy0) * k[1])
+        k = (k[0] + k[1]) / 2
+    else:
+        c = (cx - ix0, cy - iy0)
+    m = cv2.getRotationMatrix2D(c, angle, size / (side * k))
+    m[0, 2] += size / 2 - c[0]
+    m[1, 2] += size / 2 - c[1]
+    return cv2.warpAffine(patch, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
 def whole_image_crop(image: np.ndarray, size: int = 48) -> np.ndarray:
     """The whole image as a grey square (the shorter side padded by repeating its border, no distortion)."""
     import cv2
@@ -138,20 +204,25 @@ class Recognizer:
     """Faces and their expressions in images.
 
     model: a bundled model name (``ferlab models``) or an ``.onnx`` path with its card beside it.
-    detector: ``"haar"``, ``"haar+profile"``, ``"none"`` (the image is a face crop), a YuNet ``.onnx`` path,
-        or a ``Detector`` instance.
-    min_face: smallest face searched for, in pixels (default 40).
+    detector: ``"blazeface"`` (default: full range; ``"blazeface-short"`` for faces near the camera, faster),
+        ``"haar"``, ``"haar+profile"``, ``"none"`` (the image is a face crop), a YuNet ``.onnx`` path, or a
+        ``Detector`` instance.
+    min_face: smallest face kept, in pixels (Haar: searched for, default 40; BlazeFace: default all).
     margin: face-crop margin as a fraction of the box side (default: the model card's ``face_margin``).
     threads: ONNX Runtime threads (default: ``$FERLAB_THREADS`` or up to 4).
     channel_order: order of 3-channel numpy input, ``"bgr"`` (OpenCV) or ``"rgb"``.
     max_side: detect on a copy of large frames shrunk to this longest side (Haar; keeps small faces findable).
-    whole_image_fallback: classify the whole image when no face is found.
+    on_no_face: ``"skip"`` (default: no face found -> no result) or ``"whole"`` (classify the whole image).
+    whole_image_fallback: the older spelling of ``on_no_face`` (True = "whole", False = "skip").
+    align: rotate crops so the eyes are level (detectors with keypoints; default ``DEFAULT_ALIGN``).
     """
 
-    def __init__(self, model: str | os.PathLike = "default", detector: str | os.PathLike | Detector = "haar",
+    def __init__(self, model: str | os.PathLike = "default",
+                 detector: str | os.PathLike | Detector = DEFAULT_DETECTOR,
                  min_face: int | None = None, margin: float | None = None, threads: int | None = None,
-                 channel_order: str = "bgr", max_side: int | None = None, whole_image_fallback: bool = True,
-                 calibrated: bool = True, **detector_options):
+                 channel_order: str = "bgr", max_side: int | None = None, whole_image_fallback: bool | None = None,
+                 calibrated: bool = True, on_no_face: str | None = None, align: bool | None = None,
+                 **detector_options):
         from .classifier import OnnxClassifier
 
         if channel_order not in ("bgr", "rgb"):
@@ -163,9 +234,17 @@ class Recognizer:
         card_margin = self.card.get("face_margin")
         self.margin = float(margin if margin is not None else card_margin if card_margin is not None
                             else DEFAULT_MARGIN)
-        self.detector = make_detector(detector, min_size=min_face, max_side=max_side, **detector_options)
+        if on_no_face is None:
+            on_no_face = "skip" if whole_image_fallback is None else ("whole" if whole_image_fallback else "skip")
+        self.on_no_face = _check_on_no_face(on_no_face)
+        self.detector = make_detector(detector, min_size=min_face, max_side=max_side, threads=threads,
+                                      **detector_options)
         self.channel_order = channel_order
-        self.whole_image_fallback = whole_image_fallback
+        self.align = DEFAULT_ALIGN if align is None else bool(align)
+
+    @property
+    def whole_image_fallback(self) -> bool:
+        return self.on_no_face == "whole"
 
     def __repr__(self) -> str:
         return (f"Recognizer(model={self.classifier.name!r}, detector={self.detector!r}, margin={self.margin}, "
@@ -175,7 +254,8 @@ class Recognizer:
     @property
     def needs_color(self) -> bool:
         """Whether the detector uses colour (else grey input is all the pipeline needs)."""
-        return getattr(self.detector, "name", "") == "yunet"
+        name = getattr(self.detector, "name", "")
+        return name == "yunet" or name.startswith("blazeface")
 
     _needs_color = needs_color
 
@@ -200,7 +280,8 @@ class Recognizer:
         import cv2
 
         h, w = image.shape[:2]
-        if h * w <= DETECT_MAX_PIXELS or getattr(self.detector, "name", "") == "none":
+        if h * w <= DETECT_MAX_PIXELS or getattr(self.detector, "name", "") == "none" \
+                or getattr(self.detector, "name", "").startswith("blazeface"):  # BlazeFace letterboxes itself
             return self.detector.detect(image)
         f = (DETECT_MAX_PIXELS / (h * w)) ** 0.5
         small = cv2.resize(image, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
@@ -208,9 +289,27 @@ class Recognizer:
         return [Detection((int(d.box[0] * fx), int(d.box[1] * fy), max(1, int(d.box[2] * fx)),
                            max(1, int(d.box[3] * fy))), d.score, d.source) for d in self.detector.detect(small)]
 
-    def crops(self, image: np.ndarray, boxes: Iterable[Sequence[float]]) -> np.ndarray:
+    def crop_one(self, gray: np.ndarray, det) -> np.ndarray:
+        """The classifier's crop of one face: a ``Detection`` (its face frame and, with ``align``, its eye
+        keypoints are used) or a plain box."""
+        if not isinstance(det, Detection):
+            return crop_face(gray, det, self.margin, self.input_size)
+        if det.frame is not None:
+            cx, cy, side = det.frame
+        else:
+            x, y, w, h = det.box
+            cx, cy, side = x + w / 2, y + h / 2, max(w, h)
+        angle = eye_angle(det.keypoints) if self.align and det.keypoints is not None else 0.0
+        if abs(angle) < _MIN_TILT:
+            if det.frame is None:
+                return crop_face(gray, det.box, self.margin, self.input_size)
+            return crop_face(gray, (cx - side / 2, cy - side / 2, side, side), self.margin, self.input_size)
+        return crop_aligned(gray, (cx, cy), side * (1 + 2 * self.margin), angle, self.input_size)
+
+    def crops(self, image: np.ndarray, boxes: Iterable) -> np.ndarray:
+        """Crops of faces given as ``Detection`` objects or (x, y, w, h) boxes."""
         gray = _gray(image)
-        out = [crop_face(gray, b, self.margin, self.input_size) for b in boxes]
+        out = [self.crop_one(gray, b) for b in boxes]
         if not out:
             return np.zeros((0, self.input_size, self.input_size), np.uint8)
         return np.stack(out)
@@ -219,41 +318,64 @@ class Recognizer:
         """(N, S, S) uint8 grey crops -> (N, C) probabilities."""
         return self.classifier.predict_proba(crops)
 
-    def _faces(self, probs: np.ndarray, boxes, whole: bool, scores=None) -> list[Face]:
+    def _faces(self, probs: np.ndarray, boxes, whole: bool, scores=None, keypoints=None) -> list[Face]:
         faces = []
         for i, (p, b) in enumerate(zip(probs, boxes)):
             k = int(np.argmax(p))
             faces.append(Face(box=tuple(int(v) for v in b), label=self.classes[k], confidence=float(p[k]),
                               probabilities={c: float(v) for c, v in zip(self.classes, p)}, whole_image=whole,
-                              detection_score=None if scores is None else scores[i]))
+                              detection_score=None if scores is None else scores[i],
+                              keypoints=None if keypoints is None else keypoints[i]))
         return faces
 
-    def _plan(self, img: np.ndarray) -> tuple[list, np.ndarray, bool, list | None]:
-        dets = self.detect(img)
-        if dets and not all(d.source == "whole" for d in dets):
-            boxes = [d.box for d in dets]
-            return boxes, self.crops(img, boxes), False, [d.score for d in dets]
+    def is_face_crop(self, img: np.ndarray) -> bool:
+        """Whether ``img`` is taken as a face crop already (no detection): ``detector="none"`` or an image
+        of at most ``FACE_CROP_PX`` on both sides."""
+        return self.detector.name == "none" or max(img.shape[:2]) <= FACE_CROP_PX
+
+    def _plan(self, img: np.ndarray, on_no_face: str | None = None) -> tuple:
         h, w = img.shape[:2]
-        if dets or self.whole_image_fallback:
-            return [(0, 0, w, h)], whole_image_crop(img, self.input_size)[None], True, None
-        return [], np.zeros((0, self.input_size, self.input_size), np.uint8), False, None
+        empty = np.zeros((0, self.input_size, self.input_size), np.uint8)
+        if h < 1 or w < 1:
+            return [], empty, False, None, None
+        if not self.is_face_crop(img):
+            dets = [d for d in self.detect(img) if d.source != "whole"]
+            if dets:
+                return ([d.box for d in dets], self.crops(img, dets), False, [d.score for d in dets],
+                        [d.keypoints for d in dets] if any(d.keypoints for d in dets) else None)
+            if (on_no_face or self.on_no_face) != "whole":
+                return [], empty, False, None, None
+        return [(0, 0, w, h)], whole_image_crop(img, self.input_size)[None], True, None, None
 
     # -- public API ----------------------------------------------------------------------------------------
-    def predict(self, image, channel_order: str | None = None) -> list[Face]:
-        """Faces in one image (left to right); the whole image as one face when none is detected."""
-        return self.predict_batch([image], channel_order=channel_order)[0]
+    def predict(self, image, channel_order: str | None = None, on_no_face: str | None = None) -> list[Face]:
+        """Faces in one image (left to right).  No face found: ``[]``, or with ``on_no_face="whole"`` (per
+        call, else the Recognizer's setting) the whole image as one face."""
+        return self.predict_batch([image], channel_order=channel_order, on_no_face=on_no_face)[0]
 
-    def predict_batch(self, images: Iterable, channel_order: str | None = None) -> list[list[Face]]:
+    def predict_batch(self, images: Iterable, channel_order: str | None = None,
+                      on_no_face: str | None = None) -> list[list[Face]]:
         """``predict`` for several images, with all their faces classified in one batch."""
-        plans = [self._guard(lambda im=im: self._plan(self.load(im, channel_order))) for im in images]
+        if on_no_face is not None:
+            _check_on_no_face(on_no_face)
+        plans = [self._guard(lambda im=im: self._plan(self.load(im, channel_order), on_no_face)) for im in images]
         crops = [p[1] for p in plans if len(p[1])]
         probs = (self._guard(lambda: self.classify(np.concatenate(crops))) if crops
                  else np.zeros((0, len(self.classes)), np.float32))
         out, i = [], 0
-        for boxes, c, whole, scores in plans:
-            out.append(self._faces(probs[i:i + len(c)], boxes, whole, scores))
+        for boxes, c, whole, scores, kps in plans:
+            out.append(self._faces(probs[i:i + len(c)], boxes, whole, scores, kps))
             i += len(c)
         return out
+
+    def predict_detections(self, image: np.ndarray, dets: Sequence[Detection]) -> list[Face]:
+        """Classify the faces of ``dets`` (from ``detect``) in an image already ``load``-ed."""
+        dets = list(dets)
+        if not dets:
+            return []
+        probs = self._guard(lambda: self.classify(self.crops(image, dets)))
+        kps = [d.keypoints for d in dets] if any(d.keypoints for d in dets) else None
+        return self._faces(probs, [d.box for d in dets], False, [d.score for d in dets], kps)
 
     def predict_boxes(self, image, boxes: Sequence[Sequence[float]], channel_order: str | None = None) -> list[Face]:
         """Classify given face boxes (e.g. from a tracker) without running the detector."""
@@ -276,6 +398,16 @@ class Recognizer:
         except Exception as e:  # noqa: BLE001 - the boundary: no raw library exception reaches the caller
             first = (str(e).strip().splitlines() or [""])[-1][:160]
             raise FerlabError(f"cannot process this image ({type(e).__name__}: {first})", "recognition") from None
+
+    @staticmethod
+    def keypoint_columns(face: Face) -> dict:
+        """The keypoint columns of a face for CSV rows (empty strings without keypoints)."""
+        row = {}
+        for k, name in enumerate(KEYPOINT_NAMES):
+            pt = face.keypoints[k] if face.keypoints is not None else None
+            row[f"{name}_x"] = "" if pt is None else round(float(pt[0]), 1)
+            row[f"{name}_y"] = "" if pt is None else round(float(pt[1]), 1)
+        return row
 
     @staticmethod
     def to_table(results, names: Sequence[str] | None = None) -> list[dict]:
@@ -302,3 +434,10 @@ class Recognizer:
                 row.update({c: round(float(p), 4) for c, p in f.probabilities.items()})
                 rows.append(row)
         return rows
+
+
+def _check_on_no_face(value: str) -> str:
+    v = str(value).strip().lower()
+    if v not in ON_NO_FACE:
+        raise FerlabError(f"on_no_face must be 'skip' or 'whole' (got {value!r})", "bad_option")
+    return v

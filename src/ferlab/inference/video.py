@@ -1,10 +1,17 @@
 """Expressions in videos and live streams: face tracks with stable ids and smoothed probabilities.
 
-``StreamRecognizer`` runs the full face detector every ``every`` frames; in between it only searches a
-window around each face's last box (a few ms instead of tens), and an IoU tracker keeps one id per face.
-Each track keeps an exponential moving average of its probabilities so that labels do not flicker from
-frame to frame.  ``process_video`` writes an annotated mp4, a per-frame CSV and a per-face emotion
-timeline PNG; every output is written to a temporary file and renamed when complete.
+``StreamRecognizer`` runs the face detector on every frame when it is cheap (BlazeFace: a few ms);
+with a slow one (Haar) it runs the full detector every ``every`` frames and in between only searches a
+window around each face's last box.  An IoU tracker keeps one id per face; a track is *confirmed* after
+``min_hits`` detections (default 3) and only confirmed tracks reach the results, the CSV, the timeline and
+the page (a false positive seen in one or two frames never becomes a face); a track not yet confirmed is
+dropped at its first miss.  Each track keeps an exponential moving average of its probabilities so that
+labels do not flicker from frame to frame.
+
+``process_video`` writes an annotated video (``.webm``: VP9, which browsers play, through OpenCV; ``.mp4``:
+H.264 through PyAV when installed (``pip install "ferlab[video]"``), else OpenCV's mp4v, which Chromium
+and Firefox cannot play, with a warning), a per-frame CSV and a per-face emotion timeline PNG; every
+output is written to a temporary file and renamed when complete.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FerlabError
-from .detect import Box, iou
+from .detect import Box, Detection, iou
 from .recognizer import Face, Recognizer
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
@@ -35,6 +42,7 @@ class Track:
     hits: int = 1
     missed: int = 0
     history: list = field(default_factory=list)  # (time_s, probs) for the timeline
+    confirmed: bool = False
 
 
 def _match_score(a: Box, b: Box, iou_threshold: float = 0.3) -> float:
@@ -52,11 +60,15 @@ def _match_score(a: Box, b: Box, iou_threshold: float = 0.3) -> float:
 
 
 class IoUTracker:
-    """Greedy IoU matching of detections to tracks; a track unseen for ``max_missed`` frames is dropped."""
+    """Greedy IoU matching of detections to tracks.  A track is confirmed after ``min_hits`` matches; a
+    confirmed track unseen for ``max_missed`` frames is dropped, an unconfirmed one at its first miss."""
 
-    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 10):
+    def __init__(self, iou_threshold: float = 0.3, max_missed: int = 10, min_hits: int = 3):
+        if min_hits < 1:
+            raise FerlabError(f"min_hits must be at least 1 (got {min_hits})", "bad_option")
         self.iou_threshold = iou_threshold
         self.max_missed = max_missed
+        self.min_hits = int(min_hits)
         self.tracks: list[Track] = []
         self._next_id = 1
 
@@ -72,30 +84,33 @@ class IoUTracker:
             used_b.add(bi)
             t = self.tracks[ti]
             t.box, t.last_frame, t.missed, t.hits = tuple(boxes[bi]), frame, 0, t.hits + 1
+            t.confirmed = t.confirmed or t.hits >= self.min_hits
             out.append((t, t.box))
         for ti, t in enumerate(self.tracks):
             if ti not in used_t:
                 t.missed += 1
         for bi, b in enumerate(boxes):
             if bi not in used_b:
-                t = Track(self._next_id, tuple(b), frame, frame)
+                t = Track(self._next_id, tuple(b), frame, frame, confirmed=self.min_hits <= 1)
                 self._next_id += 1
                 self.tracks.append(t)
                 out.append((t, t.box))
-        self.tracks = [t for t in self.tracks if t.missed <= self.max_missed]
+        self.tracks = [t for t in self.tracks if t.missed <= (self.max_missed if t.confirmed else 0)]
         return sorted(out, key=lambda p: p[0].id)
 
 
 class StreamRecognizer:
     """Frame-by-frame recognition with tracking.
 
-    every: run the full detector every N frames (1 = every frame); in between, search near each track's
-        last box.  smoothing: weight of the past in the per-track moving average of probabilities
-        (0 = none).  max_missed: frames a face may go undetected before its track ends.
+    every: with a slow detector (Haar), run it every N frames (1 = every frame) and in between search near
+        each track's last box; a cheap detector (BlazeFace) runs on every frame whatever ``every`` says.
+        smoothing: weight of the past in the per-track moving average of probabilities (0 = none).
+        max_missed: frames a face may go undetected before its track ends.  min_hits: detections before a
+        track is confirmed and shown (default 3).
     """
 
     def __init__(self, recognizer: Recognizer, every: int = 1, smoothing: float = 0.6, max_missed: int | None = None,
-                 iou_threshold: float = 0.3, search_expand: float = 1.0):
+                 iou_threshold: float = 0.3, search_expand: float = 1.0, min_hits: int = 3):
         if every < 1:
             raise FerlabError(f"--every must be at least 1 (got {every})")
         if not 0 <= smoothing < 1:
@@ -104,7 +119,8 @@ class StreamRecognizer:
         self.every = int(every)
         self.smoothing = float(smoothing)
         self.search_expand = search_expand
-        self.tracker = IoUTracker(iou_threshold, max_missed if max_missed is not None else max(5, 2 * every))
+        self.tracker = IoUTracker(iou_threshold, max_missed if max_missed is not None else max(5, 2 * every),
+                                  min_hits)
         self.frame_index = -1
         self.finished: list[Track] = []
 
@@ -112,49 +128,126 @@ class StreamRecognizer:
     def tracks(self) -> list[Track]:
         return self.tracker.tracks
 
-    def _boxes(self, img: np.ndarray) -> list[Box]:
-        if self.frame_index % self.every == 0 or not self.tracker.tracks:
-            return [d.box for d in self.rec.detector.detect(img)]
-        boxes: list[Box] = []
+    def _detections(self, img: np.ndarray) -> list[Detection]:
+        det = self.rec.detector
+        if getattr(det, "cheap", False) or self.frame_index % self.every == 0 or not self.tracker.tracks:
+            return det.detect_live(img)
+        found: list[Detection] = []
         for t in sorted(self.tracker.tracks, key=lambda t: -t.hits):
             if t.missed:
                 continue  # lost faces come back at the next full detection
-            near = [d.box for d in self.rec.detector.detect_near(img, t.box, self.search_expand)
+            near = [d for d in det.detect_near(img, t.box, self.search_expand)
                     if _match_score(t.box, d.box, self.tracker.iou_threshold) > 0
-                    and all(iou(d.box, b) < 0.3 for b in boxes)]  # not another track's face
+                    and all(iou(d.box, b.box) < 0.3 for b in found)]  # not another track's face
             if near:
-                boxes.append(max(near, key=lambda b: iou(t.box, b)))
-        return boxes
+                found.append(max(near, key=lambda d: iou(t.box, d.box)))
+        return found
+
+    def _boxes(self, img: np.ndarray) -> list[Box]:
+        return [d.box for d in self._detections(img)]
 
     def process(self, frame, time_s: float | None = None, channel_order: str | None = None) -> list[Face]:
         """Faces of the next frame, with ``track_id`` and smoothed probabilities."""
         self.frame_index += 1
         img = self.rec.load(frame, channel_order)
         before = {t.id: t for t in self.tracker.tracks}
-        pairs = self.tracker.update(self._boxes(img), self.frame_index)
+        dets = self._detections(img)
+        by_box = {tuple(d.box): d for d in dets}
+        pairs = self.tracker.update([d.box for d in dets], self.frame_index)
         alive = {t.id for t in self.tracker.tracks}
-        self.finished += [t for tid, t in before.items() if tid not in alive]
+        self.finished += [t for tid, t in before.items() if tid not in alive and t.confirmed]
         if not pairs:
             return []
-        probs = self.rec.classify(self.rec.crops(img, [b for _, b in pairs]))
+        items = [by_box.get(tuple(b), b) for _, b in pairs]
+        probs = self.rec.classify(self.rec.crops(img, items))
         faces = []
         ts = self.frame_index if time_s is None else time_s
-        for (t, b), p in zip(pairs, probs):
+        for (t, b), p, item in zip(pairs, probs, items):
             p = p.astype(np.float64)
             t.probs = p if t.probs is None else self.smoothing * t.probs + (1 - self.smoothing) * p
+            if not t.confirmed:
+                continue  # not shown until confirmed (a one-frame false positive never becomes a face)
             t.history.append((ts, t.probs.astype(np.float32)))
             k = int(np.argmax(t.probs))
             faces.append(Face(box=tuple(int(v) for v in b), label=self.rec.classes[k], confidence=float(t.probs[k]),
                               probabilities={c: float(v) for c, v in zip(self.rec.classes, t.probs)},
-                              track_id=t.id))
+                              track_id=t.id, detection_score=getattr(item, "score", None),
+                              keypoints=getattr(item, "keypoints", None)))
         return faces
 
     def all_tracks(self) -> list[Track]:
-        """Every track seen so far (ended and live), by id."""
-        return sorted(self.finished + self.tracker.tracks, key=lambda t: t.id)
+        """Every confirmed track so far (ended and live), by id."""
+        return sorted([t for t in self.finished + self.tracker.tracks if t.confirmed], key=lambda t: t.id)
 
 
 # -- video files ---------------------------------------------------------------------------------------------
+
+class VideoSink:
+    """An annotated-video writer chosen by suffix: ``.webm`` -> VP9 (OpenCV), ``.mp4`` -> H.264 (PyAV,
+    when installed) else mp4v (OpenCV; not playable in Chromium or Firefox: ``warning`` says so), other
+    suffixes (.avi, .mkv, .mov) -> mp4v.  ``codec`` names what is written."""
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], display: Path | None = None):
+        import cv2
+
+        self.path, self.fps, self.size = Path(path), float(fps), size
+        shown = display or self.path
+        suffix = self.path.suffix.lower()
+        self.warning: str | None = None
+        self._av = self._cv = None
+        w, h = size
+        if suffix == ".mp4":
+            try:
+                import av
+            except ImportError:
+                av = None
+            if av is not None and w % 2 == 0 and h % 2 == 0:
+                try:
+                    from fractions import Fraction
+
+                    self._av = av.open(str(self.path), mode="w")
+                    self._stream = self._av.add_stream("libx264", rate=Fraction(round(self.fps * 1000), 1000))
+                    self._stream.width, self._stream.height = w, h
+                    self._stream.pix_fmt = "yuv420p"
+                    self._stream.options = {"crf": "23", "preset": "veryfast"}
+                    self.codec = "h264"
+                    return
+                except Exception:  # noqa: BLE001 - no libx264 in this PyAV build: fall back below
+                    if self._av is not None:
+                        self._av.close()
+                    self._av = None
+            self.warning = (f"{shown}: written with the mp4v codec, which Chromium and Firefox cannot play; "
+                            "use --out NAME.webm (VP9) or pip install \"ferlab[video]\" for H.264")
+        if suffix == ".webm":
+            fourcc, self.codec = "VP90", "vp9"
+        else:
+            fourcc, self.codec = "mp4v", "mp4v"
+        self._cv = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
+        if not self._cv.isOpened():
+            self._cv.release()
+            raise FerlabError(f"{shown}: cannot write a video here ({self.codec} codec, suffix {suffix!r}: "
+                              "use .webm or .mp4)", "output")
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._av is not None:
+            import av
+
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="bgr24")
+            for packet in self._stream.encode(vf):
+                self._av.mux(packet)
+        else:
+            self._cv.write(frame)
+
+    def close(self) -> None:
+        if self._av is not None:
+            for packet in self._stream.encode():
+                self._av.mux(packet)
+            self._av.close()
+            self._av = None
+        if self._cv is not None:
+            self._cv.release()
+            self._cv = None
+
 
 def _tmp_beside(path: Path) -> Path:
     """A temporary name in the same folder that keeps the suffix (VideoWriter picks the container by it)."""
@@ -198,7 +291,7 @@ def plot_timeline(tracks: list[Track], classes: list[str], path: str | os.PathLi
     from ..data.cache import atomic_write
     from .draw import color_for
 
-    shown = sorted(tracks, key=lambda t: -len(t.history))[:max_tracks]
+    shown = sorted([t for t in tracks if t.history], key=lambda t: -len(t.history))[:max_tracks]
     shown = sorted(shown, key=lambda t: t.id)
     n = max(1, len(shown))
     fig, axes = plt.subplots(n, 1, figsize=(9, 1.9 * n + 0.8), squeeze=False, sharex=True)
@@ -206,15 +299,23 @@ def plot_timeline(tracks: list[Track], classes: list[str], path: str | os.PathLi
     if not shown:
         axes[0, 0].text(0.5, 0.5, "no faces found", ha="center", va="center", fontsize=14)
         axes[0, 0].set_axis_off()
+    if shown:  # one time axis for every panel: the whole span of the shown tracks
+        t_lo = min(h[0] for t in shown for h in t.history)
+        t_hi = max(h[0] for t in shown for h in t.history)
+        if t_hi - t_lo < 1e-3:
+            t_lo, t_hi = t_lo - 0.5, t_hi + 0.5
     for ax, t in zip(axes[:, 0], shown):
         ts = np.array([h[0] for h in t.history], float)
         ps = np.stack([h[1] for h in t.history]).T
+        if len(ts) == 1:  # one frame: a thin bar, not an invisible zero-width area
+            ts = np.array([ts[0] - 0.02 * (t_hi - t_lo), ts[0] + 0.02 * (t_hi - t_lo)])
+            ps = np.repeat(ps, 2, axis=1)
         ax.stackplot(ts, ps, colors=colors, labels=classes, linewidth=0)
         ax.set_ylim(0, 1)
-        ax.set_xlim(ts.min(), max(ts.max(), ts.min() + 1e-6))
+        ax.set_xlim(t_lo, t_hi)
         dom = classes[int(np.argmax(ps.mean(1)))]
         ax.set_ylabel(f"face #{t.id}", rotation=0, ha="right", va="center")
-        ax.set_title(f"face #{t.id}: mostly {dom} ({len(ts)} frames)", fontsize=9, loc="left")
+        ax.set_title(f"face #{t.id}: mostly {dom} ({len(t.history)} frames)", fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("time (s)")
     if shown:
         axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
@@ -235,19 +336,23 @@ def plot_timeline(tracks: list[Track], classes: list[str], path: str | os.PathLi
 def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
                   csv_path: str | os.PathLike | None = None, every: int = 1,
                   timeline_png: str | os.PathLike | None = None, *, recognizer: Recognizer | None = None,
-                  model: str = "default", detector: str = "haar", min_face: int | None = None,
+                  model: str = "default", detector: str | None = None, min_face: int | None = None,
                   max_side: int | None = None, smoothing: float = 0.6, max_frames: int | None = None,
-                  progress: bool = False, bars: bool = True, threads: int | None = None) -> dict:
-    """Recognise the faces of every frame of ``in_path``; write what is asked; return a summary dict."""
+                  progress: bool = False, bars: bool = True, threads: int | None = None, min_hits: int = 3,
+                  warn=None) -> dict:
+    """Recognise the faces of every frame of ``in_path``; write what is asked; return a summary dict.
+    ``warn(line)`` receives warnings (e.g. an mp4 that browsers cannot play)."""
     import cv2
 
     from .draw import annotate
 
     src = Path(in_path)
     cap = open_video(src)
-    rec = recognizer or Recognizer(model=model, detector=detector, min_face=min_face, max_side=max_side,
-                                   whole_image_fallback=False, threads=threads)
-    stream = StreamRecognizer(rec, every=every, smoothing=smoothing)
+    from .detect import DEFAULT_DETECTOR
+
+    rec = recognizer or Recognizer(model=model, detector=detector or DEFAULT_DETECTOR, min_face=min_face,
+                                   max_side=max_side, on_no_face="skip", threads=threads)
+    stream = StreamRecognizer(rec, every=every, smoothing=smoothing, min_hits=min_hits)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and math.isfinite(fps) and 0 < fps < 1000 else 25.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -258,6 +363,7 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
     tmp_video = _tmp_beside(outs["video"]) if "video" in outs else None
     tmp_csv = _tmp_beside(outs["csv"]) if "csv" in outs else None
     writer = csv_file = None
+    codec = None
     n = 0
     t0 = time.perf_counter()
     bar = None
@@ -268,15 +374,16 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
         h, w = frame.shape[:2]
         if tmp_video is not None:
             tmp_video.parent.mkdir(parents=True, exist_ok=True)
-            writer = cv2.VideoWriter(str(tmp_video), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-            if not writer.isOpened():
-                raise FerlabError(f"{outs['video']}: cannot write a video here (mp4v codec, "
-                                  f"suffix {outs['video'].suffix!r}: use .mp4)")
+            writer = VideoSink(tmp_video, fps, (w, h), display=outs["video"])
+            if writer.warning and warn is not None:
+                warn(writer.warning)
         if tmp_csv is not None:
             tmp_csv.parent.mkdir(parents=True, exist_ok=True)
             csv_file = open(tmp_csv, "w", newline="")
             cw = csv.writer(csv_file)
-            cw.writerow(["frame", "time_s", "track_id", "x", "y", "w", "h", "label", "confidence", *rec.classes])
+            kp_cols = list(Recognizer.keypoint_columns(Face((0, 0, 1, 1), "", 0.0)).keys())
+            cw.writerow(["frame", "time_s", "track_id", "x", "y", "w", "h", "label", "confidence", *rec.classes,
+                         *kp_cols])
         if progress:
             from tqdm import tqdm
 
@@ -286,10 +393,12 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
             faces = stream.process(frame, time_s=ts)
             if csv_file is not None:
                 if not faces:
-                    cw.writerow([n, f"{ts:.3f}", "", "", "", "", "", "", "", *[""] * len(rec.classes)])
+                    cw.writerow([n, f"{ts:.3f}", "", "", "", "", "", "", "", *[""] * len(rec.classes),
+                                 *[""] * len(kp_cols)])
                 for f in faces:
                     cw.writerow([n, f"{ts:.3f}", f.track_id, *f.box, f.label, f"{f.confidence:.4f}",
-                                 *[f"{f.probabilities[c]:.4f}" for c in rec.classes]])
+                                 *[f"{f.probabilities[c]:.4f}" for c in rec.classes],
+                                 *Recognizer.keypoint_columns(f).values()])
             if writer is not None:
                 writer.write(annotate(frame, faces, bars=bars, copy=False))
             n += 1
@@ -300,7 +409,8 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
             ok, frame = cap.read()
         seconds = time.perf_counter() - t0
         if writer is not None:
-            writer.release()
+            writer.close()
+            codec = writer.codec
             writer = None
             if not tmp_video.exists() or tmp_video.stat().st_size == 0:
                 raise FerlabError(f"{outs['video']}: the video writer produced no file")
@@ -317,7 +427,7 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
         if bar is not None:
             bar.close()
         if writer is not None:
-            writer.release()
+            writer.close()
         if csv_file is not None:
             csv_file.close()
         for tmp in (tmp_video, tmp_csv):
@@ -331,7 +441,8 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
         summary_tracks.append({"track_id": t.id, "first_frame": t.first_frame, "last_frame": t.last_frame,
                                "frames": len(t.history), "mostly": rec.classes[int(np.argmax(mean))],
                                "mean_probabilities": {c: round(float(v), 4) for c, v in zip(rec.classes, mean)}})
-    return {"video": str(src), "frames": n, "frames_in_header": total, "fps": round(fps, 3), "width": w, "height": h,
+    return {"video": str(src), "detector": rec.detector.name, "video_codec": codec if "video" in outs else None,
+            "frames": n, "frames_in_header": total, "fps": round(fps, 3), "width": w, "height": h,
             "duration_s": round(n / fps, 3), "every": every, "seconds": round(seconds, 3),
             "ms_per_frame": round(1000 * seconds / max(n, 1), 2), "tracks": summary_tracks,
             "outputs": {k: str(v) for k, v in outs.items()}}

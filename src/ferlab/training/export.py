@@ -125,6 +125,16 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str | N
     name = name or Path(run_dir).name
     onnx_path = out / f"{name}.onnx" if out.suffix != ".onnx" else out
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _export_and_card(model, summary, cfg, name, onnx_path, tta, calibrate, quantize, margin, extra_card)
+    except BaseException:  # never an .onnx without its card (nor a card for another file): remove both
+        for p in (onnx_path, onnx_path.with_suffix(".json")):
+            p.unlink(missing_ok=True)
+        raise
+
+
+def _export_and_card(model, summary: dict, cfg: TrainConfig, name: str, onnx_path: Path, tta: str, calibrate: bool,
+                     quantize: str, margin: float, extra_card: dict | None) -> dict:
     export_onnx(model, onnx_path, crop=cfg.input_size, tta=tta)
     val = None
     if calibrate or quantize != "none":

@@ -58,8 +58,17 @@ def _no_face_image() -> np.ndarray:
 
 # -- the pipeline --------------------------------------------------------------------------------------------
 
-def test_no_face_gives_one_whole_image_face(rec):
-    faces = rec.predict(_no_face_image())
+def test_no_face_gives_no_label(rec, tiny):
+    assert rec.on_no_face == "skip" and rec.predict(_no_face_image()) == []
+    assert Recognizer(model=tiny, on_no_face="whole", threads=1).predict(_no_face_image())[0].whole_image
+    with pytest.raises(FerlabError, match="on_no_face"):
+        Recognizer(model=tiny, on_no_face="guess", threads=1)
+    with pytest.raises(FerlabError, match="on_no_face"):
+        rec.predict(_no_face_image(), on_no_face="maybe")
+
+
+def test_on_no_face_whole_gives_one_whole_image_face(rec):
+    faces = rec.predict(_no_face_image(), on_no_face="whole")
     assert len(faces) == 1
     f = faces[0]
     assert f.whole_image and f.box == (0, 0, 320, 240) and f.track_id is None
@@ -78,10 +87,13 @@ def test_astronaut_face_box(rec, astro_bgr):
     assert len(faces) == 1
     f = faces[0]
     assert not f.whole_image
-    assert iou(f.box, ASTRO_FACE) > 0.7
+    assert iou(f.box, ASTRO_FACE) > 0.55  # BlazeFace's box in FER framing is a little larger than Haar's
     x, y, w, h = f.box  # the face is in the upper middle of the 512x512 picture
     assert 150 < x + w / 2 < 300 and 60 < y + h / 2 < 180 and 60 < w < 140
-    assert f.detection_score is not None and f.detection_score >= 5
+    assert f.detection_score is not None and 0.5 <= f.detection_score <= 1
+    assert f.keypoints is not None and len(f.keypoints) == 6
+    (rx, ry), (lx, ly), (nx, ny), (mx, my) = f.keypoints[:4]
+    assert x < rx < nx < lx < x + w and max(ry, ly) < ny < my < y + h  # eyes, nose, mouth where they belong
 
 
 def test_all_input_kinds_agree(rec, astro_bgr):
@@ -114,7 +126,7 @@ def test_rgb_recognizer_default(tiny, astro_bgr):
 def test_predict_batch_matches_predict(rec, astro_bgr):
     imgs = [astro_bgr, _no_face_image(), ASTRONAUT]
     batch = rec.predict_batch(imgs)
-    assert [len(b) for b in batch] == [1, 1, 1]
+    assert [len(b) for b in batch] == [1, 0, 1]
     for img, faces in zip(imgs, batch):
         single = rec.predict(img)
         assert [f.box for f in faces] == [f.box for f in single]
@@ -153,7 +165,7 @@ def test_to_dict_and_to_table(rec, astro_bgr):
     assert len(rows) == 1 and rows[0]["image"] == 0 and rows[0]["face"] == 0
     assert (rows[0]["x"], rows[0]["y"], rows[0]["w"], rows[0]["h"]) == faces[0].box
     assert all(c in rows[0] for c in rec.classes)
-    batch = rec.predict_batch([astro_bgr, _no_face_image()])
+    batch = rec.predict_batch([astro_bgr, _no_face_image()], on_no_face="whole")
     rows = Recognizer.to_table(batch, names=["astro.jpg", "sky.png"])
     assert [r["image"] for r in rows] == ["astro.jpg", "sky.png"]
     assert [r["whole_image"] for r in rows] == [False, True]

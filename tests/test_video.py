@@ -52,14 +52,20 @@ def test_process_video_outputs(tiny, clip, tmp_path):
     out, cs, tl = tmp_path / "o" / "annotated.mp4", tmp_path / "o" / "frames.csv", tmp_path / "o" / "timeline.png"
     s = process_video(clip, out, cs, every=1, timeline_png=tl, model=tiny)
     assert s["frames"] == N_FRAMES == s["frames_in_header"] and s["fps"] == pytest.approx(FPS)
-    assert len(s["tracks"]) == 1 and s["tracks"][0]["frames"] >= N_FRAMES - 1
-    rows = _rows(cs)
-    assert len(rows) == N_FRAMES
-    assert list(rows[0])[:9] == ["frame", "time_s", "track_id", "x", "y", "w", "h", "label", "confidence"]
-    assert {r["track_id"] for r in rows} == {"1"}
+    assert s["detector"] == "blazeface"
+    # the track is confirmed at its third detection: the first two frames show no face
+    assert len(s["tracks"]) == 1 and s["tracks"][0]["frames"] >= N_FRAMES - 3
+    all_rows = _rows(cs)
+    assert len(all_rows) == N_FRAMES
+    assert list(all_rows[0])[:9] == ["frame", "time_s", "track_id", "x", "y", "w", "h", "label", "confidence"]
+    assert list(all_rows[0])[-2:] == ["left_ear_tragion_x", "left_ear_tragion_y"]
+    assert [r["track_id"] for r in all_rows[:2]] == ["", ""] and all_rows[0]["label"] == ""
+    rows = [r for r in all_rows if r["track_id"]]
+    assert {r["track_id"] for r in rows} == {"1"} and len(rows) >= N_FRAMES - 3
+    assert all(float(r["right_eye_x"]) < float(r["left_eye_x"]) for r in rows)
     xs = [int(r["x"]) for r in rows]
     assert xs[-1] - xs[0] > 150 and all(b >= a - 6 for a, b in zip(xs, xs[1:]))  # follows the motion
-    assert float(rows[5]["time_s"]) == pytest.approx(5 / FPS)
+    assert float(all_rows[5]["time_s"]) == pytest.approx(5 / FPS)
     for r in rows:
         probs = [float(r[c]) for c in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")]
         assert abs(sum(probs) - 1) < 0.01
@@ -76,20 +82,21 @@ def test_process_video_outputs(tiny, clip, tmp_path):
 
 def test_detect_every_n_keeps_one_track(tiny, clip, tmp_path):
     cs = tmp_path / "every3.csv"
-    s = process_video(clip, csv_path=cs, every=3, model=tiny)
+    s = process_video(clip, csv_path=cs, every=3, model=tiny, detector="haar")
     rows = _rows(cs)
     assert len(s["tracks"]) == 1
-    assert sum(r["track_id"] == "1" for r in rows) >= N_FRAMES - 2  # found near the last box in between
+    assert sum(r["track_id"] == "1" for r in rows) >= N_FRAMES - 4  # found near the last box in between
 
 
 def test_stream_recognizer_smooths_probabilities(tiny):
     rec = Recognizer(model=tiny, whole_image_fallback=False, threads=1)
-    stream = StreamRecognizer(rec, every=1, smoothing=0.5)
+    stream = StreamRecognizer(rec, every=1, smoothing=0.5, min_hits=1)
     ema = None
     for frame in list(_frames())[:5]:
         faces = stream.process(frame)
         assert len(faces) == 1 and faces[0].track_id == 1
-        raw = np.array([rec.predict_boxes(frame, [faces[0].box])[0].probabilities[c] for c in rec.classes])
+        dets = rec.detector.detect_live(frame)
+        raw = np.array([rec.predict_detections(frame, dets)[0].probabilities[c] for c in rec.classes])
         ema = raw if ema is None else 0.5 * ema + 0.5 * raw
         got = np.array([faces[0].probabilities[c] for c in rec.classes])
         assert np.allclose(got, ema, atol=1e-5)
@@ -101,7 +108,7 @@ def test_stream_recognizer_smooths_probabilities(tiny):
 
 
 def test_iou_tracker_ids():
-    t = IoUTracker(iou_threshold=0.3, max_missed=2)
+    t = IoUTracker(iou_threshold=0.3, max_missed=2, min_hits=1)
     a = t.update([(0, 0, 50, 50), (200, 0, 50, 50)], 0)
     assert [tr.id for tr, _ in a] == [1, 2]
     b = t.update([(205, 2, 50, 50), (5, 3, 50, 50)], 1)  # order swapped, both moved a little
@@ -157,3 +164,112 @@ def test_webcam_headless_says_use_serve(tiny, capsys, monkeypatch):
     assert main(["webcam", "--model", tiny]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "ferlab serve" in err
+
+
+# -- confirmed tracks, timeline axis, browser-playable video ------------------------------------------------------
+
+class _ScriptedDetector:
+    """A detector that returns given boxes per frame (to test the tracker without a model)."""
+
+    name = "scripted"
+    cheap = True
+
+    def __init__(self, script):
+        self.script, self.i = script, -1
+
+    def detect_live(self, image):
+        from ferlab.inference.detect import Detection
+
+        self.i += 1
+        return [Detection(b, 0.9, "blazeface") for b in self.script[self.i]]
+
+    detect = detect_live
+
+
+def test_unconfirmed_tracks_never_show(tiny):
+    face, ghost = (100, 60, 100, 100), (300, 200, 80, 80)
+    script = [[face], [face, ghost], [face], [face], [face, ghost], [face, ghost], [face, ghost], [face]]
+    rec = Recognizer(model=tiny, threads=1)
+    rec.detector = _ScriptedDetector(script)
+    stream = StreamRecognizer(rec, min_hits=3)
+    shown = [[f.track_id for f in stream.process(np.zeros((H, W, 3), np.uint8))] for _ in script]
+    # the face appears from its third detection on; the one-frame ghost of frame 1 never does;
+    # the ghost seen in frames 4-6 becomes a confirmed track at its third hit
+    assert shown[:2] == [[], []] and shown[2] == [1] and shown[3] == [1]
+    assert shown[4] == [1] and shown[5] == [1] and shown[6] == [1, 3] and shown[7] == [1]
+    ids = [t.id for t in stream.all_tracks()]
+    assert ids == [1, 3] and 2 not in ids
+    with pytest.raises(FerlabError):
+        IoUTracker(min_hits=0)
+
+
+def test_timeline_panels_share_the_whole_time_range(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from ferlab.inference.video import Track, plot_timeline
+
+    classes = ["happy", "sad"]
+    p = np.array([0.7, 0.3], np.float32)
+    long = Track(1, (0, 0, 10, 10), 0, 99, history=[(t / 10, p) for t in range(100)], confirmed=True)
+    single = Track(2, (0, 0, 10, 10), 50, 50, history=[(5.0, p)], confirmed=True)
+    seen = {}
+    orig = matplotlib.figure.Figure.savefig
+
+    def spy(self, *a, **k):
+        seen["xlims"] = [ax.get_xlim() for ax in self.axes if ax.get_visible() and ax.has_data()]
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", spy)
+    plot_timeline([long, single], classes, tmp_path / "t.png")
+    assert len(seen["xlims"]) == 2
+    for lo, hi in seen["xlims"]:  # the one-frame track no longer squeezes the axis to a microsecond
+        assert lo == pytest.approx(0.0) and hi == pytest.approx(9.9)
+
+
+def _fourcc(path) -> str:
+    cap = cv2.VideoCapture(str(path))
+    try:
+        v = int(cap.get(cv2.CAP_PROP_FOURCC))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+    finally:
+        cap.release()
+    return "".join(chr((v >> 8 * i) & 0xFF) for i in range(4)).lower(), n
+
+
+def test_webm_output_is_vp9(tiny, clip, tmp_path):
+    out = tmp_path / "a.webm"
+    s = process_video(clip, out, model=tiny, max_frames=6)
+    assert s["video_codec"] == "vp9"
+    codec, n = _fourcc(out)
+    assert codec.startswith("vp9") and n == 6
+    assert out.read_bytes()[:4] == b"\x1a\x45\xdf\xa3"  # Matroska / WebM
+
+
+def test_mp4_is_h264_with_pyav_else_warns(tiny, clip, tmp_path, monkeypatch):
+    import builtins
+
+    warnings = []
+    try:
+        import av  # noqa: F401
+
+        out = tmp_path / "h.mp4"
+        s = process_video(clip, out, model=tiny, max_frames=6, warn=warnings.append)
+        assert s["video_codec"] == "h264" and not warnings
+        codec, n = _fourcc(out)
+        assert codec in ("avc1", "h264") and n == 6
+    except ImportError:
+        pass
+    real_import = builtins.__import__
+
+    def no_av(name, *a, **k):
+        if name == "av":
+            raise ImportError("no av")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_av)
+    out = tmp_path / "m.mp4"
+    s = process_video(clip, out, model=tiny, max_frames=4, warn=warnings.append)
+    assert s["video_codec"] == "mp4v" and len(warnings) == 1 and ".webm" in warnings[0]
+    assert _fourcc(out)[1] == 4

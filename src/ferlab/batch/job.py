@@ -93,10 +93,11 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
         _import_ray()
         check_address(address)
     files, problems = gather_paths(list(inputs), list_files)
+    if not files:
+        raise FerlabError(problems[0] if len(problems) == 1 else
+                          f"no images or videos to read in the given inputs ({'; '.join(problems)[:300]})")
     for p in problems:
         say(f"ferlab batch: {p}")
-    if not files:
-        raise FerlabError(problems[0] if len(problems) == 1 else "no images or videos to read in the given inputs")
     t0 = time.perf_counter()
     units = plan_units(files, opts.segment_seconds)
     from .. import __version__

@@ -52,8 +52,9 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _disk_error(e: OSError, path: Path) -> FerlabError:
-    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        why = "disk full" if e.errno != errno.EFBIG else "file size limit reached"
+    text = str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG) or "No space left" in text or "errno 28" in text:
+        why = "file size limit reached" if e.errno == errno.EFBIG else "disk full"
     else:
         why = e.strerror or str(e)
     return FerlabError(f"{path}: cannot write ({why}); the parts committed so far are kept and a re-run with the "
@@ -235,25 +236,36 @@ class OutputStore:
                      r.error_kind or "error", r.error, self.header["model_name"], self.header["model_sha256"])
                     for u, r in fresh if r.error is not None]
         n_rows = 0
-        for kind, rows in sorted(by_kind.items()):
-            if not rows:
-                continue
-            rows.sort(key=lambda t: (t[0], -1 if t[2] is None else t[2], t[4]))
-            rel = f"faces/{kind}s/{name}.{self.fmt}"
-            self._write_table(self.out / rel, self.columns, rows, faces=True)
-            files.append(rel)
-            n_rows += len(rows)
-        if err_rows:
-            rel = f"errors/{name}.{self.fmt}"
-            self._write_table(self.out / rel, list(ERROR_COLUMNS), err_rows, faces=False)
-            files.append(rel)
-        units = [{"key": u.key, "source": u.source, "kind": u.kind, "start": u.start, "end": u.end, "size": u.size,
-                  "mtime_ns": u.mtime_ns, "faces": len(r.rows) if r.error is None else 0,
-                  "frames": r.frames, "status": "ok" if r.error is None else "error", "worker": r.worker}
-                 for u, r in fresh]
-        record = {"seq": self.seq, "part": name, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                  "files": files, "units": units}
-        _write_atomic(self.out / MANIFEST / f"{name}.json", lambda tmp: Path(tmp).write_bytes(_json_bytes(record)))
+        try:
+            for kind, rows in sorted(by_kind.items()):
+                if not rows:
+                    continue
+                rows.sort(key=lambda t: (t[0], -1 if t[2] is None else t[2], t[4]))
+                rel = f"faces/{kind}s/{name}.{self.fmt}"
+                self._write_table(self.out / rel, self.columns, rows, faces=True)
+                files.append(rel)
+                n_rows += len(rows)
+            if err_rows:
+                rel = f"errors/{name}.{self.fmt}"
+                self._write_table(self.out / rel, list(ERROR_COLUMNS), err_rows, faces=False)
+                files.append(rel)
+            units = [{"key": u.key, "source": u.source, "kind": u.kind, "start": u.start, "end": u.end,
+                      "size": u.size, "mtime_ns": u.mtime_ns, "faces": len(r.rows) if r.error is None else 0,
+                      "frames": r.frames, "status": "ok" if r.error is None else "error", "worker": r.worker}
+                     for u, r in fresh]
+            record = {"seq": self.seq, "part": name, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "files": files, "units": units}
+            _write_atomic(self.out / MANIFEST / f"{name}.json",
+                          lambda tmp: Path(tmp).write_bytes(_json_bytes(record)))
+        except BaseException:
+            # the part is not committed: take back its data files (a kill here leaves them to the next run)
+            for rel in files:
+                try:
+                    (self.out / rel).unlink()
+                except OSError:
+                    pass
+            self.seq += 1
+            raise
         for u in units:
             self.done[u["key"]] = u
         self.seq += 1

@@ -77,7 +77,25 @@ def test_folder_is_searched_recursively(tiny, good_dir, capsys):
     names = " ".join(rows)
     assert "astronaut.jpg" in names and "sky.png" in names and "astro_small.png" in names
     assert "readme" not in names and "skipped.jpg" not in names
-    assert any("whole image" in r and "sky.png" in r for r in rows)
+    assert any("no face found" in r and "sky.png" in r for r in rows)  # no face, no label
+    sky = next(r for r in rows if "sky.png" in r)
+    assert not any(c in sky for c in ("angry", "happy", "sad", "neutral"))
+
+
+def test_on_no_face_whole_and_detector_none(tiny, good_dir, capsys):
+    sky = good_dir / "sub" / "sky.png"
+    assert main(["predict", str(sky), "--model", tiny, "--on-no-face", "whole"]) == 0
+    out, err = capsys.readouterr()
+    row = _lines(out)[1]
+    assert "whole (no face found)" in row and "1 image(s) with no face found" in err
+    assert main(["predict", str(ASTRONAUT), "--model", tiny, "--detector", "none"]) == 0
+    out, err = capsys.readouterr()
+    row = _lines(out)[1]
+    assert "whole image" in row and "no face" not in out and "no face" not in err
+    assert "1 classified as a whole image" in err
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(sky), "--model", tiny, "--on-no-face", "guess"])
+    assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
 def test_globs(tiny, good_dir, capsys):
@@ -94,20 +112,28 @@ def test_json_and_csv_outputs(tiny, good_dir, tmp_path, capsys):
     js, cs = tmp_path / "out" / "r.json", tmp_path / "out" / "r.csv"
     assert main(["predict", str(good_dir), "--model", tiny, "--json", str(js), "--csv", str(cs)]) == 0
     doc = json.loads(js.read_text())
-    assert doc["model"] == "tiny" and doc["detector"] == "haar" and len(doc["classes"]) == 7
+    assert doc["model"] == "tiny" and doc["detector"] == "blazeface" and len(doc["classes"]) == 7
+    assert doc["on_no_face"] == "skip"
     assert len(doc["images"]) == 3 and doc["failed"] == []
     astro = next(i for i in doc["images"] if i["file"].endswith("astronaut.jpg"))
     assert (astro["width"], astro["height"]) == (512, 512)
     face = astro["faces"][0]
-    assert len(face["box"]) == 4 and not face["whole_image"]
+    assert len(face["box"]) == 4 and not face["whole_image"] and astro["result"] == "faces"
+    assert len(face["keypoints"]) == 6 and all(len(p) == 2 for p in face["keypoints"])
+    sky = next(i for i in doc["images"] if i["file"].endswith("sky.png"))
+    assert sky["faces"] == [] and sky["no_face"] is True and sky["result"] == "no face found"
     assert abs(sum(face["probabilities"].values()) - 1) < 1e-3
     with open(cs, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == sum(len(i["faces"]) for i in doc["images"])
+    assert len(rows) == sum(max(1, len(i["faces"])) for i in doc["images"])  # one row for a no-face image
     assert list(rows[0])[:8] == ["file", "face", "x", "y", "w", "h", "label", "confidence"]
-    assert {"angry", "happy", "neutral"} <= set(rows[0])
+    assert {"angry", "happy", "neutral", "result", "right_eye_x", "mouth_center_y"} <= set(rows[0])
     for r in rows:
+        if r["file"].endswith("sky.png"):
+            assert r["result"] == "no face found" and r["label"] == "" and r["happy"] == ""
+            continue
         assert r["label"] in doc["classes"] and 0 <= float(r["confidence"]) <= 1
+        assert float(r["right_eye_x"]) < float(r["left_eye_x"])
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ..errors import FerlabError
+from ..errors import FerlabError, OptionError
 
 
 @dataclass
@@ -64,10 +67,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise FerlabError(f"unknown config key(s): {', '.join(unknown)}")
+        validate(d)  # every key's type and range, before anything runs (see RULES)
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,7 +78,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise FerlabError(f"override {text!r} is not key=value")
     key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else ""
+    if re.fullmatch(r"\s*\+\s*[0-9.]+\s*", value):  # YAML reads +10 as 10: a relative count was meant?
+        raise OptionError(f"override {text!r}: write the value itself ({value.strip().lstrip('+').strip()}), "
+                          "not a signed increment")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        raise OptionError(f"override {text!r}: the value is not valid YAML") from None
+    return key.strip().split("."), parsed
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
@@ -105,3 +112,191 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             node = node[k]
         node[keys[-1]] = value
     return TrainConfig.from_dict(base)
+
+
+# ----------------------------------------------------------------------------------------------- validation
+# Every recipe key has one rule here: its type and range, checked eagerly (``TrainConfig.from_dict``) before
+# any data is loaded or anything is written.  A rule is a function value -> problem text (None when fine);
+# to add a key, add its field above and one line here (tests/test_hardening_cli.py fails on a key without one).
+Rule = Callable[[Any], "str | None"]
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def Int(lo: int, hi: int | None = None) -> Rule:
+    def rule(v):
+        if not _is_int(v) or v < lo or (hi is not None and v > hi):
+            return f"must be an integer {'>= ' + str(lo) if hi is None else f'from {lo} to {hi}'}"
+        return None
+    return rule
+
+
+def Num(lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> Rule:
+    def rule(v):
+        if (not _is_num(v) or v < lo or v > hi or (lo_open and v == lo) or (hi_open and v == hi)):
+            return f"must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return None
+    return rule
+
+
+def OneOf(*choices: str) -> Rule:
+    def rule(v):
+        return None if v in choices else f"must be one of {', '.join(repr(c) for c in choices)}"
+    return rule
+
+
+def Matches(pattern: str, what: str) -> Rule:
+    def rule(v):
+        return None if isinstance(v, str) and re.fullmatch(pattern, v) else f"must be {what}"
+    return rule
+
+
+def Text(allow_empty: bool = True) -> Rule:
+    def rule(v):
+        ok = isinstance(v, str) and (allow_empty or v.strip())
+        return None if ok else f"must be {'a' if allow_empty else 'a non-empty'} string"
+    return rule
+
+
+def Bool(v):
+    return None if isinstance(v, bool) else "must be true or false"
+
+
+def Mapping_(v):
+    return None if isinstance(v, dict) else "must be a mapping (key: value)"
+
+
+def ListOf(item: Rule) -> Rule:
+    def rule(v):
+        if not isinstance(v, list):
+            return "must be a list"
+        for i, x in enumerate(v):
+            problem = item(x)
+            if problem:
+                return f"item {i} {problem}"
+        return None
+    return rule
+
+
+def _classes(v):
+    if v is None:
+        return None
+    if not isinstance(v, list) or len(v) < 2 or not all(isinstance(c, str) and c for c in v) or len(set(v)) != len(v):
+        return "must be a list of at least 2 distinct class names (or null for all)"
+    return None
+
+
+def _counts(v):
+    if not isinstance(v, dict):
+        return "must be a mapping class -> count"
+    for k, n in v.items():
+        if not isinstance(k, str) or not _is_int(n) or not 0 <= n <= 10_000_000:
+            return f"{k}: must be a whole number of images from 0 to 10000000 (got {n!r})"
+    return None
+
+
+#: augmentation options (``augment.KEY``): the same names as ``ferlab.data.augment.AugmentConfig``
+AUGMENT_RULES: dict[str, Rule] = {
+    "crop": Int(0, 48), "flip": Num(0, 1), "rotate": Num(0, 180), "scale": Num(0, 0.9), "translate": Num(0, 0.5),
+    "shear": Num(0, 60), "affine_p": Num(0, 1), "resized_crop": Num(0, 1), "brightness": Num(0, 1),
+    "contrast": Num(0, 1), "noise": Num(0, 255), "erasing": Num(0, 1),
+}
+
+
+def _augment(v):
+    if not isinstance(v, dict):
+        return "must be a mapping of augmentation options, e.g. {crop: 44, flip: 0.5}"
+    for k, x in v.items():
+        if k not in AUGMENT_RULES:
+            return f"has an unknown option {k!r} (known: {', '.join(AUGMENT_RULES)})"
+        problem = AUGMENT_RULES[k](x)
+        if problem:
+            return f".{k} {problem} (got {x!r})"
+    return None
+
+
+def _stages(v):
+    if not isinstance(v, list):
+        return "must be a list of per-stage overrides"
+    for i, stage in enumerate(v):
+        if not isinstance(stage, dict):
+            return f"item {i} must be a mapping of overrides"
+        problem = _problems({k: x for k, x in stage.items()}, nested=True)
+        if problem:
+            return f"item {i}: {problem}"
+    return None
+
+
+LABEL_SCHEMES = ("fer2013", "ferplus-majority", "ferplus-probability", "ferplus-crossentropy", "ferplus-multitarget")
+
+RULES: dict[str, Rule] = {
+    "model": Text(allow_empty=False), "model_options": Mapping_, "data": Text(allow_empty=False),
+    "labels": Matches(r"fer2013|ferplus7?-(majority|probability|crossentropy|multitarget)",
+                      f"a label scheme ({', '.join(LABEL_SCHEMES)}; ferplus7-<mode> for 7 classes)"),
+    "classes": _classes, "train_split": Text(False), "val_split": Text(False), "val_fraction": Num(0, 0.9),
+    "epochs": Int(1, 100_000), "batch_size": Int(1, 65_536), "optimizer": OneOf("sgd", "adam", "adamw", "rmsprop"),
+    "lr": Num(0, 10, lo_open=True), "momentum": Num(0, 1, hi_open=True), "nesterov": Bool,
+    "weight_decay": Num(0, 1), "scheduler": OneOf("onecycle", "cosine", "plateau", "exponential", "none"),
+    "warmup_epochs": Num(0, 100_000), "gamma": Num(0, 1, lo_open=True), "plateau_patience": Int(0, 100_000),
+    "plateau_factor": Num(0, 1, lo_open=True, hi_open=True), "label_smoothing": Num(0, 1, hi_open=True),
+    "class_weights": OneOf("none", "balanced", "sqrt"), "sampler": OneOf("none", "weighted"),
+    "mixup": Num(0, 100), "cutmix": Num(0, 100), "augment": _augment, "input_size": Int(8, 48),
+    "amp": OneOf("auto", "bf16", "fp16", "none"),
+    "device": Matches(r"cpu|cuda(:\d+)?|mps", "cpu, cuda, cuda:N or mps"),
+    "threads": Int(0, 1024), "seed": Int(0, 2**32 - 1), "early_stopping": OneOf("", "val_acc", "val_loss"),
+    "patience": Int(1, 100_000), "restore_best": Bool, "select_metric": OneOf("val_acc", "val_loss"),
+    "freeze": OneOf("none", "backbone", "all_but_head_and_stem"), "unfreeze_top": Int(0, 10_000),
+    "freeze_bn": Bool, "backbone_lr_scale": Num(0, 100), "cache_features": Bool, "init": Text(),
+    "stages": _stages, "extra_data": ListOf(Text(False)),
+    "balance": OneOf("none", "ros", "rus", "smote", "smote_tomek", "smote_enn", "tomek", "targeted", "max"),
+    "balance_counts": _counts, "eval_every": Int(1, 100_000), "max_train_batches": Int(0),
+    "teacher": Text(), "kd_alpha": Num(0, 1), "kd_temperature": Num(0, 100, lo_open=True),
+}
+
+
+def _problems(d: dict[str, Any], nested: bool = False) -> str | None:
+    """The first problem of recipe ``d`` (unknown key, or a value outside its rule), or None."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(d) - known - ({"stages"} if nested else set()))
+    if unknown:
+        return f"unknown config key(s): {', '.join(unknown)}"
+    if nested and "stages" in d:
+        return "a stage cannot have stages of its own"
+    for key, value in d.items():
+        rule = RULES.get(key)
+        problem = rule(value) if rule else None
+        if problem:
+            return f"{key}: {problem} (got {str(value)[:60]!r})" if not problem.startswith(".") else \
+                f"{key}{problem}"
+    return None
+
+
+def validate(d: dict[str, Any]) -> None:
+    """Refuse a recipe with an unknown key or a value outside its type and range (one-line ``OptionError``)."""
+    problem = _problems(d)
+    if problem:
+        raise OptionError(problem)
+
+
+def check_runnable(cfg: TrainConfig) -> None:
+    """What only this machine can tell, checked before a run starts: the device exists."""
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise OptionError(f"device: {cfg.device!r} but this torch build or machine has no CUDA device; "
+                              "use device=cpu")
+        index = int(cfg.device.split(":")[1]) if ":" in cfg.device else 0
+        if index >= torch.cuda.device_count():
+            raise OptionError(f"device: {cfg.device!r} but there are {torch.cuda.device_count()} CUDA devices")
+    if cfg.device == "mps":
+        import torch
+
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise OptionError("device: 'mps' but no Apple GPU is available; use device=cpu")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ._options import add_progress, check_output, progress_of
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model from a recipe (configs/*.yaml) with key=value overrides",
@@ -13,23 +15,26 @@ def add_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=0.01 augment.rotate=10")
     p.add_argument("--out", help="run directory (default runs/<model>-<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (one line per epoch)")
+    add_progress(p, default=True)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..training import load_config, resume, train
+    from ..training.config import check_runnable
 
     if args.resume:
-        summary = resume(args.resume, progress=not args.no_progress)
+        summary = resume(args.resume, progress=progress_of(args))
         out = args.resume
     else:
         recipe, overrides = args.recipe, list(args.overrides)
         if recipe and "=" in recipe and not recipe.endswith((".yaml", ".yml")):
             recipe, overrides = None, [recipe, *overrides]
-        cfg = load_config(recipe, overrides)
+        cfg = load_config(recipe, overrides)  # every key checked (type and range) before anything runs
+        check_runnable(cfg)
         out = args.out or str(Path("runs") / f"{cfg.model}-{time.strftime('%Y%m%d-%H%M%S')}")
-        summary = train(cfg, out, progress=not args.no_progress)
+        check_output(out, "--out", folder=True)  # not created here: the trainer makes it when the run starts
+        summary = train(cfg, out, progress=progress_of(args))
     if not summary:  # a non-main process of a torchrun (DDP) launch: rank 0 reports
         return 0
     print(f"run {out}: best validation accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch_acc']} "

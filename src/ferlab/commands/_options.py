@@ -35,9 +35,12 @@ def _number(text: str, kind: type) -> float:
 
 
 def _range_text(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
+    def f(v) -> str:
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
     if hi is None:
-        return f"{'>' if lo_open else '>='} {lo:g}"
-    return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        return f"{'>' if lo_open else '>='} {f(lo)}"
+    return f"in {'(' if lo_open else '['}{f(lo)}, {f(hi)}{')' if hi_open else ']'}"
 
 
 def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from ._options import add_progress, check_output, float_in, int_in, progress_of
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ensemble", help="soft-voting ensemble of trained runs / ONNX models: evaluate it (and "
@@ -13,14 +15,15 @@ def add_parser(sub) -> None:
     p.add_argument("members", nargs="+", help="run directories and/or .onnx models (or bundled model names)")
     p.add_argument("--data", required=True, help="dataset (fer2013 CSV, plain or .gz)")
     p.add_argument("--split", default="PublicTest", help="split to evaluate on (default PublicTest)")
-    p.add_argument("--weights", nargs="+", type=float, help="one non-negative weight per member (default equal)")
+    p.add_argument("--weights", nargs="+", type=float_in(0, 1e6), help="one non-negative weight per member (default equal)")
     p.add_argument("--labels", help="label scheme of the dataset (default: the members', FER+ -> majority)")
     p.add_argument("--export", metavar="OUT.onnx", help="also write the ensemble as one ONNX graph + model card "
                                                         "(temperature fitted on PublicTest)")
     p.add_argument("--name", help="model name on the exported card (default: the --export file's stem)")
     p.add_argument("--out", help="report folder (metrics.json, plots, report.html, ensemble.json)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--bootstrap", type=int_in(0, 100_000), default=1000,
+                   help="bootstrap resamples for the 95%% intervals")
+    add_progress(p, default=True)
     p.set_defaults(func=run)
 
 
@@ -31,9 +34,12 @@ def run(args) -> int:
 
     from ..ensemble import evaluate_ensemble, export_ensemble
 
+    check_output(args.out, "--out", folder=True)
+    check_output(args.export, "--export")
+
     command = shlex.join(["ferlab", *sys.argv[1:]]) if Path(sys.argv[0]).name == "ferlab" else None
     s = evaluate_ensemble(args.members, args.data, args.split, weights=args.weights, out=args.out,
-                          labels=args.labels, bootstrap=args.bootstrap, progress=not args.no_progress,
+                          labels=args.labels, bootstrap=args.bootstrap, progress=progress_of(args),
                           command=command)
     width = max([8] + [len(m["name"]) for m in s["members"]])
     print(f"{'member':<{width}}  weight  accuracy  bal.acc  macro-F1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._options import MARGIN, check_output
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a trained run to ONNX with its model card (temperature fitted "
@@ -11,13 +13,17 @@ def add_parser(sub) -> None:
     p.add_argument("--name", help="model name (default: the run folder's name)")
     p.add_argument("--tta", choices=["none", "flip"], default="none", help="bake flip averaging into the graph")
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="static int8 quantisation")
-    p.add_argument("--margin", type=float, default=None, help="face-crop margin recorded on the card")
+    p.add_argument("--margin", type=MARGIN, default=None, help="face-crop margin recorded on the card")
     p.add_argument("--no-calibrate", action="store_true", help="skip fitting the temperature")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from ..training.export import FACE_MARGIN, export_run
+
+    check_output(args.out, "--out", folder=Path(args.out).suffix != ".onnx")
 
     card = export_run(args.run, args.out, name=args.name, tta=args.tta, quantize=args.quantize,
                       calibrate=not args.no_calibrate, margin=FACE_MARGIN if args.margin is None else args.margin)

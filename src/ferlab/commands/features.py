@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._options import SEED, check_output, int_in
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("features", help="a trained CNN's penultimate-layer features + linear SVM / random forest / "
@@ -15,8 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--val", default="PublicTest", help="selection split (default PublicTest; never PrivateTest)")
     p.add_argument("--split", default="PrivateTest", help="test split to report on (default PrivateTest)")
     p.add_argument("--out", help="output folder (default RUN/features)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--bootstrap", type=int_in(0, 100_000), default=1000, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--no-report", action="store_true", help="only summary.json (no plots / HTML)")
     p.set_defaults(func=run)
 
@@ -27,6 +29,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..features import run_features
+
+    check_output(args.out, "--out", folder=True)
 
     out = args.out or str(Path(args.run) / "features")
     kinds = "all" if args.classifier == "all" else [k.strip() for k in args.classifier.split(",") if k.strip()]

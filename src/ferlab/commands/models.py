@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from functools import cache
 
+from ._options import int_in
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("models", help="list the architectures (parameters, MACs) and the bundled trained models",
@@ -12,8 +14,8 @@ def add_parser(sub) -> None:
                                    "accumulates per 48x48 image (7 classes, default options), and the bundled "
                                    "trained models.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--size", type=int, default=48, help="input side for the MAC count (default 48)")
-    p.add_argument("--classes", type=int, default=7, help="number of classes of the head (default 7)")
+    p.add_argument("--size", type=int_in(8, 1024), default=48, help="input side for the MAC count (default 48)")
+    p.add_argument("--classes", type=int_in(2, 1000), default=7, help="number of classes of the head (default 7)")
     p.set_defaults(func=run)
 
 

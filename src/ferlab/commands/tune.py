@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._options import SEED, add_progress, check_output, float_in, int_in
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("tune", help="Optuna search over optimiser, learning rate, batch size, dropout, activation, "
@@ -12,14 +14,14 @@ def add_parser(sub) -> None:
                                    "again to resume a killed search.")
     p.add_argument("recipe", nargs="?", help="recipe YAML (default: the built-in defaults)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every trial (e.g. threads=2)")
-    p.add_argument("--trials", type=int, default=20, help="number of trials (default 20)")
-    p.add_argument("--epochs", type=int, default=5, help="epochs per trial (default 5)")
+    p.add_argument("--trials", type=int_in(1, 100_000), default=20, help="number of trials (default 20)")
+    p.add_argument("--epochs", type=int_in(1, 100_000), default=5, help="epochs per trial (default 5)")
     p.add_argument("--val", default=None, help="PublicTest (default: the recipe's val_split) or a fraction of "
                                                "Training such as 0.1; PrivateTest is refused")
     p.add_argument("--out", required=True, help="output folder (trial runs, study.db, trials.csv, best.yaml)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
-    p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
-    p.add_argument("--progress", action="store_true", help="progress bars inside each trial")
+    p.add_argument("--seed", type=SEED, default=0, help="sampler seed")
+    p.add_argument("--timeout", type=float_in(0, 1e9, lo_open=True), default=None, help="stop starting new trials after this many seconds")
+    add_progress(p, default=False)
     p.set_defaults(func=run)
 
 
@@ -27,6 +29,8 @@ def run(args) -> int:
     import sys
 
     from ..tune import command_line, tune
+
+    check_output(args.out, "--out", folder=True)
 
     recipe, overrides = args.recipe, list(args.overrides)
     if recipe and "=" in recipe and not recipe.endswith((".yaml", ".yml")):

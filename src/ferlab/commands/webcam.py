@@ -7,6 +7,8 @@ import re
 import sys
 import time
 
+from ._options import MIN_FACE, PIXELS, SMOOTHING, int_in
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("webcam", help="live expressions from a camera in a window (headless: use `ferlab serve`)",
@@ -16,12 +18,12 @@ def add_parser(sub) -> None:
     p.add_argument("--camera", default="0", help="camera index, or a video file / stream URL (default 0)")
     p.add_argument("--model", default="default", help="bundled model name or .onnx path")
     p.add_argument("--detector", default="haar", help="haar, haar+profile, or a YuNet .onnx path")
-    p.add_argument("--every", type=int, default=3, metavar="N",
+    p.add_argument("--every", type=int_in(1, 1000), default=3, metavar="N",
                    help="full face detection every N frames, tracking in between (default 3)")
-    p.add_argument("--min-face", type=int, default=60, metavar="PX", help="smallest face to find (default 60 px)")
-    p.add_argument("--max-side", type=int, default=480, metavar="PX",
+    p.add_argument("--min-face", type=MIN_FACE, default=60, metavar="PX", help="smallest face to find (default 60 px)")
+    p.add_argument("--max-side", type=PIXELS, default=480, metavar="PX",
                    help="detect on frames shrunk to this longest side (default 480)")
-    p.add_argument("--smoothing", type=float, default=0.7, help="probability smoothing 0-0.99 (default 0.7)")
+    p.add_argument("--smoothing", type=SMOOTHING, default=0.7, help="probability smoothing 0-0.99 (default 0.7)")
     p.set_defaults(func=run)
 
 

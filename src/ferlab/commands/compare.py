@@ -12,8 +12,11 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
+
+from ._options import check_output
 
 COMMON = ("model", "params")
 TRAIN_COLS = ("epochs run", "best epoch", "val acc", "val loss")
@@ -222,7 +225,16 @@ def run(args) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix.lower() not in (".csv", ".md"):
         raise FerlabError(f"{out}: --out must end in .csv or .md")
-    runs = [read_run(p) for p in args.runs]
+    check_output(out, "--out")
+    runs = []
+    for p in args.runs:  # `ferlab compare runs/*` also matches files and folders that are not runs: skip them
+        if not Path(p).is_dir() or not ((Path(p) / "config.yaml").is_file() or (Path(p) / "summary.json").is_file()):
+            print(f"ferlab compare: skipped {p}: not a run directory (no config.yaml or summary.json)",
+                  file=sys.stderr)
+            continue
+        runs.append(read_run(p))
+    if not runs:
+        raise FerlabError(f"none of the {len(args.runs)} path(s) is a run directory (ferlab train --out)")
     cols, table = build_table(runs)
     if args.sort:
         if args.sort not in cols:

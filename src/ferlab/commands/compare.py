@@ -228,6 +228,9 @@ def run(args) -> int:
     check_output(out, "--out")
     runs = []
     for p in args.runs:  # `ferlab compare runs/*` also matches files and folders that are not runs: skip them
+        if not Path(p).exists():
+            print(f"ferlab compare: skipped {p}: no such run directory", file=sys.stderr)
+            continue
         if not Path(p).is_dir() or not ((Path(p) / "config.yaml").is_file() or (Path(p) / "summary.json").is_file()):
             print(f"ferlab compare: skipped {p}: not a run directory (no config.yaml or summary.json)",
                   file=sys.stderr)

@@ -240,6 +240,10 @@ class BlazeFaceDetector(Detector):
     def __repr__(self) -> str:
         return f"BlazeFaceDetector(range={self.range!r}, min_score={self.min_score}, tiles={self.tiles})"
 
+    def set_min_score(self, value: float) -> None:
+        self.min_score = float(value)
+        self._logit_min = float(np.log(value / (1 - value)))
+
     def raw(self, image: np.ndarray, tiles: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Decoded detections before framing: (N, 16) x0, y0, x1, y1 + 6 keypoints in image pixels, scores
         (best first).  ``tiles``: also search overlapping tiles (see the module notes)."""
@@ -291,30 +295,22 @@ class BlazeFaceDetector(Detector):
         dec[:, 1::2] = (dec[:, 1::2] - oy) / sy
         return dec, scores
 
-    def to_detections(self, dec: np.ndarray, scores: np.ndarray, shape: tuple[int, ...]) -> list[Detection]:
-        H, W = shape[:2]
+    def framed(self, dec: np.ndarray) -> np.ndarray:
+        """Raw detections (N, 16) -> (N, 20): the FER face frame (x0, y0, x1, y1 of a square, ``FRAMING``),
+        the 6 keypoints, then the raw box.  Frames of both ranges can be merged by ``weighted_nms``."""
         f = self.framing
-        out = []
-        for d, sc in zip(dec, scores):
-            x0, y0, x1, y1 = (float(v) for v in d[:4])
-            bw, bh = x1 - x0, y1 - y0
-            side = max(bw, bh)
-            if side < self.min_size:
-                continue
-            fs = side * f["scale"]
-            cx, cy = (x0 + x1) / 2 + f["dx"] * side, (y0 + y1) / 2 + f["dy"] * side
-            fx0, fy0 = cx - fs / 2, cy - fs / 2
-            # the face frame may reach past the image border (a face cut by the border): clip it; the crop
-            # fills what is outside by repeating the border (crop_face)
-            bx0, by0 = max(0, int(round(fx0))), max(0, int(round(fy0)))
-            bx1, by1 = min(W, int(round(fx0 + fs))), min(H, int(round(fy0 + fs)))
-            if bx1 - bx0 < 2 or by1 - by0 < 2:
-                continue
-            kps = tuple((round(float(d[4 + 2 * k]), 1), round(float(d[5 + 2 * k]), 1)) for k in range(6))
-            out.append(Detection((bx0, by0, bx1 - bx0, by1 - by0), round(float(sc), 4), "blazeface", kps,
-                                 (round(x0, 1), round(y0, 1), round(bw, 1), round(bh, 1)),
-                                 (round(cx, 1), round(cy, 1), round(fs, 1))))
-        return sorted(out, key=lambda d: (d.box[0], d.box[1]))
+        out = np.empty((len(dec), 20), np.float32)
+        side = np.maximum(dec[:, 2] - dec[:, 0], dec[:, 3] - dec[:, 1])
+        cx = (dec[:, 0] + dec[:, 2]) / 2 + f["dx"] * side
+        cy = (dec[:, 1] + dec[:, 3]) / 2 + f["dy"] * side
+        fs = side * f["scale"]
+        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = cx - fs / 2, cy - fs / 2, cx + fs / 2, cy + fs / 2
+        out[:, 4:16] = dec[:, 4:16]
+        out[:, 16:20] = dec[:, :4]
+        return out
+
+    def to_detections(self, dec: np.ndarray, scores: np.ndarray, shape: tuple[int, ...]) -> list[Detection]:
+        return detections_from_framed(self.framed(dec), scores, shape, self.min_size)
 
     def detect(self, image: np.ndarray, tiles: bool | None = None) -> list[Detection]:
         """Faces of a still image (with ``tiles`` when the detector was made so)."""
@@ -324,16 +320,90 @@ class BlazeFaceDetector(Detector):
         dec, scores = self.raw(img, self.tiles if tiles is None else tiles)
         return self.to_detections(dec, scores, img.shape)
 
+    def _detect(self, image: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        return self.detect(image)
+
     def detect_live(self, image: np.ndarray) -> list[Detection]:
         """Faces of a video frame: one pass, no tiles."""
         return self.detect(image, tiles=False)
 
-    def _detect(self, image: np.ndarray, scale: float = 1.0) -> list[Detection]:
-        return self.detect(image)
 
     def detect_near(self, image: np.ndarray, box, expand: float = 0.5) -> list[Detection]:
         # a full pass costs a few ms: cheaper and steadier than a search window
         return self.detect_live(image)
+
+
+def detections_from_framed(arr: np.ndarray, scores: np.ndarray, shape: tuple[int, ...],
+                           min_size: float = 0) -> list[Detection]:
+    """``framed`` rows -> ``Detection`` objects, left to right.  The face frame may reach past the image
+    border (a face cut by the border): ``box`` is clipped to the image, ``frame`` keeps it whole (the crop
+    repeats the border pixels for the part outside)."""
+    H, W = shape[:2]
+    out = []
+    for d, sc in zip(arr, scores):
+        fx0, fy0, fx1, fy1 = (float(v) for v in d[:4])
+        rx0, ry0, rx1, ry1 = (float(v) for v in d[16:20])
+        if max(rx1 - rx0, ry1 - ry0) < min_size:
+            continue
+        fs = max(fx1 - fx0, fy1 - fy0)
+        cx, cy = (fx0 + fx1) / 2, (fy0 + fy1) / 2
+        bx0, by0 = max(0, int(round(fx0))), max(0, int(round(fy0)))
+        bx1, by1 = min(W, int(round(fx1))), min(H, int(round(fy1)))
+        if bx1 - bx0 < 2 or by1 - by0 < 2:
+            continue
+        kps = tuple((round(float(d[4 + 2 * k]), 1), round(float(d[5 + 2 * k]), 1)) for k in range(6))
+        out.append(Detection((bx0, by0, bx1 - bx0, by1 - by0), round(float(sc), 4), "blazeface", kps,
+                             (round(rx0, 1), round(ry0, 1), round(rx1 - rx0, 1), round(ry1 - ry0, 1)),
+                             (round(cx, 1), round(cy, 1), round(fs, 1))))
+    return sorted(out, key=lambda d: (d.box[0], d.box[1]))
+
+
+class BlazeFaceAuto(Detector):
+    """The default detector (``"blazeface"``).  Still images: both models on the whole frame and its tiles,
+    merged by weighted NMS (the short-range model finds more of the mid-sized faces, the full-range one the
+    many small faces of a group photo); about 14 passes, tens of ms.  Live frames (``detect_live``): one
+    short-range pass, a few ms."""
+
+    cheap = True
+    name = "blazeface"
+
+    def __init__(self, min_score: float | None = None, nms_iou: float | None = None, min_size: int | None = None,
+                 threads: int | None = None, max_faces: int | None = 200, **_ignored):
+        opts = {"min_score": min_score, "nms_iou": nms_iou, "min_size": min_size, "threads": threads,
+                "max_faces": max_faces}
+        self.short = BlazeFaceDetector("short", tiles=True, **opts)
+        self.full = BlazeFaceDetector("full", tiles=True, **opts)
+        self.min_score, self.min_size, self.max_faces = self.short.min_score, self.short.min_size, max_faces
+        self.nms_iou, self.tiles, self.range = self.short.nms_iou, True, "auto"
+        self.card = self.short.card
+
+    def __repr__(self) -> str:
+        return f"BlazeFaceAuto(min_score={self.min_score})"
+
+    def set_min_score(self, value: float) -> None:
+        for d in (self.short, self.full):
+            d.min_score = float(value)
+            d._logit_min = float(np.log(value / (1 - value)))
+        self.min_score = float(value)
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        img = np.asarray(image)
+        if img.ndim < 2 or img.shape[0] < 1 or img.shape[1] < 1:
+            return []
+        a, sa = self.short.raw(img, tiles=True)
+        b, sb = self.full.raw(img, tiles=True)
+        arr, sc = weighted_nms(np.concatenate([self.short.framed(a), self.full.framed(b)]),
+                               np.concatenate([sa, sb]), self.nms_iou, self.max_faces)
+        return detections_from_framed(arr, sc, img.shape, self.min_size)
+
+    def _detect(self, image: np.ndarray, scale: float = 1.0) -> list[Detection]:
+        return self.detect(image)
+
+    def detect_live(self, image: np.ndarray) -> list[Detection]:
+        return self.short.detect_live(image)
+
+    def detect_near(self, image: np.ndarray, box, expand: float = 0.5) -> list[Detection]:
+        return self.short.detect_live(image)
 
 
 #: the score a face found only in a tile needs (the whole-frame pass keeps ``min_score``); on the synthetic

@@ -327,10 +327,11 @@ class YuNetDetector(Detector):
         return nms(out)
 
 
-#: name -> (range, tiles for still images).  "blazeface" (the default, also "auto"): short range, with
-#: tiles on still images (finds small faces) and one pass on live frames; "blazeface-short": one pass
-#: always (fastest); "blazeface-full": the full-range model (tiles on still images)
-_BLAZE_NAMES = {"blazeface": ("short", True), "auto": ("short", True), "blazeface-full": ("full", True),
+#: name -> (range, tiles for still images).  "blazeface" (the default, also "auto": ``BlazeFaceAuto``):
+#: on still images the short-range model on the frame and its tiles merged with one full-range pass, on
+#: live frames one short-range pass; "blazeface-short": one short-range pass always (fastest);
+#: "blazeface-full": the full-range model (with tiles on still images)
+_BLAZE_NAMES = {"blazeface": ("auto", True), "auto": ("auto", True), "blazeface-full": ("full", True),
                 "full": ("full", True), "blazeface-short": ("short", False), "short": ("short", False)}
 
 
@@ -349,10 +350,11 @@ def make_detector(name_or_path: str | os.PathLike | Detector = DEFAULT_DETECTOR,
         blaze_opts = {k: v for k, v in opts.items()
                       if k in ("min_score", "nms_iou", "min_size", "threads", "max_faces")}
         rng, tiles = _BLAZE_NAMES[low]
-        det = BlazeFaceDetector(rng, tiles=tiles, **blaze_opts)
-        if low in ("blazeface", "auto"):
-            det.name = "blazeface"
-        return det
+        if rng == "auto":
+            from .blazeface import BlazeFaceAuto
+
+            return BlazeFaceAuto(**blaze_opts)
+        return BlazeFaceDetector(rng, tiles=tiles, **blaze_opts)
     opts.pop("threads", None)
     opts.pop("min_score", None)
     if low in ("haar", "haar-frontal", "frontal"):

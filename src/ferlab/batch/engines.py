@@ -128,6 +128,11 @@ def connect(address: str | None, runtime_env: dict | None = None):
     if ray.is_initialized():
         return ray
     check_address(address)
+    import logging
+
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # the driver's core worker: no C++ warnings
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     kw: dict = {"log_to_driver": False, "logging_level": "ERROR", "configure_logging": True}
     if runtime_env:
         kw["runtime_env"] = runtime_env
@@ -211,13 +216,27 @@ class RayTaskMapper:
         return {k: np.array(v, dtype=object if k != "frames" else np.int64) for k, v in out.items()}
 
 
-def ray_results(units: list[Unit], options: BatchOptions, sha: str, workers: int | None, batch_size: int,
-                address: str | None, runtime_env: dict | None = None,
-                info: dict | None = None) -> Iterator[tuple[Unit, UnitResult]]:
-
+def ray_open(address: str | None, runtime_env: dict | None = None, info: dict | None = None) -> bool:
+    """Connect to the cluster and check that its workers can run ferlab (before anything is written).
+    Returns whether this call started the Ray connection (then ``ray_results`` shuts it down)."""
     ray = _import_ray()
     owned = not ray.is_initialized()
     connect(address, runtime_env)
+    try:
+        probe = probe_cluster(ray)
+    except BaseException:
+        if owned:
+            ray.shutdown()
+        raise
+    if info is not None:
+        info.update(cluster_cpus=int(ray.cluster_resources().get("CPU", 0)),
+                    nodes=sum(1 for n in ray.nodes() if n.get("Alive")), worker_versions=probe["versions"])
+    return owned
+
+
+def ray_results(units: list[Unit], options: BatchOptions, sha: str, workers: int | None, batch_size: int,
+                owned: bool, info: dict | None = None) -> Iterator[tuple[Unit, UnitResult]]:
+    ray = _import_ray()
     try:
         yield from _ray_job(ray, units, options, sha, workers, batch_size, info)
     finally:
@@ -228,10 +247,6 @@ def ray_results(units: list[Unit], options: BatchOptions, sha: str, workers: int
 def _ray_job(ray, units, options, sha, workers, batch_size, info) -> Iterator[tuple[Unit, UnitResult]]:
     import json
 
-    probe = probe_cluster(ray)
-    if info is not None:
-        info.update(cluster_cpus=int(ray.cluster_resources().get("CPU", 0)),
-                    nodes=sum(1 for n in ray.nodes() if n.get("Alive")), worker_versions=probe["versions"])
     tasks = make_tasks(units, batch_size)
     if not tasks:
         return
@@ -247,7 +262,8 @@ def _ray_job(ray, units, options, sha, workers, batch_size, info) -> Iterator[tu
     items = [{"task": json.dumps([u.to_dict() for u in t])} for t in tasks]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(RayTaskMapper, fn_constructor_kwargs={"options": dict(options.__dict__), "sha": sha},
-                        batch_size=1, concurrency=n_actors, num_cpus=1, batch_format="numpy")
+                        batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
+                        batch_format="numpy")
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
         for i, key in enumerate(batch["key"]):
             u = by_key.get(str(key))

@@ -92,6 +92,7 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
 
         _import_ray()
         check_address(address)
+    info: dict = {}
     files, problems = gather_paths(list(inputs), list_files)
     if not files:
         raise FerlabError(problems[0] if len(problems) == 1 else
@@ -104,9 +105,20 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
 
     header = {"ferlab_version": __version__, "schema_version": SCHEMA_VERSION, "format": fmt,
               "model_name": model_name, "model_sha256": sha, "classes": classes, "options": opts.row_options()}
-    store = OutputStore(out, header, fmt).open()
+    owned = False
+    if engine == "ray":
+        from .engines import ray_open
+
+        owned = ray_open(address, runtime_env, info)  # a cluster that cannot run ferlab fails here, before any write
+    try:
+        store = OutputStore(out, header, fmt).open()
+    except BaseException:
+        if owned:
+            import ray
+
+            ray.shutdown()
+        raise
     committer = _Committer(store, part_inputs, flush_seconds)
-    info: dict = {}
     try:
         if store.removed_orphans:
             say(f"ferlab batch: removed {store.removed_orphans} uncommitted file(s) of an interrupted run")
@@ -125,7 +137,7 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
         else:
             from .engines import ray_results
 
-            results = ray_results(todo, opts, sha, workers, batch_size, address, runtime_env, info)
+            results = ray_results(todo, opts, sha, workers, batch_size, owned, info)
         bar = None
         if progress:
             from tqdm import tqdm

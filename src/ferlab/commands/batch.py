@@ -20,6 +20,8 @@ def add_parser(sub) -> None:
                    help="local: a process pool on this machine; ray: Ray Data on a cluster (needs [scale])")
     p.add_argument("--address", default=None,
                    help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a private local Ray)")
+    p.add_argument("--runtime-env", default=None, metavar="JSON",
+                   help='Ray runtime environment for the job\'s workers, e.g. \'{"env_vars": {"FERLAB_THREADS": "1"}}\'')
     p.add_argument("--workers", type=int, default=None,
                    help="local: processes (default: all cores; 1 = this process); ray: actors (default: "
                         "cluster CPUs - 1)")
@@ -55,7 +57,19 @@ def run(args) -> int:
         from ..errors import FerlabError
 
         raise FerlabError("no inputs: give files, folders, globs or --list FILE")
-    s = batch_run(inputs, args.out, engine=args.engine, workers=args.workers, address=args.address,
+    runtime_env = None
+    if args.runtime_env:
+        import json
+
+        from ..errors import FerlabError
+
+        try:
+            runtime_env = json.loads(args.runtime_env)
+        except ValueError as e:
+            raise FerlabError(f"--runtime-env is not valid JSON ({e})") from None
+        if not isinstance(runtime_env, dict):
+            raise FerlabError("--runtime-env must be a JSON object")
+    s = batch_run(inputs, args.out, runtime_env=runtime_env, engine=args.engine, workers=args.workers, address=args.address,
                   format=args.format, list_files=lists, batch_size=args.batch_size, part_inputs=args.part_inputs,
                   flush_seconds=args.flush_seconds, progress=not args.quiet, model=args.model,
                   detector=args.detector, min_face=args.min_face, max_side=args.max_side, margin=args.margin,

@@ -12,9 +12,10 @@ Every image that enters ferlab (folder datasets, ``ferlab predict``, the HTTP AP
   (Pillow raises many exception types on hostile input) becomes an ``ImageError``.
 Errors are ``ImageError`` (a ``FerlabError``) with a ``kind`` the HTTP layer maps to a status code.
 
-Memory budget: decoding an accepted image costs at most about 4 bytes per pixel of the decoded size plus
-the result (``MAX_PIXELS`` = 40 M: under 250 MB for a full-size decode; with ``max_side`` = 2048 under 60 MB
-for JPEG).  ``tests/test_hardening_images.py`` checks these bounds in a subprocess.
+Memory budget (peak, measured): a grey decode costs about 3 bytes per pixel (120 MB at ``MAX_PIXELS`` = 40 M;
+large JPEGs go straight to grey), a colour one about 10 (Pillow holds RGB as 4 bytes a pixel, plus one copy
+out and the result: 400 MB at 40 M); with ``max_side`` (the HTTP API: 4096) a JPEG is never decoded at full
+size.  ``tests/test_hardening_images.py`` checks these bounds in a subprocess.
 """
 
 from __future__ import annotations
@@ -116,13 +117,21 @@ def _decode(img, name: str, mode: str, max_side: int | None) -> np.ndarray:
             k = _reduce_factor(*img.size, max_side)
             if k > 1:
                 img = img.reduce(k)
-            img = ImageOps.exif_transpose(img) or img
+            if _orientation(img) not in (None, 1):  # exif_transpose copies even when there is nothing to do
+                img = ImageOps.exif_transpose(img) or img
             check_size(*img.size, name=name, max_pixels=MAX_PIXELS)
-            if mode == "gray":
-                out = np.asarray(img.convert("L"), dtype=np.uint8)
-            else:
-                rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-                out = rgb[:, :, ::-1] if mode == "bgr" else rgb
+            # one copy out of Pillow, the channel swap in place: peak ~2x the decoded picture
+            want = "L" if mode == "gray" else "RGB"
+            conv = img if img.mode == want else img.convert(want)
+            if conv is not img:
+                img.close()
+            out = np.array(conv, dtype=np.uint8)
+            conv.close()
+            del img, conv
+            if mode == "bgr":
+                import cv2
+
+                cv2.cvtColor(out, cv2.COLOR_RGB2BGR, dst=out)
     except ImageError:
         raise
     except MemoryError:
@@ -159,11 +168,15 @@ def decode_image_reduced(data: bytes, *, name: str = "image", mode: str = "bgr",
     return out, (1.0 if out.shape[1] == w and out.shape[0] == h else scale), (w, h)
 
 
-def _exif_swaps(img) -> bool:
+def _orientation(img) -> int | None:
     try:
-        return img.getexif().get(0x0112) in (5, 6, 7, 8)
+        return img.getexif().get(0x0112)
     except Exception:  # noqa: BLE001 - a broken EXIF block is ignored by exif_transpose as well
-        return False
+        return None
+
+
+def _exif_swaps(img) -> bool:
+    return _orientation(img) in (5, 6, 7, 8)
 
 
 def read_image(path: str | os.PathLike, *, mode: str = "bgr", max_pixels: int = MAX_PIXELS,

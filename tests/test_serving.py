@@ -117,6 +117,9 @@ def assert_face_result(body: dict, model: str = "tiny") -> None:
 
 
 # --------------------------------------------------------------------------------------- endpoints
+ROOT_EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
 def test_healthz(client):
     body = client.get("/healthz").json()
     assert body["status"] == "ok" and body["models"] == ["tiny"] and body["version"]
@@ -148,6 +151,24 @@ def test_predict_raw_body_and_model_parameter(client, face):
     body = r.json()
     assert (body["width"], body["height"]) == (64, 48)
     assert body["faces"][0]["whole_image"] is True and body["faces"][0]["box"] == [0, 0, 64, 48]
+
+
+def test_predict_no_face_no_label_and_on_no_face_whole(client):
+    import cv2
+
+    landscape = (ROOT_EXAMPLES / "no_face.png").read_bytes()
+    r = client.post("/v1/predict", content=landscape, headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["faces"] == [] and body["no_face"] is True and body["detector"] == "blazeface"
+    r = client.post("/v1/predict?on_no_face=whole", content=landscape, headers={"Content-Type": "image/png"})
+    body = r.json()
+    assert body["no_face"] is True and len(body["faces"]) == 1 and body["faces"][0]["whole_image"] is True
+    assert client.post("/v1/predict?on_no_face=guess", content=landscape,
+                       headers={"Content-Type": "image/png"}).status_code == 422
+    ok, astro = cv2.imencode(".jpg", cv2.imread(str(ROOT_EXAMPLES / "astronaut.jpg")))
+    body = client.post("/v1/predict", content=astro.tobytes(), headers={"Content-Type": "image/jpeg"}).json()
+    assert body["no_face"] is False and len(body["faces"][0]["keypoints"]) == 6
 
 
 def test_predict_model_form_field(client, face):
@@ -292,12 +313,16 @@ def test_websocket_stream_tracks_faces(client, face):
         ws.send_text(json.dumps({"type": "config", "model": "tiny"}))
         assert ws.receive_json() == {"type": "config", "model": "tiny"}
         ids = []
-        for i in range(4):
+        for i in range(5):
             ws.send_bytes(face)
             msg = ws.receive_json()
             assert msg["type"] == "result" and msg["frame"] == i + 1, msg
+            if i < 2:  # a track is shown once confirmed, at its third detection
+                assert msg["faces"] == [], msg
+                continue
             assert msg["faces"], msg
             f = msg["faces"][0]
+            assert len(f["keypoints"]) == 6
             assert f["label"] in FER2013_CLASSES and f["whole_image"] is False
             assert isinstance(f["track_id"], int)
             assert abs(sum(f["probabilities"].values()) - 1) < 1e-3
@@ -318,8 +343,9 @@ def test_websocket_errors_do_not_end_the_stream(client, face):
         assert msg["type"] == "error" and msg["status"] == 415
         ws.send_bytes(face[:400])
         assert ws.receive_json()["status"] == 400
-        ws.send_bytes(face)
-        msg = ws.receive_json()
+        for _ in range(3):  # the stream goes on: the face is shown once its track is confirmed
+            ws.send_bytes(face)
+            msg = ws.receive_json()
         assert msg["type"] == "result" and msg["faces"]
 
 

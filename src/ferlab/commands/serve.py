@@ -20,7 +20,9 @@ def add_parser(sub) -> None:
                    help="default model: a bundled name or an .onnx file with its card (default: default)")
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
                    help="also serve every .onnx + .json card in DIR (repeatable)")
-    p.add_argument("--detector", default="haar", help="face detector: haar, haar+profile, none or a YuNet .onnx")
+    p.add_argument("--detector", default="blazeface",
+                   help="face detector: blazeface (default), blazeface-short, blazeface-full, haar, haar+profile, "
+                        "none or a YuNet .onnx")
     p.add_argument("--workers", type=int_in(1, 64), default=None,
                    help="concurrent inferences (default: CPU cores, at most 4)")
     p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads per inference")

@@ -69,6 +69,8 @@ class Face:
     detection_score: float | None = None
     #: six (x, y) points from BlazeFace: right eye, left eye, nose tip, mouth centre, right / left ear tragion
     keypoints: tuple | None = None
+    #: the detector found no face and the whole image was classified (``on_no_face="whole"``)
+    no_face: bool = False
 
     def to_dict(self) -> dict:
         return {"box": [int(v) for v in self.box], "label": self.label, "confidence": round(float(self.confidence), 4),
@@ -76,7 +78,8 @@ class Face:
                 "whole_image": bool(self.whole_image), "track_id": self.track_id,
                 "detection_score": None if self.detection_score is None else round(float(self.detection_score), 3),
                 "keypoints": None if self.keypoints is None else [[round(float(x), 1), round(float(y), 1)]
-                                                                  for x, y in self.keypoints]}
+                                                                  for x, y in self.keypoints],
+                "no_face": bool(self.no_face)}
 
 
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
@@ -323,9 +326,9 @@ class Recognizer:
         for i, (p, b) in enumerate(zip(probs, boxes)):
             k = int(np.argmax(p))
             faces.append(Face(box=tuple(int(v) for v in b), label=self.classes[k], confidence=float(p[k]),
-                              probabilities={c: float(v) for c, v in zip(self.classes, p)}, whole_image=whole,
+                              probabilities={c: float(v) for c, v in zip(self.classes, p)}, whole_image=bool(whole),
                               detection_score=None if scores is None else scores[i],
-                              keypoints=None if keypoints is None else keypoints[i]))
+                              keypoints=None if keypoints is None else keypoints[i], no_face=whole == "no_face"))
         return faces
 
     def is_face_crop(self, img: np.ndarray) -> bool:
@@ -345,6 +348,7 @@ class Recognizer:
                         [d.keypoints for d in dets] if any(d.keypoints for d in dets) else None)
             if (on_no_face or self.on_no_face) != "whole":
                 return [], empty, False, None, None
+            return [(0, 0, w, h)], whole_image_crop(img, self.input_size)[None], "no_face", None, None
         return [(0, 0, w, h)], whole_image_crop(img, self.input_size)[None], True, None, None
 
     # -- public API ----------------------------------------------------------------------------------------

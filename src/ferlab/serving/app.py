@@ -91,7 +91,7 @@ def _default_model(entries: list[ModelEntry], default_model: str) -> str:
     raise FerlabError(f"default model {default_model!r} is not among the served models ({', '.join(names)})")
 
 
-def build_state(models: Any = None, default_model: str = "default", *, detector: str = "haar",
+def build_state(models: Any = None, default_model: str = "default", *, detector: str = "blazeface",
                 workers: int | None = None, threads: int | None = None, max_body_bytes: int = MAX_BODY_BYTES,
                 recognizer_options: dict | None = None, stream_every: int = 3, stream_smoothing: float = 0.6,
                 **limits) -> ServingState:
@@ -139,7 +139,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "bad_request", f"{where}: {first.get('msg', 'invalid request')}"[:200])
 
 
-def create_app(models: Any = None, default_model: str = "default", *, detector: str = "haar",
+def create_app(models: Any = None, default_model: str = "default", *, detector: str = "blazeface",
                workers: int | None = None, threads: int | None = None, max_body_bytes: int = MAX_BODY_BYTES,
                allowed_origins: Iterable[str] = (), allowed_hosts: Iterable[str] = (),
                recognizer_options: dict | None = None, stream_every: int = 3, stream_smoothing: float = 0.6,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import anyio
 import numpy as np
@@ -107,7 +108,10 @@ async def _image_of(request: Request, state: ServingState, model: str | None) ->
           summary="Faces and their expressions in one uploaded image")
 async def predict(request: Request,
                   model: str | None = Query(None, description="model name (GET /v1/models); "
-                                                               "default: the server's default model")):
+                                                               "default: the server's default model"),
+                  on_no_face: Literal["skip", "whole"] = Query(
+                      "skip", description="when no face is found: skip (no face, no label: `faces` is empty and "
+                                          "`no_face` true) or whole (classify the whole image)")):
     state = _state(request)
     if model is not None:
         state.entry(model)  # unknown model: 404 before reading the body
@@ -115,11 +119,12 @@ async def predict(request: Request,
         data, name, model = await _image_of(request, state, model)
         entry = state.entry(model)
         try:
-            w, h, faces, ms = await state.run(recognise, state, entry, data, name)
+            w, h, faces, ms = await state.run(recognise, state, entry, data, name, None, on_no_face)
         except FerlabError as e:
             raise api_error_of(e, entry.name) from None
     return {"model": entry.name, "faces": [face_json(f) for f in faces], "width": w, "height": h,
-            "ms": round(ms, 1)}
+            "ms": round(ms, 1), "no_face": not faces or any(f.no_face for f in faces),
+            "detector": str(state.detector)}
 
 
 @api.get("/v1/models", response_model=ModelsOut, tags=["models"], summary="The models this server offers")

@@ -25,6 +25,9 @@ class FaceOut(BaseModel):
     probabilities: dict[str, float] = Field(description="probability of every class of the model")
     whole_image: bool = Field(description="true when no face was found and the whole image was classified")
     track_id: int | None = Field(None, description="stable id of a face across frames (stream only)")
+    keypoints: list[list[float]] | None = Field(None, description="six (x, y) points from the BlazeFace detector: "
+                                                                  "right eye, left eye, nose tip, mouth centre, "
+                                                                  "right and left ear tragion")
 
 
 class PredictOut(BaseModel):
@@ -33,6 +36,9 @@ class PredictOut(BaseModel):
     width: int = Field(description="image width in pixels (after EXIF rotation)")
     height: int
     ms: float = Field(description="server time spent decoding and recognising, milliseconds")
+    no_face: bool = Field(False, description="true when the detector found no face: `faces` is empty (no face, no "
+                                             "label), or with on_no_face=whole holds the whole image")
+    detector: str | None = Field(None, description="the face detector that ran")
 
 
 class ModelOut(BaseModel):

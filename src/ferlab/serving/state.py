@@ -225,11 +225,13 @@ def face_json(face) -> dict:
     out = {k: d[k] for k in ("box", "label", "confidence", "probabilities", "whole_image")}
     if d.get("track_id") is not None:
         out["track_id"] = int(d["track_id"])
+    if d.get("keypoints") is not None:
+        out["keypoints"] = d["keypoints"]
     return out
 
 
 def recognise(state: ServingState, entry: ModelEntry, data: bytes, name: str,
-              step=None) -> tuple[int, int, list, float]:
+              step=None, on_no_face: str | None = None) -> tuple[int, int, list, float]:
     """Decode (via imageio) and recognise; runs in a worker thread.  ``step(recognizer, image) -> faces``
     replaces ``recognizer.predict`` (the stream tracks faces across frames).
 
@@ -244,11 +246,13 @@ def recognise(state: ServingState, entry: ModelEntry, data: bytes, name: str,
         image, scale, (w, h) = decode_image_reduced(
             data, name=name, mode="bgr" if getattr(rec, "_needs_color", True) else "gray",
             max_side=state.decode_max_side)
-        faces = rec._guard(lambda: rec.predict(image) if step is None else step(rec, image))
+        faces = rec._guard(lambda: rec.predict(image, on_no_face=on_no_face) if step is None else step(rec, image))
     finally:
         pool.release(rec)
     if scale != 1.0:  # new Face objects: a stream's tracker keeps its own (reduced) boxes
         faces = [dataclasses.replace(f, box=(round(f.box[0] / scale), round(f.box[1] / scale),
-                                             max(1, round(f.box[2] / scale)), max(1, round(f.box[3] / scale))))
+                                             max(1, round(f.box[2] / scale)), max(1, round(f.box[3] / scale))),
+                                     keypoints=None if f.keypoints is None else
+                                     tuple((x / scale, y / scale) for x, y in f.keypoints))
                  for f in faces]
     return w, h, faces, (time.perf_counter() - t0) * 1000.0

@@ -156,14 +156,28 @@ def test_missing_video_and_image_as_video(tiny, tmp_path, capsys):
         process_video(tmp_path, model=tiny)
 
 
-def test_webcam_headless_says_use_serve(tiny, capsys, monkeypatch):
-    from ferlab.commands import webcam
+def test_webcam_headless_opens_the_web_page(tiny, capsys, monkeypatch):
+    import webbrowser
 
-    if webcam.gui_problem() is None:  # pragma: no cover - a desktop with a GUI build of OpenCV
-        pytest.skip("a display and a GUI build of OpenCV are available here")
+    from ferlab.commands import serve, webcam
+
+    monkeypatch.setattr(webcam, "gui_problem", lambda: "this OpenCV build has no GUI (opencv-python-headless)")
+    served, opened = [], []
+    monkeypatch.setattr(serve, "run", lambda a: served.append(a) or 0)
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url))
+    assert main(["webcam", "--model", tiny, "--port", "8765", "--no-browser"]) == 0
+    err = capsys.readouterr().err
+    assert "http://localhost:8765/" in err and "no GUI" in err and "Start camera" in err
+    (a,) = served
+    assert (a.host, a.port, a.model, a.detector) == ("127.0.0.1", 8765, tiny, "blazeface") and opened == []
+    # without the [serve] extra: one line saying what to install, never a dead end
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "fastapi" else real(n, *a))
     assert main(["webcam", "--model", tiny]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "ferlab serve" in err
+    assert len(err.strip().splitlines()) == 1 and 'pip install "ferlab[serve]"' in err
 
 
 # -- confirmed tracks, timeline axis, browser-playable video ------------------------------------------------------

@@ -1,4 +1,5 @@
-"""ferlab webcam [--camera 0]: live expressions in a window (needs a display and an OpenCV build with a GUI)."""
+"""ferlab webcam [--camera 0]: live expressions in a window; without one (opencv-python-headless, the base
+install, or no display) the local web page opens in the user's browser instead, using the browser's camera."""
 
 from __future__ import annotations
 
@@ -11,16 +12,24 @@ from ._options import MIN_FACE, PIXELS, SMOOTHING, int_in
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("webcam", help="live expressions from a camera in a window (headless: use `ferlab serve`)",
-                       description="Live facial expressions from a camera, drawn in an OpenCV window. Press q or Esc "
-                                   "to quit. Without a display (or with opencv-python-headless) use `ferlab serve` "
-                                   "and its web page instead.")
+    p = sub.add_parser("webcam", help="live expressions from a camera: an OpenCV window, else the local web page",
+                       description="Live facial expressions from a camera, drawn in an OpenCV window (q or Esc "
+                                   "quits). Where no window can open (opencv-python-headless, the base install, or "
+                                   "no display) the local web page is served and opened in your browser instead; it "
+                                   "uses the browser's camera (Ctrl-C stops the server).")
     p.add_argument("--camera", default="0", help="camera index, or a video file / stream URL (default 0)")
     p.add_argument("--model", default="default", help="bundled model name or .onnx path")
-    p.add_argument("--detector", default="haar", help="haar, haar+profile, or a YuNet .onnx path")
+    p.add_argument("--detector", default="blazeface",
+                   help="blazeface (default: one short-range pass a frame), blazeface-full, haar, haar+profile, or a "
+                        "YuNet .onnx path")
     p.add_argument("--every", type=int_in(1, 1000), default=3, metavar="N",
-                   help="full face detection every N frames, tracking in between (default 3)")
-    p.add_argument("--min-face", type=MIN_FACE, default=60, metavar="PX", help="smallest face to find (default 60 px)")
+                   help="with a slow detector (haar): full detection every N frames, tracking in between (default 3)")
+    p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX",
+                   help="smallest face to keep (haar: default 60 px; blazeface: all)")
+    p.add_argument("--port", type=int_in(1, 65535), default=None,
+                   help="web page fallback: port (default: a free one)")
+    p.add_argument("--no-browser", action="store_true",
+                   help="web page fallback: print its address without opening a browser")
     p.add_argument("--max-side", type=PIXELS, default=480, metavar="PX",
                    help="detect on frames shrunk to this longest side (default 480)")
     p.add_argument("--smoothing", type=SMOOTHING, default=0.7, help="probability smoothing 0-0.99 (default 0.7)")
@@ -39,6 +48,43 @@ def gui_problem() -> str | None:
     return None
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def open_web_page(args, why: str) -> int:
+    """No window here: serve the local web page on 127.0.0.1 and open it in the user's browser (its live
+    mode uses the browser's camera).  Without the [serve] extra: one line saying what to install."""
+    import argparse
+    import importlib.util
+    import threading
+    import webbrowser
+
+    from ..errors import FerlabError
+    from . import serve
+
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FerlabError(f"cannot open a window ({why}) and the web page needs the server extra: "
+                          'pip install "ferlab[serve]", then run `ferlab webcam` again')
+    port = args.port or _free_port()
+    url = f"http://localhost:{port}/"
+    print(f"ferlab webcam: no window here ({why}): the live web page is at {url} "
+          + ("" if args.no_browser else "(opening it in your browser) ") + "- press Start camera; Ctrl-C stops",
+          file=sys.stderr)
+    if not args.no_browser:
+        threading.Timer(1.0, lambda: webbrowser.open(url)).start()
+    parser = argparse.ArgumentParser(prog="ferlab")
+    serve.add_parser(parser.add_subparsers())
+    sargs = parser.parse_args(["serve", "--host", "127.0.0.1", "--port", str(port), "--model", str(args.model),
+                               "--detector", str(args.detector), "--smoothing", str(args.smoothing)])
+    return sargs.func(sargs)
+
+
 def run(args) -> int:
     import cv2
 
@@ -49,11 +95,11 @@ def run(args) -> int:
 
     why = gui_problem()
     if why:
-        raise FerlabError(f"cannot open a window: {why}; the headless-friendly way is the web page: run "
-                          "`ferlab serve` and open it in a browser (it uses the browser's camera)")
+        return open_web_page(args, why)
     source = int(args.camera) if str(args.camera).isdigit() else args.camera
-    rec = Recognizer(model=args.model, detector=args.detector, min_face=args.min_face, max_side=args.max_side,
-                     whole_image_fallback=False)
+    min_face = args.min_face if args.min_face is not None else (60 if "haar" in str(args.detector) else None)
+    rec = Recognizer(model=args.model, detector=args.detector, min_face=min_face, max_side=args.max_side,
+                     on_no_face="skip")
     stream = StreamRecognizer(rec, every=args.every, smoothing=args.smoothing)
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():

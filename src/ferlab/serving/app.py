@@ -102,8 +102,9 @@ def build_state(models: Any = None, default_model: str = "default", *, detector:
         raise FerlabError(f"stream_every must be >= 1 and stream_smoothing in [0, 1) "
                           f"(got {stream_every}, {stream_smoothing})", "bad_option")
     cores = os.cpu_count() or 1
-    workers = _check_number("workers", workers or min(cores, 4), 1, 256, integer=True)
-    threads = _check_number("threads", threads or max(1, cores // workers), 1, 256, integer=True)
+    workers = _check_number("workers", min(cores, 4) if workers is None else workers, 1, 256, integer=True)
+    threads = _check_number("threads", max(1, cores // workers) if threads is None else threads, 1, 256,
+                            integer=True)
     max_body_bytes = _check_number("max_body_bytes", max_body_bytes, 1, 1 << 30, integer=True)
     bounds = {"max_queue": (0, 10_000, True), "queue_timeout": (0.01, 3600, False),
               "body_timeout": (0.01, 3600, False), "max_streams": (0, 10_000, True),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -85,7 +87,7 @@ def test_generic_folder_any_size_colour_format(sample, tmp_path):
     _save(face, root / "contempt" / "c1.png")
     _save(face, root / "contempt" / "c2.png")
     (root / "anger" / "notes.txt").write_text("not an image")
-    ds = load_folder(root)
+    ds = load_folder(root, crop="center")
     assert ds.images.shape == (4, 48, 48) and ds.images.dtype == np.uint8
     assert set(ds.split) == {"Training"}
     names = {i: ds.classes[lab] for i, lab in zip(ds.ids, ds.labels)}
@@ -197,3 +199,43 @@ def test_class_folders_of_fer2013_files_keep_their_split(sample, tmp_path):
     merged = merge_training(sample.by_split("Training"), ds)
     assert set(merged.split) == {"Training"}
     assert any("2 extra images come from a test split" in w for w in merged.warnings)
+
+
+def test_photos_are_cropped_by_the_face_detector_like_at_prediction(sample, tmp_path):
+    import cv2
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    root = tmp_path / "aux"
+    astro = cv2.imread(str(examples / "astronaut.jpg"))
+    (root / "happy").mkdir(parents=True)
+    (root / "sad").mkdir()
+    cv2.imwrite(str(root / "happy" / "astro.png"), astro)
+    # the same face shifted into a corner of a wider photo: a centre crop would miss it
+    wide = np.full((512, 1200, 3), 90, np.uint8)
+    wide[:, 688:] = astro
+    cv2.imwrite(str(root / "happy" / "wide.png"), wide)
+    cv2.imwrite(str(root / "sad" / "landscape.png"), cv2.imread(str(examples / "no_face.png")))
+    _save(_first_of(sample, "sad", 1)[0], root / "sad" / "fer48.png")  # a 48 px face crop: resized only
+    ds = load_folder(root)
+    ids = list(ds.ids)
+    assert sorted(ids) == ["happy/astro.png", "happy/wide.png", "sad/fer48.png"]
+    assert any("skipped 1 photos where the face detector found no face" in w for w in ds.warnings)
+    from ferlab.inference.detect import make_detector
+    from ferlab.inference.recognizer import DEFAULT_MARGIN, crop_detection
+
+    det = make_detector("blazeface").detect(astro)[0]
+    expected = crop_detection(astro, det, DEFAULT_MARGIN, 48)
+    got = ds.images[ids.index("happy/astro.png")]
+    assert np.abs(got.astype(int) - expected).mean() < 1  # the crop ferlab predict would classify
+    shifted = ds.images[ids.index("happy/wide.png")]
+    assert np.abs(shifted.astype(int) - expected).mean() < 12  # found where it is, not the centre
+    centre = load_folder(root, crop="center")
+    assert len(centre) == 4 and np.abs(centre.images[list(centre.ids).index("happy/wide.png")].astype(int)
+                                       - expected).mean() > 20
+    with pytest.raises(DataError, match="crop"):
+        load_folder(root, crop="middle")
+    only_landscape = tmp_path / "none"
+    (only_landscape / "sad").mkdir(parents=True)
+    cv2.imwrite(str(only_landscape / "sad" / "l.png"), cv2.imread(str(examples / "no_face.png")))
+    with pytest.raises(DataError, match="no face found"):
+        load_folder(only_landscape)

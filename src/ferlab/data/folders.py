@@ -11,8 +11,12 @@ Two layouts are recognised:
    validation part carved from Training then, and say so when reporting).  Here a class folder that is not
    an expression name is an error (a typo would silently lose a class).
 2. **Any labelled folder** ``root/<class>/...`` (AffectNet, RAF-DB, CK+, KDEF exports...): images of any
-   size, colour and accepted format (see ``ferlab.imageio``) become 48x48 grayscale (centre-cropped to a
-   square, then ``cv2.resize`` with INTER_AREA).  Class folder names are mapped to the dataset's classes
+   size, colour and accepted format (see ``ferlab.imageio``) become 48x48 grayscale.  With ``crop="detect"``
+   (the default) each photo is cropped the way ``ferlab predict`` crops faces: the face detector
+   (BlazeFace; the largest face when there are several), the FER framing plus the default margin, and eye
+   alignment, so training sees what prediction sees; photos where no face is found are skipped and
+   counted in ``ds.warnings``; images of at most 64 px a side are face crops already and are only resized.
+   ``crop="center"``: the former behaviour (centre square crop, then ``cv2.resize`` with INTER_AREA).  Class folder names are mapped to the dataset's classes
    through the common spellings (``labels.ALIASES``: "happiness", "Angry", "fearful"...); folders that map
    to no class (e.g. "contempt" for FER2013 classes) are dropped, with a count in ``ds.warnings``.  Such
    auxiliary data has split "Training", except files named ``PublicTest_*`` / ``PrivateTest_*`` (FER2013
@@ -99,6 +103,27 @@ def to_48_gray(img: np.ndarray, size: int = 48) -> np.ndarray:
     return np.ascontiguousarray(img, dtype=np.uint8)
 
 
+class _FaceCropper:
+    """Photo -> 48x48 grey face crop the way the Recognizer crops (detector, framing, margin, alignment)."""
+
+    def __init__(self, detector: str = "blazeface", size: int = 48):
+        from ..inference.detect import make_detector  # the one face detector of ferlab (lazily: no cycle)
+
+        self.detector = make_detector(detector)
+        self.size = size
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray | None:
+        from ..inference.recognizer import FACE_CROP_PX, crop_detection
+
+        if max(bgr.shape[:2]) <= FACE_CROP_PX:
+            return None  # a face crop already: the caller resizes it
+        dets = self.detector.detect(bgr)
+        if not dets:
+            return np.zeros((0,), np.uint8)
+        best = max(dets, key=lambda d: d.box[2] * d.box[3])
+        return crop_detection(bgr, best, size=self.size)
+
+
 def _split_of(path: Path, default: str) -> str:
     for prefix in FILE_PREFIXES:
         if path.name.startswith(prefix + "_"):
@@ -107,13 +132,18 @@ def _split_of(path: Path, default: str) -> str:
 
 
 def load_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None, skip_bad: bool = False,
-                size: int = 48, progress: bool | None = None) -> FERDataset:
+                size: int = 48, progress: bool | None = None, crop: str = "detect",
+                detector: str = "blazeface") -> FERDataset:
     """Load a FER2013 folder release or any labelled image folder (see the module docstring).
 
     ``classes``: the class names to label with (default the 7 FER2013 classes; e.g. the classes of the
     dataset this folder is added to); folders are matched by name or common spelling.
     ``progress``: tqdm bar on stderr (default: for folders of 2,000+ images).
+    ``crop``: labelled photo folders only: ``"detect"`` (face detector + alignment, as at prediction) or
+    ``"center"`` (centre square).  ``detector``: the face detector for ``crop="detect"``.
     """
+    if crop not in ("detect", "center"):
+        raise DataError(f"crop must be 'detect' or 'center' (got {crop!r})")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder" if not root.exists() else f"{root}: not a folder")
@@ -159,21 +189,40 @@ def load_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
     images = np.empty((len(jobs), size, size), dtype=np.uint8)
     ok = np.zeros(len(jobs), dtype=bool)
     bad: list[str] = []
+    cropper = _FaceCropper(detector, size) if crop == "detect" and not release else None
+    no_face = 0
     for k, (f, _, _) in enumerate(tqdm(jobs, desc=f"reading {root.name}", unit="img", disable=not show,
                                        file=sys.stderr, leave=False)):
         try:
-            img = read_image(f, mode="gray")
+            img = read_image(f, mode="bgr" if cropper is not None else "gray")
         except ImageError as e:
             if not skip_bad:
                 raise DataError(str(e)) from None
             bad.append(str(e))
             continue
+        if cropper is not None:
+            face = cropper(img)
+            if face is not None and face.size == 0:
+                no_face += 1  # no face found: not a training sample
+                continue
+            if face is None:
+                import cv2
+
+                img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            else:
+                images[k] = face
+                ok[k] = True
+                continue
         images[k] = to_48_gray(img, size)
         ok[k] = True
+    if no_face:
+        warnings.append(f"{root}: skipped {no_face} photos where the face detector found no face")
     if bad:
         warnings = [f"{root}: skipped {len(bad)} unreadable images", *bad, *warnings]
     idx = np.flatnonzero(ok)
     if len(idx) == 0:
+        if no_face and not bad:
+            raise DataError(f"{root}: no face found in any of the {len(jobs)} photos")
         raise DataError(f"{root}: none of the {len(jobs)} images could be read (first: {bad[0]})")
     labels = np.asarray([jobs[i][1] for i in idx], dtype=np.int64)
     split = np.asarray([_split_of(jobs[i][0], jobs[i][2]) for i in idx])

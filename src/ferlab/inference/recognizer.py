@@ -185,6 +185,27 @@ def crop_aligned(image: np.ndarray, center: Sequence[float], side: float, angle:
     return cv2.warpAffine(patch, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def crop_detection(image: np.ndarray, det, margin: float = DEFAULT_MARGIN, size: int = 48,
+                   align: bool = DEFAULT_ALIGN) -> np.ndarray:
+    """Grey ``size`` x ``size`` crop of one face the way the Recognizer crops it: a ``Detection`` (its face
+    frame, and with ``align`` its eye keypoints: rotated so the eyes are level) or a plain (x, y, w, h) box,
+    grown by ``margin``.  Also used to crop labelled training photos (``data.folders``)."""
+    gray = _gray(image)
+    if not isinstance(det, Detection):
+        return crop_face(gray, det, margin, size)
+    if det.frame is not None:
+        cx, cy, side = det.frame
+    else:
+        x, y, w, h = det.box
+        cx, cy, side = x + w / 2, y + h / 2, max(w, h)
+    angle = eye_angle(det.keypoints) if align and det.keypoints is not None else 0.0
+    if abs(angle) < _MIN_TILT:
+        if det.frame is None:
+            return crop_face(gray, det.box, margin, size)
+        return crop_face(gray, (cx - side / 2, cy - side / 2, side, side), margin, size)
+    return crop_aligned(gray, (cx, cy), side * (1 + 2 * margin), angle, size)
+
+
 def whole_image_crop(image: np.ndarray, size: int = 48) -> np.ndarray:
     """The whole image as a grey square (the shorter side padded by repeating its border, no distortion)."""
     import cv2
@@ -295,19 +316,7 @@ class Recognizer:
     def crop_one(self, gray: np.ndarray, det) -> np.ndarray:
         """The classifier's crop of one face: a ``Detection`` (its face frame and, with ``align``, its eye
         keypoints are used) or a plain box."""
-        if not isinstance(det, Detection):
-            return crop_face(gray, det, self.margin, self.input_size)
-        if det.frame is not None:
-            cx, cy, side = det.frame
-        else:
-            x, y, w, h = det.box
-            cx, cy, side = x + w / 2, y + h / 2, max(w, h)
-        angle = eye_angle(det.keypoints) if self.align and det.keypoints is not None else 0.0
-        if abs(angle) < _MIN_TILT:
-            if det.frame is None:
-                return crop_face(gray, det.box, self.margin, self.input_size)
-            return crop_face(gray, (cx - side / 2, cy - side / 2, side, side), self.margin, self.input_size)
-        return crop_aligned(gray, (cx, cy), side * (1 + 2 * self.margin), angle, self.input_size)
+        return crop_detection(gray, det, self.margin, self.input_size, self.align)
 
     def crops(self, image: np.ndarray, boxes: Iterable) -> np.ndarray:
         """Crops of faces given as ``Detection`` objects or (x, y, w, h) boxes."""

@@ -289,3 +289,63 @@ def test_camera_denied_or_absent_message(browser, server, tmp_path, error, expec
     finally:
         ctx.close()
     assert not problems, problems
+
+
+def test_layout_fits_laptop_and_phone_and_arrow_keys_switch_tabs(browser, server, tmp_path):
+    problems: list[str] = []
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = ctx.new_page()
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    try:
+        page.goto(server + "/")
+        page.wait_for_function("() => document.querySelector('#model').options.length > 0")
+        box = page.locator("#start").bounding_box()
+        assert box["y"] + box["height"] <= 800, box  # "Start camera" above the fold at 1280x800
+        # keyboard: arrows move between the tabs (and wrap), Home / End go to the ends
+        page.focus("#tab-live")
+        page.keyboard.press("ArrowRight")
+        assert page.get_attribute("#tab-photo", "aria-selected") == "true" and page.is_visible("#dropzone")
+        assert page.evaluate("() => document.activeElement.id") == "tab-photo"
+        page.keyboard.press("ArrowRight")
+        assert page.get_attribute("#tab-live", "aria-selected") == "true" and page.is_hidden("#panel-photo")
+        page.keyboard.press("End")
+        assert page.get_attribute("#tab-photo", "aria-selected") == "true"
+        page.keyboard.press("ArrowLeft")
+        assert page.get_attribute("#tab-live", "aria-selected") == "true"
+        assert page.get_attribute("#tab-photo", "tabindex") == "-1"
+        shoot(page, tmp_path, "laptop_1280x800.png")
+    finally:
+        ctx.close()
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                has_touch=True)
+    page = phone.new_page()
+    try:
+        page.goto(server + "/")
+        page.wait_for_function("() => document.querySelector('#model').options.length > 1 || "
+                               "!document.querySelector('#model').value.includes('loading')")
+        widths = page.evaluate("""() => ({doc: document.documentElement.scrollWidth,
+            picker: document.querySelector('.model-picker').getBoundingClientRect().right,
+            select: document.querySelector('#model').getBoundingClientRect().right})""")
+        assert widths["doc"] <= 390 and widths["picker"] <= 390 and widths["select"] <= 390, widths
+        shoot(page, tmp_path, "phone_390.png")
+    finally:
+        phone.close()
+    assert not problems, problems
+
+
+def test_photo_without_a_face_says_so(browser, server, tmp_path):
+    problems: list[str] = []
+    ctx, page = open_page(browser, server, problems)
+    try:
+        page.click("#tab-photo")
+        page.set_input_files("#file", str(ROOT / "examples" / "no_face.png"))
+        page.wait_for_selector("#photo-result[data-status='done']", state="attached", timeout=60_000)
+        result = page.eval_on_selector("#photo-result", "e => ({...e.dataset})")
+        assert result["faces"] == "0" and result["label"] == "" and result["noface"] == "true", result
+        assert page.locator("#photo-faces .face").count() == 0  # no "Sad 44%" card
+        assert "No face found" in page.inner_text("#photo-faces")
+        assert page.inner_text("#photo-stats").startswith("No face found")
+        shoot(page, tmp_path, "photo_no_face.png")
+    finally:
+        ctx.close()
+    assert not problems, problems

@@ -45,7 +45,10 @@ function renderFaces(container, faces, emptyText) {
     const who = f.track_id != null ? `face #${f.track_id}` : (faces.length > 1 ? `face ${i + 1}` : "");
     head.append(label, el("span", "face-meta", [who, pct(f.confidence)].filter(Boolean).join(" · ")));
     card.append(head);
-    if (f.whole_image) card.append(el("p", "note", "No face detected: the whole image was classified."));
+    if (f.whole_image) {
+      card.append(el("p", "note", f.no_face ? "No face found: the whole image was classified."
+                                            : "The whole image was classified as one face."));
+    }
     const bars = el("div", "bars");
     const entries = Object.entries(f.probabilities).sort((a, b) => b[1] - a[1]);
     entries.forEach(([name, p], k) => {
@@ -129,15 +132,27 @@ $("model").addEventListener("change", (ev) => {
 });
 
 // ---------------------------------------------------------------------------------------------- tabs
-function selectTab(name) {
-  for (const t of ["live", "photo"]) {
-    $(`tab-${t}`).setAttribute("aria-selected", String(t === name));
+const TABS = ["live", "photo"];
+function selectTab(name, focus = false) {
+  for (const t of TABS) {
+    const tab = $(`tab-${t}`);
+    tab.setAttribute("aria-selected", String(t === name));
+    tab.tabIndex = t === name ? 0 : -1;  // roving tabindex: Tab reaches the selected tab, arrows move
     $(`panel-${t}`).hidden = t !== name;
   }
+  if (focus) $(`tab-${name}`).focus();
   if (name !== "live") live.stop();
 }
 $("tab-live").addEventListener("click", () => selectTab("live"));
 $("tab-photo").addEventListener("click", () => selectTab("photo"));
+// WAI-ARIA tabs: Left / Right arrows move to the previous / next tab (wrapping), Home / End to the ends
+document.querySelector(".tabs").addEventListener("keydown", (ev) => {
+  const i = TABS.findIndex((t) => $(`tab-${t}`).getAttribute("aria-selected") === "true");
+  const next = { ArrowRight: i + 1, ArrowLeft: i - 1, Home: 0, End: TABS.length - 1 }[ev.key];
+  if (next === undefined) return;
+  ev.preventDefault();
+  selectTab(TABS[(next + TABS.length) % TABS.length], true);
+});
 
 // ---------------------------------------------------------------------------------------- live mode
 const live = {
@@ -187,6 +202,7 @@ const live = {
     this.overlay.width = this.capture.width;
     this.overlay.height = this.capture.height;
     $("live-viewport").style.aspectRatio = `${vw} / ${vh}`;
+    $("live-viewport").style.setProperty("--ar", String(vw / vh));
     $("live-placeholder").hidden = true;
     $("live-badge").hidden = false;
     $("stop").disabled = false;
@@ -292,8 +308,10 @@ const live = {
     const c = this.capture;
     c.getContext("2d").drawImage(this.video, 0, 0, c.width, c.height);
     const blob = await new Promise((r) => c.toBlob(r, "image/jpeg", JPEG_QUALITY));
-    if (!blob || !this.running || !this.ws || this.ws.readyState !== WebSocket.OPEN) { this.inflight = false; return; }
-    this.ws.send(await blob.arrayBuffer());
+    const buf = blob ? await blob.arrayBuffer() : null;
+    // re-checked after every await: Stop (or a lost connection) may have closed the socket meanwhile
+    if (!buf || !this.running || !this.ws || this.ws.readyState !== WebSocket.OPEN) { this.inflight = false; return; }
+    this.ws.send(buf);
   },
 };
 
@@ -345,11 +363,14 @@ const photo = {
     $("photo-viewport").hidden = false;
     $("photo-controls").hidden = false;
     const n = data.faces.filter((f) => !f.whole_image).length;
-    $("photo-stats").textContent = `${n} face${n === 1 ? "" : "s"} · ${data.width}×${data.height} · ${data.model} · ${Math.round(data.ms)} ms`;
+    const noFace = Boolean(data.no_face);
+    const what = noFace ? "No face found" : `${n} face${n === 1 ? "" : "s"}`;
+    $("photo-stats").textContent = `${what} · ${data.width}×${data.height} · ${data.model} · ${Math.round(data.ms)} ms`;
     renderFaces($("photo-faces"), data.faces, "No face found in this photo.");
+    if (noFace && !data.faces.length) $("photo-faces").firstChild.classList.add("no-face");
     const top = data.faces[0];
     publish($("photo-result"), { status: "done", faces: n, label: top ? top.label : "",
-                                 whole: top ? top.whole_image : false });
+                                 whole: top ? top.whole_image : false, noface: noFace });
   },
 
   fail(text) {

@@ -226,18 +226,20 @@ def run(args) -> int:
     if out is not None and out.suffix.lower() not in (".csv", ".md"):
         raise FerlabError(f"{out}: --out must end in .csv or .md")
     check_output(out, "--out")
-    runs = []
+    runs, skipped = [], []
     for p in args.runs:  # `ferlab compare runs/*` also matches files and folders that are not runs: skip them
         if not Path(p).exists():
-            print(f"ferlab compare: skipped {p}: no such run directory", file=sys.stderr)
-            continue
-        if not Path(p).is_dir() or not ((Path(p) / "config.yaml").is_file() or (Path(p) / "summary.json").is_file()):
-            print(f"ferlab compare: skipped {p}: not a run directory (no config.yaml or summary.json)",
-                  file=sys.stderr)
-            continue
-        runs.append(read_run(p))
+            skipped.append(f"{p}: no such run directory")
+        elif not Path(p).is_dir() or not ((Path(p) / "config.yaml").is_file()
+                                          or (Path(p) / "summary.json").is_file()):
+            skipped.append(f"{p}: not a run directory (no config.yaml or summary.json)")
+        else:
+            runs.append(read_run(p))
     if not runs:
-        raise FerlabError(f"none of the {len(args.runs)} path(s) is a run directory (ferlab train --out)")
+        raise FerlabError(skipped[0] if len(skipped) == 1 else
+                          f"none of the {len(args.runs)} paths is a run directory ({skipped[0]}, ...)")
+    for note in skipped:
+        print(f"ferlab compare: skipped {note}", file=sys.stderr)
     cols, table = build_table(runs)
     if args.sort:
         if args.sort not in cols:

@@ -209,13 +209,23 @@ AUGMENT_RULES: dict[str, Rule] = {
 }
 
 
+def _augment_options() -> list[str]:
+    """The option names ``AugmentConfig`` has (the table above when torch is not installed)."""
+    try:
+        from ..data.augment import AugmentConfig
+    except ImportError:
+        return list(AUGMENT_RULES)
+    return [f.name for f in dataclasses.fields(AugmentConfig)]
+
+
 def _augment(v):
     if not isinstance(v, dict):
         return "must be a mapping of augmentation options, e.g. {crop: 44, flip: 0.5}"
+    known = _augment_options()
     for k, x in v.items():
-        if k not in AUGMENT_RULES:
-            return f"has an unknown option {k!r} (known: {', '.join(AUGMENT_RULES)})"
-        problem = AUGMENT_RULES[k](x)
+        if k not in known:
+            return f"has an unknown option {k!r} (known: {', '.join(known)})"
+        problem = AUGMENT_RULES.get(k, Num(0, 1000))(x)  # an option without its own rule: a number >= 0
         if problem:
             return f".{k} {problem} (got {x!r})"
     return None

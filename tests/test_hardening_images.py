@@ -200,3 +200,28 @@ def test_near_cap_jpeg_budget(tmp_path):
     r = _budget(tmp_path, noise_image(6300, 6300, "JPEG"))
     assert r["result"].endswith("faces"), r
     assert r["seconds"] < 30 and r["grown_mb"] < 500, r
+
+
+#: found by benchmarks/fuzz_images.py (seed 0, case 275): a 150-byte PNG claiming 6300 x 6300 whose IDAT is a
+#: broken zlib stream.  Pillow raises on the first load() and returns a half-decoded black picture on a
+#: second one; reading the EXIF block before decoding triggered that first load, so the image "decoded".
+BROKEN_NEAR_CAP_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d494844520000189c0000189c0800000000efd76ab60000004d4944415478da636060e7139551d632"
+    "6460e612949057d3356160e3159156d2343067e01410975baa43b5b6e8e1ddf7756917b463a07153d531b662e0119652d4d037b3"
+    "65e0179355d136b2746010925450d733b5716600ebb5b07703000eb708c138a86b220000000049454e44ae426082")
+
+
+def test_broken_png_is_an_error_not_a_black_picture():
+    for mode in ("gray", "bgr"):
+        with pytest.raises(ImageError) as e:
+            decode_image(BROKEN_NEAR_CAP_PNG, mode=mode)
+        assert e.value.kind == "corrupt"
+
+
+def test_exif_rotation_reported_in_the_full_size():
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: the picture is 40 wide, 64 high once rotated
+    Image.new("RGB", (64, 40), (10, 20, 30)).save(buf, "JPEG", exif=exif.tobytes())
+    img, scale, size = decode_image_reduced(buf.getvalue(), mode="gray")
+    assert img.shape == (64, 40) and size == (40, 64) and scale == 1.0

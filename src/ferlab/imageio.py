@@ -99,7 +99,10 @@ def _reduce_factor(w: int, h: int, max_side: int | None) -> int:
     return math.ceil(max(w, h) / max_side)
 
 
-def _decode(img, name: str, mode: str, max_side: int | None) -> np.ndarray:
+def _decode(img, name: str, mode: str, max_side: int | None) -> tuple[np.ndarray, bool]:
+    """(pixels, whether EXIF rotation swapped width and height).  ``img.load()`` runs once: Pillow answers a
+    second load of a broken PNG with a half-decoded picture, so nothing may touch the pixels (nor the EXIF
+    block, which Pillow may read by loading the image) before it."""
     from PIL import Image, ImageOps
 
     fmt = (img.format or "").upper()
@@ -117,7 +120,8 @@ def _decode(img, name: str, mode: str, max_side: int | None) -> np.ndarray:
             k = _reduce_factor(*img.size, max_side)
             if k > 1:
                 img = img.reduce(k)
-            if _orientation(img) not in (None, 1):  # exif_transpose copies even when there is nothing to do
+            orientation = _orientation(img)
+            if orientation not in (None, 1):  # exif_transpose copies even when there is nothing to do
                 img = ImageOps.exif_transpose(img) or img
             check_size(*img.size, name=name, max_pixels=MAX_PIXELS)
             # one copy out of Pillow, the channel swap in place: peak ~2x the decoded picture
@@ -141,7 +145,7 @@ def _decode(img, name: str, mode: str, max_side: int | None) -> np.ndarray:
                          "corrupt") from None
     if out.ndim not in (2, 3) or min(out.shape[:2]) == 0:
         raise ImageError(f"{name}: decoded to an empty picture", "corrupt")
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(out), orientation in (5, 6, 7, 8)
 
 
 def decode_image(data: bytes, *, name: str = "image", mode: str = "bgr", max_pixels: int = MAX_PIXELS,
@@ -161,9 +165,9 @@ def decode_image_reduced(data: bytes, *, name: str = "image", mode: str = "bgr",
         raise FerlabError(f"image mode must be bgr, rgb or gray (got {mode!r})", "bad_option")
     img = _open(bytes(data), name, max_pixels)
     w, h = img.size
-    if _exif_swaps(img):
+    out, swapped = _decode(img, name, mode, max_side)
+    if swapped:
         w, h = h, w
-    out = _decode(img, name, mode, max_side)
     scale = out.shape[1] / w if w else 1.0
     return out, (1.0 if out.shape[1] == w and out.shape[0] == h else scale), (w, h)
 
@@ -174,9 +178,6 @@ def _orientation(img) -> int | None:
     except Exception:  # noqa: BLE001 - a broken EXIF block is ignored by exif_transpose as well
         return None
 
-
-def _exif_swaps(img) -> bool:
-    return _orientation(img) in (5, 6, 7, 8)
 
 
 def read_image(path: str | os.PathLike, *, mode: str = "bgr", max_pixels: int = MAX_PIXELS,

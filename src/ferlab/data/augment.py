@@ -111,6 +111,31 @@ def gaussian_noise(x: torch.Tensor, g: torch.Generator, std: float) -> torch.Ten
     return (x + torch.randn(x.shape, generator=g) * std).clamp(0, 255)
 
 
+def random_gamma(x: torch.Tensor, g: torch.Generator, gamma: float) -> torch.Tensor:
+    """Per-image gamma drawn log-uniformly in [1 / (1 + gamma), 1 + gamma] (exposure of real photos)."""
+    if gamma <= 0:
+        return x
+    n = x.shape[0]
+    k = torch.exp((torch.rand(n, 1, 1, 1, generator=g) * 2 - 1) * math.log1p(gamma))
+    return 255.0 * (x.clamp(0, 255) / 255.0) ** k
+
+
+def low_resolution(x: torch.Tensor, g: torch.Generator, p: float, min_side: int = 20) -> torch.Tensor:
+    """With probability ``p`` per image: down-sample to a random side in [min_side, H) and back (the blur of a
+    small face in a large photo, upscaled by the detector crop).  One side per batch keeps it one resize."""
+    if p <= 0:
+        return x
+    n, _, h, w = x.shape
+    on = torch.rand(n, generator=g) < p
+    if not on.any():
+        return x
+    side = int(torch.randint(min_side, h, (1,), generator=g))
+    small = F.interpolate(x[on], size=(side, side * w // h), mode="area")
+    x = x.clone()
+    x[on] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    return x
+
+
 def random_erasing(x: torch.Tensor, g: torch.Generator, p: float = 0.5, area=(0.02, 0.2)) -> torch.Tensor:
     """Erase one random rectangle per selected image with uniform noise (vectorised with a mask)."""
     if p <= 0:
@@ -145,6 +170,8 @@ class AugmentConfig:
     brightness: float = 0.0   # +- fraction of 255
     contrast: float = 0.0     # +- fraction
     noise: float = 0.0        # gaussian noise std in grey levels
+    gamma: float = 0.0        # gamma in [1/(1+g), 1+g], log-uniform
+    low_res: float = 0.0      # probability of a down-and-up resampling (blur of small faces)
     erasing: float = 0.0      # random-erasing probability
 
     @classmethod
@@ -181,6 +208,8 @@ class Augmenter:
             x = hflip(x, c.flip, g)
         if c.brightness or c.contrast:
             x = brightness_contrast(x, g, c.brightness, c.contrast)
+        x = random_gamma(x, g, c.gamma)
+        x = low_resolution(x, g, c.low_res)
         x = gaussian_noise(x, g, c.noise)
         if c.erasing:
             x = random_erasing(x, g, c.erasing)

@@ -44,7 +44,7 @@ class TrainConfig:
     cutmix: float = 0.0
     augment: dict[str, Any] = field(default_factory=lambda: {"crop": 44, "flip": 0.5})
     input_size: int = 44             # network input side at evaluation (centre crop of the 48x48 image)
-    amp: str = "bf16"                # bf16 | none
+    amp: str = "auto"                # auto (bf16 where the hardware has it natively, else none) | bf16 | none
     device: str = "cpu"
     threads: int = 0                 # torch threads (0 = torch default)
     seed: int = 0
@@ -63,6 +63,9 @@ class TrainConfig:
     balance: str = "none"            # none | ros | rus | smote | smote_tomek | smote_enn | tomek | targeted | max
     balance_counts: dict[str, int] = field(default_factory=dict)
     eval_every: int = 1
+    teacher: str = ""                # knowledge distillation: cached teacher logits (.npz, `ferlab teacher`)
+    kd_alpha: float = 0.0            # weight of the distillation term (0 = off); 1 - kd_alpha on the labels
+    kd_temperature: float = 4.0      # softening temperature of teacher and student in the KD term
     max_train_batches: int = 0       # for smoke tests: stop an epoch after this many batches
 
     @classmethod

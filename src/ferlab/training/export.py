@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ..data.cache import atomic_write, file_digest
 from ..errors import FerlabError
+from ..io import atomic_write, file_digest
 from ..models import count_macs, count_params
 from .checkpoint import load_state_dict
 from .config import TrainConfig
@@ -92,10 +92,28 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, crop: int, size
     atomic_write(path, write)
 
 
-def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray) -> None:
+# int8 schemes: (activation type, weight type, reduce_range).  ONNX Runtime's uint8-activation x int8-weight
+# kernels saturate on x86 CPUs without VNNI (AVX2 only: the 16-bit intermediate sums of vpmaddubsw overflow),
+# which cost a fernet 4.4 points there; 7-bit weights (reduce_range) or uint8 weights avoid it.  The default
+# is chosen by benchmarks/quant_schemes.py (see benchmarks/README.md); tests/test_quant_agreement.py fails on
+# any CPU where an int8 export drifts from its fp32 source.
+INT8_SCHEMES = {
+    "u8s8": ("QUInt8", "QInt8", False),      # the old default: saturates without VNNI
+    "u8s8-rr": ("QUInt8", "QInt8", True),    # 7-bit weights: no saturation, keeps the VNNI fast path
+    "u8u8": ("QUInt8", "QUInt8", False),
+    "s8s8": ("QInt8", "QInt8", False),
+}
+DEFAULT_INT8 = "u8s8-rr"
+
+
+def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray, scheme: str = DEFAULT_INT8) -> None:
     """Static int8 quantisation (QDQ, per-channel) calibrated on ``calib_images`` (N, 48, 48) uint8."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if scheme not in INT8_SCHEMES:
+        raise FerlabError(f"unknown int8 scheme {scheme!r} ({', '.join(INT8_SCHEMES)})")
+    act, weight, reduce_range = INT8_SCHEMES[scheme]
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -108,9 +126,9 @@ def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray) -> None:
     pre = dst.with_suffix(".pre.onnx")
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        atomic_write(dst, lambda tmp: quantize_static(str(pre), tmp, Reader(), quant_format=QuantFormat.QDQ,
-                                                      per_channel=True, activation_type=QuantType.QUInt8,
-                                                      weight_type=QuantType.QInt8))
+        atomic_write(dst, lambda tmp: quantize_static(
+            str(pre), tmp, Reader(), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=reduce_range,
+            activation_type=getattr(QuantType, act), weight_type=getattr(QuantType, weight)))
     finally:
         if pre.exists():
             pre.unlink()
@@ -178,7 +196,7 @@ def pretraining(init: str | os.PathLike | None) -> dict | None:
     config.yaml beside the weights), so that a card names every label source its model has seen."""
     if not init:
         return None
-    from ..data.cache import portable_path
+    from ..io import portable_path
 
     cfg_file = Path(init).parent / "config.yaml"
     labels = None
@@ -189,7 +207,7 @@ def pretraining(init: str | os.PathLike | None) -> dict | None:
 
 def calibrate_card(card: dict, onnx_path: Path, images: np.ndarray, labels: np.ndarray, split: str) -> None:
     """Fit the card's temperature on ``split`` with the exported graph itself; record ECE/NLL before and after."""
-    from ..evaluation.calibration import expected_calibration_error, fit_temperature, nll, softmax
+    from ..calibration import expected_calibration_error, fit_temperature, nll, softmax
     from ..inference.classifier import OnnxClassifier
 
     atomic_write(onnx_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))

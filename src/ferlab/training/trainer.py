@@ -13,9 +13,11 @@ A run directory holds:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +25,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ..data.cache import atomic_write
 from ..errors import FerlabError
+from ..hardware import machine_info
+from ..io import atomic_write, portable_path
 from ..models import count_params, create_model
 from .checkpoint import load_training_state, save_training_state, save_weights
 from .config import TrainConfig
+from .distill import kd_loss
 from .losses import class_weights, mix_batch, multi_target_loss, soft_cross_entropy
 from .schedule import Plateau, lr_at
 
@@ -53,7 +57,45 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     raise FerlabError(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam, adamw or rmsprop")
 
 
+def resolve_amp(amp: str, device: str = "cpu") -> tuple[str, str]:
+    """(precision to use, why) for a recipe's ``amp``: ``auto`` takes bf16 on CUDA or on a CPU with native
+    bf16 (AVX512_BF16 or AMX), fp32 elsewhere: on an AVX2-only CPU bf16 autocast trains ~10x slower."""
+    from ..hardware import cpu_features, has_native_bf16
+
+    cuda = torch.device(device).type == "cuda"
+    if amp == "auto":
+        if cuda:
+            return "bf16", "auto: CUDA device"
+        if has_native_bf16():
+            have = [f for f in ("avx512_bf16", "amx_bf16") if cpu_features()[f]]
+            return "bf16", f"auto: the CPU has native bf16 ({', '.join(have)})"
+        return "none", "auto: the CPU has no native bf16 (no avx512_bf16/amx), where bf16 autocast is ~10x slower"
+    if amp == "bf16" and not cuda and not has_native_bf16():
+        return "bf16", "requested; the CPU has no native bf16, so it is emulated (slow)"
+    return amp, "requested"
+
+
+def measure_amp_slowdown(model: torch.nn.Module, x: torch.Tensor, steps: int = 3) -> float:
+    """Seconds per forward+backward step with bf16 autocast over fp32, on this batch (median of ``steps``)."""
+    import statistics
+
+    def step_time(enabled: bool) -> float:
+        ts = []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=enabled):
+                out = model(x)
+            out.float().sum().backward()
+            ts.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+        return statistics.median(ts[1:])
+
+    return step_time(True) / step_time(False)
+
+
 def autocast(cfg: TrainConfig):
+    if cfg.amp == "auto":
+        cfg = TrainConfig(amp=resolve_amp(cfg.amp, cfg.device)[0], device=cfg.device)
     if cfg.amp == "bf16":
         return torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16)
     if cfg.amp == "fp16" and cfg.device.startswith("cuda"):
@@ -215,10 +257,14 @@ class Trainer:
         train, val = prepare_data(cfg)
         classes = train.classes
         model = build_model(cfg, len(classes)).to(cfg.device)
+        teacher = self._teacher(train)
+        self.amp = self._choose_amp(model, train, main_proc)
+        cfg = self.cfg = dataclasses.replace(cfg, amp=self.amp["used"])  # config.yaml keeps the recipe's value
         opt = make_optimizer(cfg, param_groups(model, cfg.backbone_lr_scale))
         run.mkdir(parents=True, exist_ok=True)  # only once data and model are known to be good
         if not resume:
-            atomic_write(run / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict())))
+            recipe = {**cfg.to_dict(), "amp": self.amp["requested"]}
+            atomic_write(run / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(recipe)))
         net = model
         if world > 1:
             net = torch.nn.parallel.DistributedDataParallel(model)
@@ -281,6 +327,9 @@ class Trainer:
                     loss = multi_target_loss(logits, y_mix)
                 else:
                     loss = soft_cross_entropy(logits, y_mix, weights, cfg.label_smoothing)
+                if teacher is not None:
+                    loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd_loss(
+                        logits, teacher[0][idx].to(cfg.device), cfg.kd_temperature, teacher[1][idx].to(cfg.device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -313,6 +362,36 @@ class Trainer:
             if not main_proc:
                 return {}
         return self._finish(model, rows, best, classes, train, val, elapsed)
+
+    def _teacher(self, train):
+        """Cached teacher logits aligned with the training samples, or None without distillation."""
+        cfg = self.cfg
+        if cfg.kd_alpha <= 0:
+            return None
+        if not cfg.teacher:
+            raise FerlabError("kd_alpha > 0 needs teacher=FILE.npz (make one with `ferlab teacher RUN...`)")
+        if cfg.mixup or cfg.cutmix:
+            raise FerlabError("distillation (kd_alpha > 0) cannot be combined with mixup or cutmix")
+        from .distill import load_teacher
+
+        return load_teacher(cfg.teacher, train.ids, train.classes)
+
+    def _choose_amp(self, model, train, main_proc: bool) -> dict:
+        """Resolve ``amp`` for this hardware; warn once when bf16 is forced where it is emulated."""
+        cfg = self.cfg
+        used, why = resolve_amp(cfg.amp, cfg.device)
+        info = {"requested": cfg.amp, "used": used, "reason": why}
+        if used == "bf16" and "emulated" in why:
+            x = normalize(torch.as_tensor(train.images[:cfg.batch_size]).float()[:, None])
+            crop = cfg.input_size
+            slow = measure_amp_slowdown(model, x[..., :crop, :crop])
+            info["bf16_over_fp32_step_time"] = round(slow, 2)
+            if main_proc:
+                warnings.warn(f"amp=bf16 on a CPU without native bf16: one training step measured {slow:.1f}x "
+                              "slower than fp32 here; amp=auto (the default) would choose fp32", stacklevel=2)
+        if self.log and main_proc:
+            print(f"precision: {'bf16' if used == 'bf16' else 'fp32'} ({why})", flush=True)
+        return info
 
     def _end_epoch(self, model, opt, aug, gen, plateau, rows, best, epoch, lr, stats, elapsed, val_x, val_y) -> bool:
         """Validate, log and checkpoint one finished epoch; True when early stopping says stop."""
@@ -387,7 +466,11 @@ class Trainer:
             f"{cfg.val_fraction:.0%} of {cfg.train_split}", "train_samples": len(train), "val_samples": len(val),
             "world_size": dist_world()[1], "seed": cfg.seed,
             "train_time_s": elapsed, "images_per_s_median": float(np.median(ips)) if ips else 0.0,
+            "amp": getattr(self, "amp", {"requested": cfg.amp, "used": cfg.amp}), "machine": machine_info(),
         }
+        if cfg.kd_alpha > 0:
+            summary["distillation"] = {"teacher": portable_path(cfg.teacher), "kd_alpha": cfg.kd_alpha,
+                                       "kd_temperature": cfg.kd_temperature}
         atomic_write(run / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
         return summary
 

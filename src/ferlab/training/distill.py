@@ -1,0 +1,98 @@
+"""Knowledge distillation: teacher logits computed once, cached on disk, looked up by sample id.
+
+A teacher file (``.npz``) holds, for the samples of ONE split of one dataset (the student's training split):
+
+    ids        (N,) str     the dataset's stable sample ids (CSV row index for FER2013)
+    logits     (N, C) f16   log of the teachers' mean probability (soft voting; with ``tta`` averaged views)
+    classes    (C,) str     class names, in order
+    meta       JSON str     teachers, TTA, dataset file name and digest, split, command
+
+It is small (28,709 x 7 float16 = 0.4 MB) and committed, so no teacher is ever retrained to re-run a student.
+The student's loss is ``(1 - kd_alpha) * CE(labels, smoothed) + kd_alpha * T^2 * KL(teacher_T || student_T)``
+(Hinton et al., 2015), where samples without a teacher row (auxiliary or synthetic data) get the label term
+only.  Only the training split is ever passed through the teachers: PublicTest selects, PrivateTest reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import FerlabError
+from ..io import atomic_write, file_digest, portable_path
+
+
+def teacher_logits(members: list[str], data: str, split: str = "Training", labels: str = "fer2013",
+                   tta: str = "tencrop", progress: bool = True) -> dict[str, np.ndarray]:
+    """Soft-voting teacher logits (fp32 torch, ``tta`` views averaged) of run directories on ``split``."""
+    from ..data import load_dataset
+    from .export import load_run
+    from .trainer import predict_logits
+
+    if split == "PrivateTest":
+        raise FerlabError("teachers run on the student's training split only, never on PrivateTest")
+    if not members:
+        raise FerlabError("give at least one teacher run directory")
+    ds = load_dataset(data, labels=labels).by_split(split)
+    probs = []
+    for m in members:
+        model, summary, cfg = load_run(m)
+        if [c.lower() for c in summary["classes"]] != [c.lower() for c in ds.classes]:
+            raise FerlabError(f"{m}: predicts {', '.join(summary['classes'])}; the data has {', '.join(ds.classes)}")
+        if progress:
+            print(f"teacher {m}: {len(ds)} {split} images, tta {tta}", flush=True)
+        probs.append(np.exp(predict_logits(model, ds.images, cfg.input_size, tta=tta, amp="none")))
+    p = np.mean(probs, axis=0)
+    return {"ids": ds.ids.astype(str), "logits": np.log(np.clip(p, 1e-8, None)).astype(np.float16),
+            "classes": np.array(ds.classes, dtype=str),
+            "meta": json.dumps({"teachers": [portable_path(m) for m in members], "tta": tta, "split": split,
+                                "labels": labels, "data": Path(data).name, "data_sha256": file_digest(data),
+                                "train_accuracy": round(float((p.argmax(1) == ds.labels).mean()), 4)})}
+
+
+def save_teacher(path: str | os.PathLike, arrays: dict) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_teacher(path: str | os.PathLike, ids: np.ndarray, classes) -> tuple[torch.Tensor, torch.Tensor]:
+    """(teacher logits (N, C) float32, has_teacher (N,) bool) aligned with the samples ``ids``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FerlabError(f"{p}: no such teacher file (make one with `ferlab teacher RUN... --out {p.name}`)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            t_ids, t_logits, t_classes = z["ids"].astype(str), z["logits"].astype(np.float32), list(z["classes"])
+    except (OSError, ValueError, KeyError) as e:
+        raise FerlabError(f"{p}: not a teacher file ({e})") from None
+    if [c.lower() for c in t_classes] != [c.lower() for c in classes]:
+        raise FerlabError(f"{p}: teacher classes {', '.join(t_classes)} differ from the data's {', '.join(classes)}")
+    where = {s: i for i, s in enumerate(t_ids)}
+    rows = np.array([where.get(str(s), -1) for s in ids])
+    has = rows >= 0
+    if not has.any():
+        raise FerlabError(f"{p}: no training sample has a teacher row (teacher made for another split or dataset?)")
+    out = np.zeros((len(ids), len(classes)), np.float32)
+    out[has] = t_logits[rows[has]]
+    return torch.from_numpy(out), torch.from_numpy(has)
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+            mask: torch.Tensor | None = None) -> torch.Tensor:
+    """T^2 * KL(softmax(teacher / T) || softmax(student / T)), averaged over the samples in ``mask``."""
+    t = temperature
+    log_p_s = F.log_softmax(student.float() / t, dim=1)
+    p_t = F.softmax(teacher.float() / t, dim=1)
+    per = (p_t * (p_t.clamp_min(1e-12).log() - log_p_s)).sum(1) * t * t
+    if mask is None:
+        return per.mean()
+    m = mask.float()
+    return (per * m).sum() / m.sum().clamp_min(1.0)

@@ -1,0 +1,108 @@
+"""Knowledge distillation (cached teacher logits, KD loss) and the hardware-chosen training precision."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ferlab.cli import main
+from ferlab.errors import FerlabError
+from ferlab.training import load_config, train
+from ferlab.training import trainer as trainer_mod
+from ferlab.training.distill import kd_loss, load_teacher
+
+torch.set_num_threads(1)
+TINY = ["model=fernet_fast", "batch_size=32", "amp=none", "threads=1"]
+
+
+def test_kd_loss_is_zero_for_the_teacher_itself_and_positive_otherwise():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(16, 7, generator=g)
+    assert kd_loss(t, t, 3.0).item() == pytest.approx(0.0, abs=1e-6)
+    s = torch.randn(16, 7, generator=g)
+    direct = (F.softmax(t / 3, 1) * (F.log_softmax(t / 3, 1) - F.log_softmax(s / 3, 1))).sum(1).mean() * 9
+    assert kd_loss(s, t, 3.0).item() == pytest.approx(direct.item(), rel=1e-5)
+    # samples without a teacher row do not count
+    mask = torch.zeros(16, dtype=torch.bool)
+    mask[:4] = True
+    s2 = s.clone()
+    s2[4:] = 100.0  # anything outside the mask
+    assert kd_loss(s2, t, 3.0, mask).item() == pytest.approx(kd_loss(s[:4], t[:4], 3.0).item(), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def teacher_run(fer_sample, tmp_path_factory):
+    run = tmp_path_factory.mktemp("teacher") / "run"
+    train(load_config(None, [f"data={fer_sample}", *TINY, "epochs=2", "max_train_batches=4"]), run, progress=False)
+    return run
+
+
+def test_teacher_file_then_student_run(fer_sample, teacher_run, tmp_path, capsys):
+    out = tmp_path / "teacher.npz"
+    assert main(["teacher", str(teacher_run), "--data", str(fer_sample), "--tta", "flip", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    with np.load(out) as z:
+        ids, logits = z["ids"], z["logits"]
+        meta = json.loads(str(z["meta"]))
+    assert logits.dtype == np.float16 and logits.shape == (len(ids), 7)
+    assert np.allclose(np.exp(logits.astype(np.float64)).sum(1), 1, atol=0.02)  # log-probabilities
+    assert meta["split"] == "Training" and meta["tta"] == "flip"
+    summary = train(load_config(None, [f"data={fer_sample}", *TINY, "epochs=1", "max_train_batches=3",
+                                       f"teacher={out}", "kd_alpha=0.7"]), tmp_path / "student", progress=False)
+    assert summary["distillation"]["kd_alpha"] == 0.7
+    # the teacher term changes the loss: same seed without it gives other weights
+    plain = train(load_config(None, [f"data={fer_sample}", *TINY, "epochs=1", "max_train_batches=3"]),
+                  tmp_path / "plain", progress=False)
+    rows = [json.loads((tmp_path / d / "summary.json").read_text())["best_val_loss"] for d in ("student", "plain")]
+    assert "distillation" not in plain and rows[0] != rows[1]
+
+
+def test_teacher_refuses_private_test_and_bad_files(fer_sample, teacher_run, tmp_path, capsys):
+    assert main(["teacher", str(teacher_run), "--data", str(fer_sample), "--split", "PrivateTest",
+                 "--out", str(tmp_path / "t.npz"), "--no-progress"]) == 2
+    assert "never on PrivateTest" in capsys.readouterr().err
+    assert not (tmp_path / "t.npz").exists()
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(FerlabError, match="not a teacher file"):
+        load_teacher(bad, np.array(["0"]), ["angry"])
+    np.savez(tmp_path / "other.npz", ids=np.array(["x", "y"]), logits=np.zeros((2, 7), np.float16),
+             classes=np.array(["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]))
+    with pytest.raises(FerlabError, match="no training sample has a teacher row"):
+        load_teacher(tmp_path / "other.npz", np.array(["1", "2"]),
+                     ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"])
+    with pytest.raises(FerlabError, match="differ"):
+        load_teacher(tmp_path / "other.npz", np.array(["x"]), ["a", "b"])
+    assert main(["train", f"data={fer_sample}", *TINY, "epochs=1", "kd_alpha=0.5", "--out",
+                 str(tmp_path / "never")]) == 2
+    assert "teacher=FILE" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_amp_auto_follows_the_hardware(monkeypatch):
+    monkeypatch.setattr("ferlab.hardware.has_native_bf16", lambda: False)
+    used, why = trainer_mod.resolve_amp("auto", "cpu")
+    assert used == "none" and "no native bf16" in why
+    assert trainer_mod.resolve_amp("bf16", "cpu")[1].endswith("emulated (slow)")
+    assert trainer_mod.resolve_amp("none", "cpu") == ("none", "requested")
+    monkeypatch.setattr("ferlab.hardware.has_native_bf16", lambda: True)
+    assert trainer_mod.resolve_amp("auto", "cpu")[0] == "bf16"
+
+
+def test_forced_bf16_without_native_support_warns_with_the_measured_slowdown(fer_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr("ferlab.hardware.has_native_bf16", lambda: False)
+    cfg = load_config(None, [f"data={fer_sample}", "model=fernet_fast", "batch_size=32", "threads=1", "amp=bf16",
+                             "epochs=1", "max_train_batches=1"])
+    with pytest.warns(UserWarning, match=r"measured [0-9.]+x slower than fp32"):
+        summary = train(cfg, tmp_path / "r", progress=False)
+    assert summary["amp"]["requested"] == "bf16" and summary["amp"]["bf16_over_fp32_step_time"] > 0
+    assert summary["machine"]["features"].keys() >= {"avx2", "avx512_vnni", "avx512_bf16"}
+    auto = train(load_config(None, [f"data={fer_sample}", "model=fernet_fast", "batch_size=32", "threads=1",
+                                    "epochs=1", "max_train_batches=1"]), tmp_path / "a", progress=False)
+    assert auto["amp"] == {"requested": "auto", "used": "none", "reason": auto["amp"]["reason"]}
+    assert "amp: auto" in (tmp_path / "a" / "config.yaml").read_text()

@@ -1,0 +1,61 @@
+"""Issue 13's standing check: a short, fixed-seed fuzz of the image decoder and ``Recognizer.predict(bytes)``.
+
+The engine is ``benchmarks/fuzz_images.py`` (its long run, >= 100,000 cases, is a benchmark whose JSON is
+committed in benchmarks/results/fuzz.json).  Here: every seed plus 400 mutated cases, in this process, a few
+seconds.  Only ``FerlabError`` may escape; each case stays within a generous time bound and the process
+within a memory bound (a hostile 200-byte file used to cost minutes and gigabytes).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+fuzz = pytest.importorskip("fuzz_images")
+
+CASES = 400
+SEED = 20261130
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return fuzz.Runner(case_timeout=30.0)
+
+
+def test_seed_corpus_covers_every_accepted_format():
+    import io
+
+    from PIL import Image
+
+    from ferlab.imageio import ALLOWED_FORMATS
+
+    formats = set()
+    for _, data in fuzz.seeds():
+        try:
+            formats.add(Image.open(io.BytesIO(data)).format)
+        except Exception:  # noqa: BLE001 - some seeds lie on purpose
+            pass
+    assert ALLOWED_FORMATS <= formats
+
+
+def test_seeds_decode_or_fail_cleanly(runner):
+    for i, (name, data) in enumerate(fuzz.seeds()):
+        outcome, detail, seconds = runner.run(i, data)
+        assert outcome in ("ok", "clean"), (name, outcome, detail)
+        assert seconds < 10, (name, seconds)
+
+
+def test_fixed_seed_fuzz(runner):
+    records = fuzz.run_cases(SEED, 0, CASES, runner=runner)
+    bad = [r for r in records if r["outcome"] in ("crash", "hang")]
+    assert not bad, bad[:5]
+    slow = [r for r in records if r["s"] > 10]
+    assert not slow, slow[:5]
+    assert max(r["rss_mb"] for r in records) < 1500
+    outcomes = {r["outcome"] for r in records}
+    assert outcomes == {"ok", "clean"}  # the mutations reach both the decoder's errors and the full pipeline

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from synth_faces import load_split, make_frames, match  # noqa: E402
 
-from ferlab.data.cache import atomic_write  # noqa: E402
 from ferlab.inference.detect import make_detector  # noqa: E402
+from ferlab.io import atomic_write  # noqa: E402
 
 EXAMPLES = {"astronaut.jpg": 1, "two_faces.jpg": 2, "no_face.png": 0}
 SIZE_BINS = [(0, 80), (80, 120), (120, 1000)]

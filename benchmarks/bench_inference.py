@@ -40,12 +40,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ferlab.data.cache import atomic_write  # noqa: E402
 from ferlab.data.fer2013 import load_fer2013_csv  # noqa: E402
 from ferlab.inference.classifier import OnnxClassifier  # noqa: E402
 from ferlab.inference.detect import iou  # noqa: E402
 from ferlab.inference.recognizer import Recognizer  # noqa: E402
 from ferlab.inference.video import StreamRecognizer  # noqa: E402
+from ferlab.io import atomic_write  # noqa: E402
 from ferlab.zoo import bundled_names, resolve  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets" / "fer2013"

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from synth_faces import iou_xywh, load_split, make_frames  # noqa: E402
 
-from ferlab.data.cache import atomic_write  # noqa: E402
 from ferlab.inference.blazeface import BlazeFaceDetector  # noqa: E402
+from ferlab.io import atomic_write  # noqa: E402
 
 
 def main(argv=None) -> int:

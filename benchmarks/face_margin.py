@@ -34,9 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ferlab.data.cache import atomic_write  # noqa: E402
 from ferlab.data.fer2013 import load_fer2013_csv  # noqa: E402
 from ferlab.inference.detect import HaarDetector  # noqa: E402
+from ferlab.io import atomic_write  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013_sample.csv"
 

@@ -43,8 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ferlab.data import load_dataset  # noqa: E402
-from ferlab.data.cache import atomic_write  # noqa: E402
 from ferlab.data.dataset import FERDataset  # noqa: E402
+from ferlab.io import atomic_write  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "datasets" / "fer2013"
 FULL_DATA = SHARED / "fer2013.csv.gz"
@@ -236,7 +236,7 @@ def run_honest(name, overrides, desc, base, data, work, args) -> dict:
 
 
 def run_leak(method, protocol, base, data, work, args) -> dict:
-    from ferlab.evaluation.calibration import softmax
+    from ferlab.calibration import softmax
     from ferlab.evaluation.evaluate import duplicate_mask
     from ferlab.evaluation.metrics import evaluate_predictions
     from ferlab.training.config import TrainConfig

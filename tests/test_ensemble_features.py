@@ -10,11 +10,11 @@ import onnx
 import pytest
 import torch
 
+from ferlab.calibration import softmax
 from ferlab.cli import main
 from ferlab.data import load_dataset
 from ferlab.ensemble import SoftVotingEnsemble, export_ensemble, normalize_weights, soft_vote
 from ferlab.errors import FerlabError
-from ferlab.evaluation.calibration import softmax
 from ferlab.inference.classifier import OnnxClassifier
 from ferlab.training import load_config, predict_logits, train
 from ferlab.training.export import export_run, load_run

@@ -209,7 +209,7 @@ def test_compare_skips_paths_that_are_not_runs(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------ umask and temporaries
 def test_outputs_honour_the_umask(tmp_path):
-    from ferlab.data.cache import atomic_write
+    from ferlab.io import atomic_write
 
     old = os.umask(0o027)
     try:
@@ -237,7 +237,7 @@ def test_predict_json_mode_follows_umask(tmp_path, capsys):
 _KILLED_WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from ferlab.data.cache import atomic_write
+    from ferlab.io import atomic_write
     def write(tmp):
         Path(tmp).write_text("half")
         Path(sys.argv[2]).write_text("inside")
@@ -247,7 +247,7 @@ _KILLED_WRITER = textwrap.dedent("""
 
 
 def test_sigkill_orphans_swept_by_the_next_write(tmp_path):
-    from ferlab.data.cache import atomic_write
+    from ferlab.io import atomic_write
 
     target, flag = tmp_path / "curves.png", tmp_path / "inside"
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target), str(flag)])

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ferlab.evaluation.calibration import expected_calibration_error, fit_temperature, softmax
+from ferlab.calibration import expected_calibration_error, fit_temperature, softmax
 from ferlab.evaluation.metrics import evaluate_predictions, roc_curve
 
 sk = pytest.importorskip("sklearn.metrics")

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ferlab.calibration import softmax
 from ferlab.cli import main
-from ferlab.evaluation.calibration import softmax
 from ferlab.evaluation.metrics import evaluate_predictions
 from ferlab.evaluation.report import write_report
 from ferlab.labels import FER2013_CLASSES
@@ -86,7 +86,7 @@ def tiny_model(tmp_path_factory):
     pytest.importorskip("onnx")
     import yaml
 
-    from ferlab.data.cache import file_digest
+    from ferlab.io import file_digest
     from ferlab.models import create_model
     from ferlab.training.checkpoint import save_weights
     from ferlab.training.config import TrainConfig
@@ -340,7 +340,7 @@ def test_recorded_paths_carry_no_machine_prefix(tiny_model, fer_sample, tmp_path
     directory are recorded relative to it, far ones as given."""
     import shutil
 
-    from ferlab.data.cache import portable_path
+    from ferlab.io import portable_path
 
     onnx, _ = tiny_model
     work = tmp_path / "project" / "repo"

@@ -137,9 +137,9 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
                       command: str | None = None) -> dict[str, Any]:
     """Evaluate the ensemble and each member on ``split``; with ``out`` write the ensemble's report
     (metrics.json, plots, report.html) and ``ensemble.json`` (members side by side).  Returns that summary."""
-    from .data.cache import portable_path
     from .evaluation.evaluate import duplicate_mask
     from .evaluation.metrics import evaluate_predictions
+    from .io import portable_path
 
     t0 = time.time()
     ens = SoftVotingEnsemble(members, weights)
@@ -182,8 +182,8 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
                    "data": portable_path(data), "labels": labels, "split": split, "tta": "none", "n": result.n,
                    "command": cmd, "date": summary["date"]}
     if out:
-        from .data.cache import atomic_write
         from .evaluation.report import write_report
+        from .io import atomic_write
 
         out = Path(out)
         result.meta["seconds"] = round(time.time() - t0, 1)
@@ -254,7 +254,7 @@ def _export_torch(ens: SoftVotingEnsemble, path: Path) -> None:
 
     import torch
 
-    from .data.cache import atomic_write
+    from .io import atomic_write
 
     module = _torch_module(ens)
     dummy = torch.rand(2, 1, 48, 48) * 255
@@ -276,7 +276,7 @@ def merge_onnx(paths: Sequence[str | os.PathLike], weights: Sequence[float], tem
     import onnx
     from onnx import TensorProto, helper, numpy_helper, version_converter
 
-    from .data.cache import atomic_write
+    from .io import atomic_write
 
     models = [onnx.load(str(p)) for p in paths]
 
@@ -347,7 +347,7 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
     """Export the ensemble as one ONNX graph (``out``: .onnx path or folder) with its model card; returns
     the card.  ``calibrate`` fits the ensemble's temperature on ``val_split`` of ``data`` (default: the
     first run member's training data); never on PrivateTest."""
-    from .data.cache import portable_path
+    from .io import portable_path
     from .training.export import FACE_MARGIN, calibrate_card, export_onnx, finish_card, pretraining
 
     if val_split == "PrivateTest":

@@ -95,7 +95,7 @@ class FeatureClassifier:
         self.n_classes, self.selection = n_classes, selection
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        from .evaluation.calibration import softmax
+        from .calibration import softmax
 
         s = _scores(self.kind, self.clf, X, self.n_classes)
         if self.kind == "svm":
@@ -111,7 +111,7 @@ def fit_select(kind: str, X_train: np.ndarray, y_train: np.ndarray, X_val: np.nd
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from .evaluation.calibration import fit_temperature
+    from .calibration import fit_temperature
 
     best = None
     selection = []
@@ -166,7 +166,7 @@ def run_features(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
                  command: str | None = None) -> dict[str, Any]:
     """CNN features + classical classifiers vs the CNN alone; writes ``out/summary.json`` and, with
     ``report``, one report folder per classifier (and ``cnn/``).  Returns the summary."""
-    from .evaluation.calibration import softmax
+    from .calibration import softmax
     from .evaluation.metrics import evaluate_predictions
     from .training.trainer import predict_logits
 
@@ -224,8 +224,8 @@ def run_features(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "command": cmd, "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     if out:
-        from .data.cache import atomic_write
         from .evaluation.metrics import _clean
+        from .io import atomic_write
 
         out = Path(out)
         if report:

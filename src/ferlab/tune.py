@@ -105,7 +105,7 @@ def suggest(trial, base: dict, space: dict) -> dict[str, Any]:
 
 
 def _write_trials(study, path: Path) -> list[dict]:
-    from .data.cache import atomic_write
+    from .io import atomic_write
 
     rows = []
     keys: list[str] = []
@@ -139,7 +139,7 @@ def tune(recipe: str | None, out: str | Path, trials: int = 20, epochs: int = 5,
     """Run (or resume) the search; returns {"best": {...}, "trials": rows, "best_yaml": path}."""
     import optuna
 
-    from .data.cache import atomic_write
+    from .io import atomic_write
     from .training.config import TrainConfig, load_config
     from .training.trainer import Trainer
 

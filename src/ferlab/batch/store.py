@@ -90,7 +90,7 @@ def _json_bytes(doc) -> bytes:
 
 def describe_model(model: str) -> tuple[str, str, list[str]]:
     """(name, sha256, classes) of a model, reading its card (and hashing the file if the card has none)."""
-    from ..data.cache import file_digest
+    from ..io import file_digest
     from ..zoo import resolve
 
     path, card = resolve(model)

@@ -119,7 +119,7 @@ def write_output(path: str | os.PathLike, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
         return
-    from ..data.cache import atomic_write
+    from ..io import atomic_write
 
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

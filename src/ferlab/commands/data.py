@@ -182,7 +182,7 @@ def write_grid(ds, out: str | Path, per_class: int = 8, seed: int = 0, augment: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..data.cache import atomic_write
+    from ..io import atomic_write
 
     picks = pick_per_class(ds, per_class, seed)
     aug_imgs = None

@@ -116,8 +116,8 @@ def _annotated_path(src: Path, root: Path | None, out_dir: Path, taken: set[Path
 def _write_image(dst: Path, image) -> None:
     import cv2
 
-    from ..data.cache import atomic_write
     from ..errors import FerlabError
+    from ..io import atomic_write
 
     ok, buf = cv2.imencode(dst.suffix, image, [cv2.IMWRITE_JPEG_QUALITY, 92] if dst.suffix in (".jpg", ".jpeg")
                            else [])
@@ -136,10 +136,10 @@ def _display(path: Path) -> str:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from ..data.cache import atomic_write
     from ..errors import FerlabError
     from ..imageio import read_image
     from ..inference.recognizer import Recognizer
+    from ..io import atomic_write
 
     if args.json == STDOUT and args.csv == STDOUT:
         raise FerlabError("--json - and --csv - cannot both go to stdout", "bad_option")

@@ -39,9 +39,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data.cache import atomic_write
     from ..errors import FerlabError
     from ..inference.video import process_video
+    from ..io import atomic_write
 
     if args.detector.strip().lower() in ("none", "whole", "whole-image"):
         raise FerlabError("--detector none makes no sense for a video (there would be nothing to track); "

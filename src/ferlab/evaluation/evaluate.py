@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ..calibration import softmax
 from ..errors import FerlabError
-from .calibration import softmax
 from .metrics import EvalResult, evaluate_predictions
 
 TTA_MODES = ("none", "flip", "tencrop")
@@ -270,7 +270,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "Pr
     cmd = command or _command(model, data, split, tta, out, labels if labels != _default_labels(m) else None,
                               clean_only)
     from .. import __version__
-    from ..data.cache import portable_path
+    from ..io import portable_path
 
     result.meta = {
         "model": m.name, "model_kind": "torch run" if m.kind == "run" else "ONNX",
@@ -315,7 +315,7 @@ def record_metrics_on_card(m: _Model, result: EvalResult, split: str, tta: str, 
     """Write the headline metrics into the ONNX model's card (``metrics[<split>_<tta>]``).
 
     Only the card JSON changes: its sha256 covers the .onnx file, which is untouched."""
-    from ..data.cache import atomic_write
+    from ..io import atomic_write
 
     if m.card_path is None:
         raise FerlabError("--record-card needs an ONNX model with a card")

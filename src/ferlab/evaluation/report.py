@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.cache import atomic_write
+from ..io import atomic_write
 from .metrics import EvalResult
 
 PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974",

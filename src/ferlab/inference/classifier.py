@@ -53,6 +53,6 @@ class OnnxClassifier:
         return np.concatenate(out).astype(np.float32)
 
     def predict_proba(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        from ..evaluation.calibration import softmax
+        from ..calibration import softmax
 
         return softmax(self.logits(faces, batch_size), self.temperature).astype(np.float32)

@@ -288,7 +288,7 @@ def plot_timeline(tracks: list[Track], classes: list[str], path: str | os.PathLi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..data.cache import atomic_write
+    from ..io import atomic_write
     from .draw import color_for
 
     shown = sorted([t for t in tracks if t.history], key=lambda t: -len(t.history))[:max_tracks]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from ..data.cache import atomic_write
 from ..errors import FerlabError
+from ..io import atomic_write
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:

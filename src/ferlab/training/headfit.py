@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.cache import atomic_write
+from ..io import atomic_write
 from .checkpoint import save_weights
 from .config import TrainConfig
 from .losses import class_weights, soft_cross_entropy

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import expected_calibration_error, reliability
+from ..calibration import expected_calibration_error, reliability
 
 ECE_BINS = 15
 

@@ -2,6 +2,18 @@
 
 from __future__ import annotations
 
+from ._options import (
+    MARGIN,
+    MIN_FACE,
+    PIXELS,
+    THREADS,
+    add_progress,
+    check_output,
+    float_in,
+    int_in,
+    progress_of,
+)
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("batch", help="recognise expressions in many images and videos: parallel, resumable, "
@@ -22,26 +34,26 @@ def add_parser(sub) -> None:
                    help="Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: a private local Ray)")
     p.add_argument("--runtime-env", default=None, metavar="JSON",
                    help='Ray runtime environment for the job\'s workers, e.g. \'{"env_vars": {"FERLAB_THREADS": "1"}}\'')
-    p.add_argument("--workers", type=int, default=None,
+    p.add_argument("--workers", type=int_in(1, 4096), default=None,
                    help="local: processes (default: all cores; 1 = this process); ray: actors (default: "
                         "cluster CPUs - 1)")
     p.add_argument("--model", default="default", help="bundled model name or .onnx path")
     p.add_argument("--detector", default=None, help="face detector (as for predict; default: predict's default)")
-    p.add_argument("--min-face", type=int, default=None, metavar="PX", help="smallest face to find (40 px)")
-    p.add_argument("--max-side", type=int, default=None, metavar="PX", help="detect on frames shrunk to this side")
-    p.add_argument("--margin", type=float, default=None, help="face-crop margin (default: the model card's)")
+    p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX", help="smallest face to find (40 px)")
+    p.add_argument("--max-side", type=PIXELS, default=None, metavar="PX", help="detect on frames shrunk to this side")
+    p.add_argument("--margin", type=MARGIN, default=None, help="face-crop margin (default: the model card's)")
     p.add_argument("--on-no-face", default="skip", choices=["skip", "whole"],
                    help="images where no face is found: no row (skip, default) or classify the whole image")
-    p.add_argument("--video-fps", type=float, default=None, metavar="F",
+    p.add_argument("--video-fps", type=float_in(0, 1000, lo_open=True), default=None, metavar="F",
                    help="frames of video sampled per second (default: every frame)")
-    p.add_argument("--segment-seconds", type=float, default=60.0, metavar="S",
+    p.add_argument("--segment-seconds", type=float_in(0, 86_400, lo_open=True), default=60.0, metavar="S",
                    help="videos are split into segments of this length, spread over the workers (60)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per task (32)")
-    p.add_argument("--part-inputs", type=int, default=1000, metavar="N",
+    p.add_argument("--batch-size", type=int_in(1, 4096), default=32, help="images per task (32)")
+    p.add_argument("--part-inputs", type=int_in(1), default=1000, metavar="N",
                    help="commit a part (data files + manifest record) every N finished inputs (1000) ...")
-    p.add_argument("--flush-seconds", type=float, default=60.0, metavar="S", help="... or every S seconds (60)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per worker (default 1 in a pool)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--flush-seconds", type=float_in(0, 86_400, lo_open=True), default=60.0, metavar="S", help="... or every S seconds (60)")
+    p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads per worker (default 1 in a pool)")
+    add_progress(p, default=True, aliases=("-q", "--quiet"))  # -q/--quiet: the old spelling of --no-progress
     p.set_defaults(func=run)
 
 
@@ -49,6 +61,8 @@ def run(args) -> int:
     import sys
 
     from ..batch import run as batch_run
+
+    check_output(args.out, "--out", folder=True)
 
     inputs, lists = [], list(args.list)
     for a in args.inputs:
@@ -71,7 +85,7 @@ def run(args) -> int:
             raise FerlabError("--runtime-env must be a JSON object")
     s = batch_run(inputs, args.out, runtime_env=runtime_env, engine=args.engine, workers=args.workers, address=args.address,
                   format=args.format, list_files=lists, batch_size=args.batch_size, part_inputs=args.part_inputs,
-                  flush_seconds=args.flush_seconds, progress=not args.quiet, model=args.model,
+                  flush_seconds=args.flush_seconds, progress=progress_of(args), model=args.model,
                   detector=args.detector, min_face=args.min_face, max_side=args.max_side, margin=args.margin,
                   on_no_face=args.on_no_face, video_fps=args.video_fps,
                   segment_seconds=args.segment_seconds, threads=args.threads)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ferlab.cli import main
+from ferlab.models.weights import load_state_dict
 from ferlab.training import load_config, train
-from ferlab.training.checkpoint import load_state_dict
 
 torch.set_num_threads(1)
 TINY = ["model=fernet_fast", "batch_size=32", "amp=none", "threads=1"]

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from ferlab.cli import main
 from ferlab.errors import FerlabError
+from ferlab.models.weights import load_state_dict
 from ferlab.training import TrainConfig, load_config, train
-from ferlab.training.checkpoint import load_state_dict
 from ferlab.training.losses import class_weights, mix_batch, multi_target_loss, soft_cross_entropy
 from ferlab.training.schedule import Plateau, lr_at
 

@@ -1,4 +1,8 @@
-"""The one registry of models: ``create_model(name, num_classes=7, in_chans=1, **options)``."""
+"""The one registry of models: ``create_model(name, num_classes=7, in_chans=1, **options)``.
+
+A leaf, as in timm: the model files import ``register_model`` and ``ferlab.models`` (the package) imports the
+families, so importing anything under ``ferlab.models`` registers every architecture; this module imports
+no model file."""
 
 from __future__ import annotations
 
@@ -31,18 +35,11 @@ def register_model(name: str, description: str = "", family: str = ""):
     return deco
 
 
-def _load_all() -> None:
-    # importing the modules runs their @register_model decorators
-    from . import fernet, literature  # noqa: F401
-
-
 def list_models() -> list[str]:
-    _load_all()
     return sorted(_REGISTRY)
 
 
 def model_entry(name: str) -> ModelEntry:
-    _load_all()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import FerlabError
+from .weights import load_state_dict
 
 FREEZE_MODES = ("none", "backbone", "all_but_head_and_stem")
 STEM_MODES = ("sum", "mean")
@@ -218,8 +219,6 @@ def load_pretrained(model: nn.Module, path: str | Path, stem: str = "sum", stric
     ``stem``: how RGB first-conv kernels become one grey channel (``sum``: the same response to a grey
     image replicated to RGB, ``mean``).  The head is skipped when its shape differs.  Missing or
     mismatched tensors raise ``FerlabError``, and so do unused ones unless ``strict=False``."""
-    from ..training.checkpoint import load_state_dict
-
     if stem not in STEM_MODES:
         raise FerlabError(f"unknown stem adaptation {stem!r}; choose {' or '.join(STEM_MODES)}")
     path = Path(path)

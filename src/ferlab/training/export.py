@@ -23,7 +23,7 @@ import yaml
 from ..errors import FerlabError
 from ..io import atomic_write, file_digest
 from ..models import count_macs, count_params
-from .checkpoint import load_state_dict
+from ..models.weights import load_state_dict
 from .config import TrainConfig
 from .trainer import NORM_MEAN, NORM_STD, build_model
 

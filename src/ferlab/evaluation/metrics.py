@@ -3,7 +3,10 @@
 ``evaluate_predictions(y_true, probs, classes)`` returns an ``EvalResult`` with accuracy (and a bootstrap
 95% interval), top-k accuracy, balanced accuracy, per-class precision / recall / F1 / support with their
 macro and weighted averages, the confusion matrix, one-vs-rest ROC curves with per-class, micro and macro
-AUC, expected calibration error with its reliability bins, and the negative log-likelihood.
+AUC, one-vs-rest precision-recall curves with per-class, micro and macro average precision, per-class 95%
+bootstrap intervals of recall and F1, the accuracy-against-coverage curve of selective prediction (keep the
+most confident predictions) with the confidence thresholds that reach 90% and 95% accuracy, expected
+calibration error with its reliability bins, and the negative log-likelihood.
 
 Conventions (those of scikit-learn, which the tests compare against):
 
@@ -12,7 +15,17 @@ Conventions (those of scikit-learn, which the tests compare against):
 - balanced accuracy and the macro averages are means over the classes present in ``y_true``; the weighted
   averages weight by support (so absent classes weigh nothing);
 - the AUC of a class absent from ``y_true`` (or the only class present) is NaN with a note; the macro AUC
-  is the mean over the classes where it is defined, the micro AUC pools every (sample, class) pair.
+  is the mean over the classes where it is defined, the micro AUC pools every (sample, class) pair;
+- average precision is scikit-learn's ``average_precision_score``: the step-wise sum
+  ``sum_n (R_n - R_{n-1}) P_n`` over the distinct scores (no interpolation), undefined (NaN) for a class absent
+  from ``y_true``; macro AP is the mean over the classes where it is defined, micro AP pools the pairs;
+- bootstrap intervals are 2.5 / 97.5 percentiles over resamples of the rows (fixed seed); a per-class interval
+  uses the resamples that contain the class;
+- selective prediction keeps the predictions whose top probability is at least a threshold ``t``: coverage is
+  the kept share, selective accuracy the accuracy on the kept rows.  Every distinct confidence is a
+  threshold; ties are kept or dropped together.  The threshold reported for a target accuracy is the lowest
+  one (largest coverage) whose selective accuracy reaches it on at least ``MIN_KEPT`` kept rows (a handful of
+  confident rows that happen to be right prove nothing), or ``None`` (not reached).
 
 No scikit-learn is needed: the ``[inference]`` install can evaluate ONNX models.
 """
@@ -28,6 +41,9 @@ import numpy as np
 from ..calibration import expected_calibration_error, reliability
 
 ECE_BINS = 15
+SELECTIVE_TARGETS = (0.90, 0.95)                # accuracies whose confidence threshold is reported
+COVERAGE_POINTS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.1)   # coverages of the selective-accuracy table
+MIN_KEPT = 30  # a target accuracy counts as reached only on at least this many kept rows (or all of them)
 
 
 def _clean(x: Any) -> Any:
@@ -72,6 +88,12 @@ class EvalResult:
     nll: float
     bootstrap: int = 0
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% intervals of other metrics
+    class_ci: dict[str, np.ndarray] = field(default_factory=dict)  # "recall"/"f1" -> (C, 2) 95% intervals
+    pr: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # class/"micro" -> (recall, precision)
+    ap: np.ndarray | None = None          # (C,) average precision, NaN where undefined
+    ap_micro: float = float("nan")
+    ap_macro: float = float("nan")
+    selective: dict[str, Any] = field(default_factory=dict)  # see selective_prediction()
     clean_accuracy: float | None = None   # accuracy on test rows with no pixel-identical copy in Training
     clean_n: int | None = None
     notes: list[str] = field(default_factory=list)
@@ -103,7 +125,10 @@ class EvalResult:
     def to_dict(self, curves: bool = True) -> dict[str, Any]:
         per_class = {
             c: {"precision": self.precision[i], "recall": self.recall[i], "f1": self.f1[i],
-                "support": int(self.support[i]), "auc": self.auc[i]}
+                "support": int(self.support[i]), "auc": self.auc[i],
+                "average_precision": self.ap[i] if self.ap is not None else None,
+                **{f"{m}_ci95": (list(self.class_ci[m][i]) if not np.isnan(self.class_ci[m][i]).any() else None)
+                   for m in ("recall", "f1") if m in self.class_ci}}
             for i, c in enumerate(self.classes)
         }
         d: dict[str, Any] = {
@@ -118,6 +143,9 @@ class EvalResult:
             "confusion_matrix_normalized": np.round(self.confusion_normalized, 4),
             "auc": {"micro": self.auc_micro, "macro": self.auc_macro,
                     **{c: self.auc[i] for i, c in enumerate(self.classes)}},
+            "average_precision": None if self.ap is None else {
+                "micro": self.ap_micro, "macro": self.ap_macro, **{c: self.ap[i] for i, c in enumerate(self.classes)}},
+            "selective": _selective_summary(self.selective),
             "ece": self.ece, "ece_bins": len(self.reliability["count"]), "nll": self.nll,
             "reliability": {"edges": np.round(self.reliability["edges"], 4),
                             "confidence": np.round(self.reliability["confidence"], 4),
@@ -131,6 +159,15 @@ class EvalResult:
             grid = np.linspace(0, 1, 101)
             d["roc"] = {"fpr": grid, **{k: (np.round(np.interp(grid, f, t), 4) if not np.isnan(f).any() else None)
                                         for k, (f, t) in self.roc.items()}}
+            if self.pr:  # precision of the highest threshold that reaches each recall of a fixed grid
+                d["pr"] = {"recall": grid, **{k: (np.round(_precision_at_recall(r, p, grid), 4)
+                                                 if not np.isnan(r).any() else None)
+                                              for k, (r, p) in self.pr.items()}}
+            if self.selective:  # selective accuracy and threshold on a fixed coverage grid
+                cov, acc, thr = (self.selective[k] for k in ("coverage", "accuracy", "threshold"))
+                j = _first_reaching(cov, grid[1:])
+                d["selective_curve"] = {"coverage": grid[1:], "accuracy": np.round(acc[j], 4),
+                                        "threshold": np.round(thr[j], 4), "coverage_kept": np.round(cov[j], 4)}
         if self.meta:
             d["meta"] = self.meta
         return _clean(d)
@@ -176,6 +213,109 @@ def auc_from_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
+def precision_recall_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision-recall curve of binary labels ``y`` (bool) against ``score``: (recall, precision, threshold)
+    at every distinct score, highest threshold first (recall non-decreasing).  NaN arrays when ``y`` holds no
+    positive."""
+    y = np.asarray(y, bool)
+    score = np.asarray(score, np.float64)
+    if not y.any():
+        nan = np.array([np.nan])
+        return nan, nan, nan
+    order = np.argsort(-score, kind="mergesort")
+    s, yy = score[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
+    tps = np.cumsum(yy)[last].astype(np.float64)
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return recall, precision, s[last]
+
+
+def average_precision(y: np.ndarray, score: np.ndarray) -> float:
+    """Average precision (scikit-learn's definition): sum over thresholds of (R_n - R_{n-1}) P_n; NaN with no
+    positive."""
+    recall, precision, _ = precision_recall_curve(y, score)
+    if np.isnan(recall).any():
+        return float("nan")
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _precision_at_recall(recall: np.ndarray, precision: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Precision of the first (highest-threshold) point of the curve whose recall reaches each grid value."""
+    return precision[_first_reaching(recall, grid)]
+
+
+def _first_reaching(x: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Index of the first element of non-decreasing ``x`` that is >= each grid value (the last if none)."""
+    return np.minimum(np.searchsorted(x, grid - 1e-12, side="left"), len(x) - 1)
+
+
+def selective_prediction(y_true: np.ndarray, probs: np.ndarray, targets: tuple[float, ...] = SELECTIVE_TARGETS,
+                         min_kept: int = MIN_KEPT) -> dict[str, Any]:
+    """Accuracy against coverage when only predictions with top probability >= a threshold are kept.
+
+    Returns ``coverage``, ``accuracy``, ``threshold`` and ``kept`` (arrays, one point per distinct confidence,
+    most confident first, so coverage rises to 1), ``area`` (the mean selective accuracy over coverage, the
+    area under the curve), ``targets``: {accuracy: {threshold, coverage, accuracy, kept, accuracy_lower95}, or
+    None when no threshold keeping at least ``min_kept`` rows (all rows if fewer) reaches it}
+    (``accuracy_lower95``: the Wilson lower bound of the accuracy on the kept
+    rows, small when few rows are kept) and ``at_coverage``: {coverage: {accuracy, threshold, coverage, kept}}
+    for the smallest kept set covering at least each of ``COVERAGE_POINTS``."""
+    y = np.asarray(y_true)
+    p = np.asarray(probs, np.float64)
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(np.float64)
+    order = np.argsort(-conf, kind="mergesort")
+    c, ok = conf[order], correct[order]
+    n = len(c)
+    last = np.r_[np.flatnonzero(np.diff(c)), n - 1]
+    kept = last + 1
+    accuracy = np.cumsum(ok)[last] / kept
+    coverage = kept / n
+    # area under the step curve: every row adds the selective accuracy of the set it joins
+    area = float(np.sum(np.diff(np.r_[0, kept]) * accuracy) / n)
+    out: dict[str, Any] = {"coverage": coverage, "accuracy": accuracy, "threshold": c[last], "kept": kept,
+                           "area": area, "n": n, "min_kept": min(int(min_kept), n), "targets": {}, "at_coverage": {}}
+    for t in targets:
+        hit = np.flatnonzero((accuracy >= t - 1e-12) & (kept >= min(int(min_kept), n)))
+        if len(hit):
+            j = int(hit[-1])
+            out["targets"][float(t)] = {"threshold": float(c[last][j]), "coverage": float(coverage[j]),
+                                        "accuracy": float(accuracy[j]), "kept": int(kept[j]),
+                                        "accuracy_lower95": wilson_lower(accuracy[j], int(kept[j]))}
+        else:
+            out["targets"][float(t)] = None
+    for cv in COVERAGE_POINTS:
+        j = int(_first_reaching(coverage, np.array([cv]))[0])
+        out["at_coverage"][float(cv)] = {"accuracy": float(accuracy[j]), "threshold": float(c[last][j]),
+                                         "coverage": float(coverage[j]), "kept": int(kept[j])}
+    return out
+
+
+def wilson_lower(p: float, n: int, z: float = 1.96) -> float:
+    """Lower end of the Wilson score interval (95% by default) of a proportion ``p`` observed on ``n`` rows:
+    how sure an accuracy measured on few kept rows is."""
+    if n <= 0:
+        return float("nan")
+    d = 1 + z * z / n
+    centre = p + z * z / (2 * n)
+    return float((centre - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / d)
+
+
+def _selective_summary(sel: dict[str, Any]) -> dict[str, Any] | None:
+    """The JSON part of ``selective_prediction`` (the full curve goes to ``selective_curve``)."""
+    if not sel:
+        return None
+    return {
+        "area_under_accuracy_coverage": sel["area"],
+        "thresholds": {f"accuracy_{round(100 * t)}": (dict(hit) if hit else "not reached")
+                       for t, hit in sel["targets"].items()},
+        "at_coverage": {f"{round(100 * cv)}%": dict(row) for cv, row in sel["at_coverage"].items()},
+        "rule": "keep a prediction when its top probability >= threshold; coverage = share kept; a target "
+                f"accuracy counts as reached on at least {sel['min_kept']} kept rows",
+    }
+
+
 def _prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-class precision, recall, F1, support from a confusion matrix (..., C, C) (leading batch dims ok)."""
     tp = np.diagonal(cm, axis1=-2, axis2=-1).astype(np.float64)
@@ -192,7 +332,8 @@ def _prf(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 def _bootstrap(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, n_boot: int, seed: int,
                chunk: int = 250) -> dict[str, np.ndarray]:
-    """Accuracy, balanced accuracy and macro F1 of ``n_boot`` resamples (with replacement) of the rows.
+    """Accuracy, balanced accuracy and macro F1 (``n_boot``,) and per-class recall and F1 (``n_boot``, C; NaN
+    where a resample holds no row of the class) of ``n_boot`` resamples (with replacement) of the rows.
 
     Vectorised: each resample is reduced to its confusion matrix with one ``bincount``."""
     rng = np.random.default_rng(seed)
@@ -211,12 +352,21 @@ def _bootstrap(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int, n_boot:
         acc = np.trace(cm, axis1=1, axis2=2) / n
         bal = np.nansum(np.where(present, recall, 0), axis=1) / present.sum(axis=1)
         mf1 = np.nansum(np.where(present, f1, 0), axis=1) / present.sum(axis=1)
-    return {"accuracy": acc, "balanced_accuracy": bal, "macro_f1": mf1}
+    return {"accuracy": acc, "balanced_accuracy": bal, "macro_f1": mf1, "class_recall": recall, "class_f1": f1}
 
 
 def _interval(samples: np.ndarray) -> tuple[float, float]:
     lo, hi = np.nanpercentile(samples, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def _class_intervals(samples: np.ndarray) -> np.ndarray:
+    """(B, C) resampled values -> (C, 2) percentile intervals; NaN for a class with no finite resample."""
+    out = np.full((samples.shape[1], 2), np.nan)
+    ok = np.isfinite(samples).any(axis=0)
+    if ok.any():
+        out[ok] = np.nanpercentile(samples[:, ok], [2.5, 97.5], axis=0).T
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- main
@@ -250,8 +400,8 @@ def evaluate_predictions(y_true, probs, classes, bootstrap: int = 1000, seed: in
     present = support > 0
     absent = [c for c, s in zip(classes, present) if not s]
     if absent:
-        notes.append(f"class(es) absent from the labels: {', '.join(absent)}: their recall, F1 and AUC are "
-                     f"undefined (null) and left out of balanced accuracy and the macro averages")
+        notes.append(f"class(es) absent from the labels: {', '.join(absent)}: their recall, F1, AUC and average "
+                     f"precision are undefined (null) and left out of balanced accuracy and the macro averages")
     accuracy = float(np.trace(cm) / n)
     balanced = float(recall[present].mean())
     macro = {"precision": float(precision[present].mean()), "recall": balanced, "f1": float(f1[present].mean())}
@@ -275,14 +425,28 @@ def evaluate_predictions(y_true, probs, classes, bootstrap: int = 1000, seed: in
     auc_micro = auc_from_curve(fpr_m, tpr_m)
     auc_macro = float(np.nanmean(auc)) if (~np.isnan(auc)).any() else float("nan")
 
+    pr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    ap = np.full(k, np.nan)
+    for i, c in enumerate(classes):
+        rec, prec, _ = precision_recall_curve(onehot[:, i], p[:, i])
+        pr[c] = (rec, prec)
+        ap[i] = average_precision(onehot[:, i], p[:, i])
+    rec_m, prec_m, _ = precision_recall_curve(onehot.ravel(), p.ravel())
+    pr["micro"] = (rec_m, prec_m)
+    ap_micro = average_precision(onehot.ravel(), p.ravel())
+    ap_macro = float(np.nanmean(ap)) if (~np.isnan(ap)).any() else float("nan")
+    selective = selective_prediction(y, p)
+
     edges, conf, acc_bin, count = reliability(p, y, ece_bins)
     ece = expected_calibration_error(p, y, ece_bins)
     nll = float(-np.log(np.clip(p[np.arange(n), y], 1e-15, None)).mean())
 
     ci: dict[str, tuple[float, float]] = {}
+    class_ci: dict[str, np.ndarray] = {}
     acc_ci = None
     if bootstrap and bootstrap > 0:
         boot = _bootstrap(y, pred, k, int(bootstrap), seed)
+        class_ci = {"recall": _class_intervals(boot.pop("class_recall")), "f1": _class_intervals(boot.pop("class_f1"))}
         ci = {name: _interval(v) for name, v in boot.items()}
         acc_ci = ci["accuracy"]
     return EvalResult(
@@ -290,5 +454,6 @@ def evaluate_predictions(y_true, probs, classes, bootstrap: int = 1000, seed: in
         precision=precision, recall=recall, f1=f1, support=support.astype(np.int64), macro=macro,
         weighted=weighted, confusion=cm, roc=roc, auc=auc, auc_micro=auc_micro, auc_macro=auc_macro, ece=ece,
         reliability={"edges": edges, "confidence": conf, "accuracy": acc_bin, "count": count}, nll=nll,
-        bootstrap=int(bootstrap or 0), ci=ci, notes=notes,
+        bootstrap=int(bootstrap or 0), ci=ci, class_ci=class_ci, pr=pr, ap=ap, ap_micro=ap_micro, ap_macro=ap_macro,
+        selective=selective, notes=notes,
     )

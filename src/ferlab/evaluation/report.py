@@ -5,8 +5,11 @@
   metrics.json          every number of the ``EvalResult`` plus ``meta`` (model, data, split, TTA, command)
   confusion.png         confusion matrix, counts and row-normalised
   roc.png               one-vs-rest ROC curves with AUC
+  pr.png                one-vs-rest precision-recall curves with average precision and each class's count
+  selective.png         accuracy against coverage (keep the most confident predictions), with the
+                        confidence thresholds that reach 90% and 95% accuracy
   reliability.png       reliability diagram (accuracy vs confidence) with the confidence histogram
-  per_class.png         precision / recall / F1 per class
+  per_class.png         precision / recall / F1 per class, recall and F1 with their 95% bootstrap intervals
   samples.png           sample predictions and the most confident mistakes, "true / predicted (conf)"
   report.html           all of the above on one page that needs no other file
 
@@ -157,21 +160,99 @@ def plot_per_class(result: EvalResult) -> bytes:
     x = np.arange(k)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.95 * k + 1.5), 4.6))
     w = 0.26
-    for j, (name, vals) in enumerate((("precision", result.precision), ("recall", result.recall),
-                                      ("F1", result.f1))):
+    for j, (name, vals, key) in enumerate((("precision", result.precision, None), ("recall", result.recall, "recall"),
+                                           ("F1", result.f1, "f1"))):
         v = np.nan_to_num(vals.astype(float), nan=0.0)
+        ci = result.class_ci.get(key) if key else None
         bars = ax.bar(x + (j - 1) * w, v, width=w, color=PALETTE[j], label=name)
-        for b, val in zip(bars, vals):
+        top = v.copy()
+        if ci is not None and np.isfinite(ci).any():
+            ok = np.isfinite(ci).all(axis=1) & np.isfinite(vals.astype(float))
+            lo, hi = np.clip(v - ci[:, 0], 0, None), np.clip(ci[:, 1] - v, 0, None)
+            ax.errorbar((x + (j - 1) * w)[ok], v[ok], yerr=[lo[ok], hi[ok]], fmt="none", ecolor="#333333",
+                        elinewidth=0.9, capsize=2)
+            top = np.where(ok, np.fmax(v, ci[:, 1]), v)
+        for b, val, t in zip(bars, vals, top):
             if np.isfinite(val):
-                ax.text(b.get_x() + b.get_width() / 2, b.get_height() + 0.01, f"{val:.2f}", ha="center",
+                ax.text(b.get_x() + b.get_width() / 2, t + 0.01, f"{val:.2f}", ha="center",
                         va="bottom", fontsize=6.5, rotation=90)
     ax.axhline(result.accuracy, color="#444444", ls="--", lw=1, zorder=0, label=f"accuracy {result.accuracy:.3f}")
     ax.set_xticks(x, [f"{c}\n(n={s})" for c, s in zip(result.classes, result.support)])
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.18)
     ax.set_ylabel("score")
-    ax.set_title("Per-class precision, recall and F1")
+    ax.set_title("Per-class precision, recall and F1" + (f" (whiskers: 95% CI, {result.bootstrap} bootstrap)"
+                                                         if result.class_ci else ""))
     ax.legend(ncols=4, fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def plot_pr(result: EvalResult) -> bytes:
+    """One-vs-rest precision-recall curves of every class, with AP, count and share (the chance level)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.2, 4.9))
+    n = max(result.n, 1)
+    for i, c in enumerate(result.classes):
+        color = PALETTE[i % len(PALETTE)]
+        sup = int(result.support[i])
+        rec, prec = result.pr.get(c, (np.array([np.nan]), None))
+        if np.isnan(rec).any():
+            ax.plot([], [], color=color, label=f"{c}: AP n/a (n={sup})")
+            continue
+        # the curve starts at recall 0 with the precision of the most confident point
+        ax.step(np.r_[0.0, rec], np.r_[prec[0], prec], where="pre", color=color, lw=1.5,
+                label=f"{c}: AP {result.ap[i]:.3f} (n={sup}, {100 * sup / n:.1f}%)")
+        ax.plot([0, 1], [sup / n] * 2, color=color, lw=0.8, ls=(0, (1, 3)), alpha=0.8)
+    if "micro" in result.pr and not np.isnan(result.pr["micro"][0]).any():
+        rec, prec = result.pr["micro"]
+        ax.step(np.r_[0.0, rec], np.r_[prec[0], prec], where="pre", color="black", lw=2, ls=":",
+                label=f"micro-average: AP {result.ap_micro:.3f}")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.03)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_title(f"One-vs-rest precision-recall (mean AP {result.ap_macro:.3f})")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return _png(fig)
+
+
+def plot_selective(result: EvalResult) -> bytes:
+    """Accuracy of the kept predictions against the share kept, with the thresholds reaching the targets."""
+    plt = _plt()
+    sel = result.selective
+    cov, acc, thr = sel["coverage"], sel["accuracy"], sel["threshold"]
+    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    ax.step(np.r_[0.0, cov], np.r_[acc[0], acc], where="pre", color=PALETTE[0], lw=2,
+            label=f"accuracy of the kept predictions (area {sel['area']:.3f})")
+    ax.axhline(result.accuracy, color="#777777", ls="--", lw=1, label=f"accuracy on all {result.n}: "
+                                                                       f"{100 * result.accuracy:.1f}%")
+    ax2 = ax.twinx()
+    ax2.plot(cov, thr, color="#8C8C8C", lw=1, ls="-.", label="confidence threshold (right axis)")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_ylabel("confidence threshold (top probability)", color="#666666")
+    ax2.spines["right"].set_visible(True)
+    lo = min(float(np.min(acc)), result.accuracy)
+    for (target, hit), color in zip(sorted(sel["targets"].items()), (GOOD, PALETTE[4], PALETTE[3])):
+        ax.axhline(target, color=color, lw=0.8, ls=":")
+        if hit is None:
+            ax.text(0.99, target, f"{100 * target:.0f}% not reached", color=color, ha="right", va="bottom",
+                    fontsize=8)
+            continue
+        ax.plot([hit["coverage"]], [hit["accuracy"]], "o", color=color, ms=6, zorder=5)
+        # right of the point and above the target line: the curve falls below it there
+        ax.annotate(f"{100 * target:.0f}%: confidence ≥ {hit['threshold']:.2f} keeps {100 * hit['coverage']:.1f}% "
+                    f"({hit['kept']})", (hit["coverage"], target), textcoords="offset points", xytext=(10, 3),
+                    fontsize=8, color=color, va="bottom")
+    ax.set_xlim(0, 1.01)
+    ax.set_ylim(max(0.0, lo - 0.05), 1.01)
+    ax.set_xlabel("coverage (share of images kept, most confident first)")
+    ax.set_ylabel("accuracy of the kept predictions")
+    ax.set_title("Selective prediction: accuracy against coverage")
+    ax.grid(alpha=0.3)
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, loc="lower left", fontsize=8, frameon=False)
     return _png(fig)
 
 
@@ -233,6 +314,7 @@ table{border-collapse:collapse;background:#fff;border:1px solid #d0d7de;font-siz
 th,td{padding:5px 10px;border-bottom:1px solid #eaeef2;text-align:right} th{background:#f6f8fa}
 td:first-child,th:first-child{text-align:left} .meta td{text-align:left;font-family:ui-monospace,monospace;
  font-size:.92em;word-break:break-all} .meta td:first-child{font-family:inherit;color:#59636e;white-space:nowrap}
+.ci{color:#59636e;font-size:.85em}
 .bar{display:inline-block;height:8px;background:#4C72B0;border-radius:2px;vertical-align:middle;margin-left:6px}
 figure{margin:0;background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:10px}
 figure img{max-width:100%;height:auto;display:block;margin:0 auto}
@@ -254,8 +336,17 @@ def _img(data: bytes, alt: str, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
+def _ci_txt(ci: np.ndarray | None, i: int) -> str:
+    """' (lo-hi)' in percent for class i of a (C, 2) interval array, '' when there is none."""
+    if ci is None or not np.isfinite(ci[i]).all():
+        return ""
+    return f'<span class="ci"> {100 * ci[i, 0]:.0f}-{100 * ci[i, 1]:.0f}</span>'
+
+
 def _class_table(result: EvalResult) -> str:
     norm = result.confusion_normalized
+    rec_ci, f1_ci = result.class_ci.get("recall"), result.class_ci.get("f1")
+    ap = result.ap if result.ap is not None else np.full(len(result.classes), np.nan)
     rows = []
     for i, c in enumerate(result.classes):
         off = norm[i].copy()
@@ -266,14 +357,44 @@ def _class_table(result: EvalResult) -> str:
         bar = f'<span class="bar" style="width:{60 * rec:.0f}px"></span>' if np.isfinite(rec) else ""
         rows.append(
             f"<tr><td>{html.escape(c)}</td><td>{int(result.support[i])}</td><td>{_fmt(result.precision[i])}</td>"
-            f"<td>{_fmt(rec)}{bar}</td><td>{_fmt(result.f1[i])}</td><td>{_fmt(result.auc[i], pct=False)}</td>"
+            f"<td>{_fmt(rec)}{_ci_txt(rec_ci, i)}{bar}</td><td>{_fmt(result.f1[i])}{_ci_txt(f1_ci, i)}</td>"
+            f"<td>{_fmt(ap[i], pct=False)}</td><td>{_fmt(result.auc[i], pct=False)}</td>"
             f"<td>{html.escape(confused)}</td></tr>")
     for name, d in (("macro average", result.macro), ("weighted average", result.weighted)):
+        macro = name.startswith("macro")
         rows.append(f"<tr><th>{name}</th><th>{result.n}</th><th>{_fmt(d['precision'])}</th>"
                     f"<th>{_fmt(d['recall'])}</th><th>{_fmt(d['f1'])}</th>"
-                    f"<th>{_fmt(result.auc_macro, pct=False) if name.startswith('macro') else ''}</th><th></th></tr>")
-    return ("<table><tr><th>class</th><th>support</th><th>precision</th><th>recall</th><th>F1</th>"
+                    f"<th>{_fmt(result.ap_macro, pct=False) if macro else ''}</th>"
+                    f"<th>{_fmt(result.auc_macro, pct=False) if macro else ''}</th><th></th></tr>")
+    ci_head = (" <span class='ci'>(95% CI)</span>" if result.class_ci else "")
+    return ("<table><tr><th>class</th><th>support</th><th>precision</th>"
+            f"<th>recall{ci_head}</th><th>F1{ci_head}</th><th>average precision</th>"
             "<th>AUC (one-vs-rest)</th><th>most confused with</th></tr>" + "".join(rows) + "</table>")
+
+
+def _selective_table(result: EvalResult) -> str:
+    sel = result.selective
+    parts = []
+    for target, hit in sorted(sel["targets"].items()):
+        if hit is None:
+            j = int(np.searchsorted(sel["kept"], sel["min_kept"]))
+            parts.append(f"<li><b>{100 * target:.0f}% accuracy: not reached</b> at any confidence threshold "
+                         f"that keeps at least {sel['min_kept']} images (the {int(sel['kept'][j])} most confident "
+                         f"are {100 * sel['accuracy'][j]:.1f}% right).</li>")
+        else:
+            parts.append(
+                f"<li><b>{100 * target:.0f}% accuracy</b>: keep predictions with confidence ≥ "
+                f"<b>{hit['threshold']:.3f}</b>; that keeps {100 * hit['coverage']:.1f}% of the images "
+                f"({hit['kept']} of {sel['n']}), {100 * hit['accuracy']:.1f}% right (95% lower bound "
+                f"{100 * hit['accuracy_lower95']:.1f}%).</li>")
+    rows = "".join(
+        f"<tr><td>{100 * cv:.0f}%</td><td>{row['kept']}</td><td>{row['threshold']:.3f}</td>"
+        f"<td>{_fmt(row['accuracy'])}</td></tr>"
+        for cv, row in sel["at_coverage"].items())
+    return (f"<div><ul>{''.join(parts)}</ul><p>Area under the curve {sel['area']:.3f} (mean accuracy over "
+            "coverage; 1 = every kept prediction right). Thresholds chosen on this split are optimistic on others."
+            "</p><table><tr><th>coverage</th><th>images kept</th><th>confidence ≥</th><th>accuracy</th></tr>"
+            f"{rows}</table></div>")
 
 
 def _calibration_table(result: EvalResult) -> str:
@@ -321,10 +442,15 @@ def render_html(result: EvalResult, title: str, plots: dict[str, bytes], meta: d
     cards += [
         _card("top-2 accuracy", _fmt(r.top_k.get(2))), _card("top-3 accuracy", _fmt(r.top_k.get(3))),
         _card("macro AUC", _fmt(r.auc_macro, pct=False), f"micro {_fmt(r.auc_micro, pct=False)}"),
+        _card("mean average precision", _fmt(r.ap_macro, pct=False), f"micro {_fmt(r.ap_micro, pct=False)}"),
         _card("ECE", _fmt(r.ece, pct=False), f"{len(r.reliability['count'])} bins"),
         _card("NLL", _fmt(r.nll, pct=False), "mean -log p(true class)"),
         _card("samples", str(r.n), f"{len(r.classes)} classes"),
     ]
+    for target, hit in sorted((r.selective or {}).get("targets", {}).items()):
+        cards.append(_card(f"{100 * target:.0f}% accuracy at", f"conf ≥ {hit['threshold']:.2f}" if hit else
+                           "not reached", f"keeps {100 * hit['coverage']:.1f}% of images" if hit else
+                           "at any confidence threshold"))
     conf_txt = ", ".join(f"{t} → {p} {n} ({100 * s:.0f}%)" for t, p, n, s in r.top_confusions(5))
     sub = " · ".join(str(meta[k]) for k in ("model", "split", "tta") if meta.get(k) is not None)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in r.notes)
@@ -343,9 +469,20 @@ def render_html(result: EvalResult, title: str, plots: dict[str, bytes], meta: d
              "shaded by the share of the true class."),
         "<div class='grid2' style='margin-top:14px'>",
         _img(plots["per_class"], "per-class scores", "Precision, recall and F1 per class (n = support); dashed "
-             "line: overall accuracy."),
+             "line: overall accuracy" + ("; whiskers: 95% bootstrap intervals of recall and F1, wide where a class "
+                                        "has few images." if r.class_ci else ".")),
         _img(plots["roc"], "ROC curves", "One-vs-rest ROC curve of every class and the micro-average."),
-        "</div><h2>Calibration</h2><div class='grid2'>",
+        "</div>",
+        *(("<h2>Precision-recall</h2>", _img(plots["pr"], "precision-recall curves",
+           "One-vs-rest precision-recall curve of every class with its average precision, test count n and share; "
+           "the dotted line of each colour is that share, the precision of guessing. Rare classes have ragged "
+           "curves: few images decide them.")) if "pr" in plots else ()),
+        *(("<h2>Selective prediction</h2><div class='grid2'>",
+           _img(plots["selective"], "accuracy against coverage",
+                "Keep only the predictions whose top probability reaches a threshold: accuracy of the kept ones "
+                "(left axis) against the share kept; grey dash-dot: the threshold (right axis)."),
+           _selective_table(r), "</div>") if "selective" in plots else ()),
+        "<h2>Calibration</h2><div class='grid2'>",
         _img(plots["reliability"], "reliability diagram", "Accuracy per confidence bin against the mean confidence "
              "of the bin; a calibrated model follows the diagonal. Below: how many predictions fall in each bin."),
         _calibration_table(r), "</div>",
@@ -378,6 +515,8 @@ def write_report(out_dir: str | os.PathLike, result: EvalResult, images: np.ndar
         "roc": plot_roc(result),
         "reliability": plot_reliability(result),
         "per_class": plot_per_class(result),
+        **({"pr": plot_pr(result)} if result.pr else {}),
+        **({"selective": plot_selective(result)} if result.selective else {}),
         "samples": plot_samples(np.asarray(images), y_true, probs, classes),
     }
     for name, data in plots.items():

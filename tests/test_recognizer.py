@@ -351,3 +351,16 @@ def test_annotate_draws_without_touching_the_input(rec, astro_bgr):
     tiny_img = np.zeros((20, 30, 3), np.uint8)
     assert annotate(tiny_img, [Face((0, 0, 30, 20), "happy", 0.9, probs, whole_image=True)]).shape == (20, 30, 3)
     assert color_for("something-new") == color_for("something-new")
+
+
+def test_annotate_keypoints_and_no_face_note(astro_bgr):
+    from ferlab.inference.draw import annotate
+
+    blank = np.zeros((200, 300, 3), np.uint8)
+    assert annotate(blank, []).sum() == 0
+    noted = annotate(blank, [], note="no face found")
+    assert noted[:40, :200].sum() > 0 and noted[100:].sum() == 0  # a banner at the top left only
+    f = Face((100, 50, 60, 60), "happy", 0.9, {"happy": 0.9, "sad": 0.1},
+             keypoints=((115, 70), (145, 70), (130, 85), (130, 100), (100, 75), (160, 75)))
+    out = annotate(blank, [f], bars=False)
+    assert out[70, 115].sum() > 0 and out[100, 130].sum() > 0  # eyes and mouth marked

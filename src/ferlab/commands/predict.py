@@ -205,7 +205,8 @@ def run(args) -> int:
         if out_dir is not None:
             from ..inference.draw import annotate
 
-            _write_image(_annotated_path(path, root, out_dir, taken), annotate(img, faces))
+            _write_image(_annotated_path(path, root, out_dir, taken),
+                         annotate(img, faces, note="no face found" if status == "no face found" else None))
 
     n_bad = len(failed) + len(problems)
     if not results:

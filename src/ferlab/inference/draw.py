@@ -47,8 +47,11 @@ def _ink(bg: tuple[int, int, int]) -> tuple[int, int, int]:
     return (0, 0, 0) if 0.114 * b + 0.587 * g + 0.299 * r > 140 else (255, 255, 255)
 
 
-def annotate(image: np.ndarray, faces: Sequence, bars: bool = True, copy: bool = True) -> np.ndarray:
-    """Draw ``faces`` (``Face`` objects or their dicts) on a BGR (or grey) uint8 image."""
+def annotate(image: np.ndarray, faces: Sequence, bars: bool = True, copy: bool = True,
+             note: str | None = None) -> np.ndarray:
+    """Draw ``faces`` (``Face`` objects or their dicts) on a BGR (or grey) uint8 image: box, label,
+    probability bars and, from BlazeFace, the eye / nose / mouth keypoints.  ``note`` (e.g. "no face
+    found") is written in a banner at the top left when there are no faces."""
     import cv2
 
     img = np.asarray(image)
@@ -58,6 +61,10 @@ def annotate(image: np.ndarray, faces: Sequence, bars: bool = True, copy: bool =
         img = img.copy()
     H, W = img.shape[:2]
     base = max(H, W)
+    if not faces and note:
+        scale = float(np.clip(base / 900.0, 0.45, 1.4))
+        _text(img, note, (10, 10 + int(24 * scale)), scale, (255, 255, 255), max(1, int(round(scale * 1.6))),
+              bg=(60, 60, 60))
     for f in faces:
         d = f if isinstance(f, dict) else f.to_dict()
         x, y, w, h = (int(v) for v in d["box"])
@@ -77,6 +84,8 @@ def annotate(image: np.ndarray, faces: Sequence, bars: bool = True, copy: bool =
             ty = y - 6 if y - 6 - 24 * scale > 0 else y + h + int(24 * scale)
             _text(img, text, (x + 2, ty), scale, _ink(col), thick, bg=col)
             bx, by = x + w + 6, y
+        for kx, ky in (d.get("keypoints") or [])[:4]:  # eyes, nose tip, mouth centre
+            cv2.circle(img, (int(round(kx)), int(round(ky))), max(2, thick), col, -1, cv2.LINE_AA)
         if bars and probs:
             _bars(img, probs, bx, by, scale, anchor_w=w if not whole else 0, box_x=x)
     return img

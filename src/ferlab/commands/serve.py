@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
                    help="concurrent inferences (default: CPU cores, at most 4)")
     p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads per inference")
     p.add_argument("--every", type=int_in(1, 1000), default=3,
-                   help="live stream: full face detection every N frames, tracking in between (default 3)")
+                   help="live stream with a slow detector (haar): full detection every N frames, tracking in "
+                        "between (default 3; blazeface detects on every frame)")
     p.add_argument("--smoothing", type=SMOOTHING, default=0.6,
                    help="live stream: weight of the past in each face's probability average (default 0.6)")
     p.add_argument("--max-body-mb", type=float_in(0, 1024, lo_open=True), default=10.0,

@@ -20,6 +20,8 @@ Also, ``--kills N``: SIGKILL ``ferlab predict --json --csv`` at random moments N
 output is either absent or complete (valid JSON / CSV), and that the next run leaves no temporary behind
 ("data lost" in the table of benchmarks/README.md).
 
+And ``ferlab predict`` on the audit's files (exit code, seconds, peak RSS; ``--no-audit`` skips it).
+
 Writes JSON with the counts, the slowest cases, the outcomes by exception kind, per-case time percentiles, peak
 RSS, the CPU (model and flags) and library versions.  ``tests/test_hardening_fuzz.py`` runs the same engine
 for a few hundred cases with a fixed seed.
@@ -339,19 +341,20 @@ def kill_test(kills: int, seed: int = 0) -> dict:
     and the next complete run must leave no temporary file."""
     rng = random.Random(seed)
     images = [str(p) for p in sorted((ROOT / "examples").glob("*.*")) if p.suffix in (".jpg", ".png")]
-    lost, orphans_before_sweep = 0, 0
+    lost, orphans_before_sweep, completed = 0, 0, 0
     ferlab = [sys.executable, "-m", "ferlab.cli"]
     with tempfile.TemporaryDirectory() as d:
         out_json, out_csv = Path(d) / "r.json", Path(d) / "r.csv"
+        t0 = time.perf_counter()
         full = subprocess.run([*ferlab, "predict", *images, "--model", "fast", "--json", str(out_json), "--csv",
                                str(out_csv), "-q"], capture_output=True, timeout=300, cwd=ROOT)
+        t_full = time.perf_counter() - t0  # kills land in the last 40% of a run, where the outputs are written
         assert full.returncode in (0, 1), full.stderr
-        t_full = 1.0
         for _ in range(kills):
             proc = subprocess.Popen([*ferlab, "predict", *images, "--model", "fast", "--json", str(out_json),
                                      "--csv", str(out_csv), "-q"], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, cwd=ROOT)
-            time.sleep(rng.uniform(0.2, 3.0) * t_full)
+            time.sleep(rng.uniform(0.6, 1.05) * t_full)
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             for p in (out_json, out_csv):
@@ -365,11 +368,54 @@ def kill_test(kills: int, seed: int = 0) -> dict:
                     except ValueError:
                         lost += 1
             orphans_before_sweep += len(list(Path(d).glob(".*.tmp")))
+            completed += proc.returncode == 0
         subprocess.run([*ferlab, "predict", *images, "--model", "fast", "--json", str(out_json), "--csv",
                         str(out_csv), "-q"], capture_output=True, timeout=300, cwd=ROOT)
         left = len(list(Path(d).glob(".*.tmp")))
-    return {"kills": kills, "outputs_lost_or_partial": lost, "temporaries_seen_after_kills": orphans_before_sweep,
+    return {"kills": kills, "finished_before_the_kill": completed, "seconds_per_full_run": round(t_full, 2),
+            "outputs_lost_or_partial": lost, "temporaries_seen_after_kills": orphans_before_sweep,
             "temporaries_left_after_next_run": left}
+
+
+# ------------------------------------------------------------------------------------- the audit's files
+_CLI_WITH_RSS = (
+    "import resource, sys, time\n"
+    "from ferlab.cli import main\n"
+    "t0 = time.perf_counter()\n"
+    "rc = main(sys.argv[1:])\n"
+    "print(f'@@ {rc} {time.perf_counter() - t0:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}')\n")
+
+
+def audit_cli() -> dict:
+    """``ferlab predict`` on the audit's files (a 207-byte 1x65535 PNG, a 631-byte-class 32769x1 JPEG, a
+    468-byte 400000x1 PNG, a 6300x6300 PNG): exit code, seconds, peak RSS of the whole process, stderr."""
+    from PIL import Image
+
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        files = {"png_1x65535": _grey_png(1, 65535), "png_400000x1": _grey_png(400000, 1),
+                 "png_6300x6300": _grey_png(6300, 6300)}
+        buf = io.BytesIO()
+        Image.new("L", (32769, 1), 128).save(buf, "JPEG")
+        files["jpeg_32769x1"] = buf.getvalue()
+        for name, data in files.items():
+            path = Path(d) / (name + (".jpg" if name.startswith("jpeg") else ".png"))
+            path.write_bytes(data)
+            r = subprocess.run([sys.executable, "-c", _CLI_WITH_RSS, "predict", str(path), "-q"],
+                               capture_output=True, text=True, timeout=900, cwd=ROOT)
+            tail = [line for line in r.stdout.splitlines() if line.startswith("@@ ")]
+            rc, secs, rss = tail[-1].split()[1:] if tail else (str(r.returncode), "nan", "0")
+            err = [line for line in r.stderr.strip().splitlines() if line]
+            out[name] = {"bytes": len(data), "exit_code": int(rc), "seconds": float(secs),
+                         "peak_rss_mb": round(int(rss) / 1024, 1), "stderr": err[-2:],
+                         "traceback": "Traceback" in r.stderr}
+    return out
+
+
+def _grey_png(w: int, h: int) -> bytes:
+    raw = (b"\x00" + b"\x80" * w) * h
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b""))
 
 
 # -------------------------------------------------------------------------------------------- machine
@@ -422,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-mb", type=float, default=1024, help="worker resident-memory budget (MB); the worker's "
                                                                 "address space is capped at 4x this")
     ap.add_argument("--kills", type=int, default=15, help="SIGKILL test runs (0: skip)")
+    ap.add_argument("--no-audit", action="store_true", help="skip `ferlab predict` on the audit's files")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fuzz.json"))
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -433,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
               **summary}
     if args.kills:
         result["kill_test"] = kill_test(args.kills, args.seed)
+    if not args.no_audit:
+        result["audit_cli"] = audit_cli()
     result["machine"] = machine()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -88,7 +88,7 @@ def example_frames() -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=200)
-    ap.add_argument("--detectors", default="haar,blazeface-short,blazeface-full")
+    ap.add_argument("--detectors", default="haar,blazeface,blazeface-short,blazeface-full")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "detect_quality.json"))
     args = ap.parse_args(argv)
     faces, labels, src = load_split("PrivateTest")

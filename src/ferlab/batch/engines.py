@@ -60,6 +60,7 @@ def local_results(units: list[Unit], options: BatchOptions, sha: str, workers: i
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    workers = min(workers, len(tasks))
     opts = dict(options.__dict__)
     if opts.get("threads") is None:
         opts["threads"] = 1  # one ONNX Runtime thread per worker: the processes fill the cores
@@ -67,6 +68,7 @@ def local_results(units: list[Unit], options: BatchOptions, sha: str, workers: i
                              initializer=_init_pool_worker, initargs=(opts, sha))
     pending: dict = {}
     it = iter(tasks)
+    finished = False
     try:
         while True:
             while len(pending) < 2 * workers:
@@ -87,10 +89,14 @@ def local_results(units: list[Unit], options: BatchOptions, sha: str, workers: i
                 except FerlabError as e:  # the model could not be loaded in the worker
                     raise FerlabError(f"worker: {e}") from None
                 yield from zip(t, res)
+        finished = True
     finally:
         for f in pending:
             f.cancel()
-        ex.shutdown(wait=True, cancel_futures=True)
+        if not finished:  # an error or Ctrl-C: do not wait for the tasks in flight (a video segment is long)
+            for proc in list(getattr(ex, "_processes", {}).values()):
+                proc.terminate()
+        ex.shutdown(wait=finished, cancel_futures=True)
 
 
 # -- Ray ---------------------------------------------------------------------------------------------------
@@ -239,6 +245,10 @@ def ray_results(units: list[Unit], options: BatchOptions, sha: str, workers: int
     ray = _import_ray()
     try:
         yield from _ray_job(ray, units, options, sha, workers, batch_size, info)
+    except (ray.exceptions.RayError, RuntimeError, ConnectionError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise FerlabError(f"the Ray job failed ({type(e).__name__}: {first}); the parts committed so far are kept "
+                          "and a re-run with the same --out resumes") from None
     finally:
         if owned:
             ray.shutdown()

@@ -87,6 +87,8 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [str(inputs)]
     model_name, sha, classes = describe_model(opts.model)
+    if address and engine != "ray":
+        raise FerlabError("--address is for --engine ray")
     if engine == "ray":
         from .engines import _import_ray, check_address
 

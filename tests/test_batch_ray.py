@@ -89,14 +89,14 @@ class LocalCluster:
                 time.sleep(0.5)
             print("NODES", sum(n["Alive"] for n in ray.nodes()), int(ray.cluster_resources().get("CPU", 0)))
         """)
-        r = subprocess.run([*self.prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+        r = subprocess.run([*self.prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=900,
                            env=self.env)
         assert "NODES 2 4" in r.stdout, (r.stdout, r.stderr[-2000:])
 
     def _ray_start(self, args: list[str], name: str) -> None:
         with open(self.logdir / f"ray_start_{name}.log", "w") as log:
             r = subprocess.run([*self.prefix, RAY, "start", *args], stdout=log, stderr=subprocess.STDOUT,
-                               env=self.env, timeout=300, start_new_session=True)
+                               env=self.env, timeout=900, start_new_session=True)
         assert r.returncode == 0, (self.logdir / f"ray_start_{name}.log").read_text()[-3000:]
 
     def pids(self, needle: str = "") -> list[int]:
@@ -136,7 +136,7 @@ class LocalCluster:
         return subprocess.Popen([*self.prefix, *FERLAB, *map(str, args)], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=self.env, **kw)
 
-    def run(self, *args, timeout=900) -> subprocess.CompletedProcess:
+    def run(self, *args, timeout=1800) -> subprocess.CompletedProcess:
         return run_cli(*args, timeout=timeout, env=self.env, prefix=self.prefix)
 
 
@@ -184,7 +184,7 @@ def test_two_node_job_matches_the_local_engine_exactly_once(cluster, big, tmp_pa
     assert len(_nodes(out)) == 2, "the actors should be spread over both nodes"
 
 
-def _wait_for_parts(out: Path, p: subprocess.Popen, n: int = 1, timeout: float = 600) -> None:
+def _wait_for_parts(out: Path, p: subprocess.Popen, n: int = 1, timeout: float = 1800) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and p.poll() is None:
         if len(list((out / "_manifest").glob("part-*.json"))) >= n:
@@ -210,7 +210,7 @@ def test_a_killed_ray_worker_does_not_stop_the_job(cluster, big, tmp_path):
         assert victims and p.poll() is None, "no actor to kill while the job ran"
         assert len(manifest_units(out)) < len(big["keys"])
         os.kill(victims[0], signal.SIGKILL)
-        _, err = p.communicate(timeout=900)
+        _, err = p.communicate(timeout=1800)
     finally:
         if p.poll() is None:
             p.kill()
@@ -250,7 +250,7 @@ def test_a_cluster_without_ferlab_is_one_line(cluster, big, tmp_path):
     (shadow / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'ferlab'\", name='ferlab')\n")
     env = json.dumps({"env_vars": {"PYTHONPATH": str(shadow.parent)}})
     out = tmp_path / "out"
-    r = cluster.run("batch", big["photos"], "--out", out, *RAY_ARGS, "--runtime-env", env, timeout=600)
+    r = cluster.run("batch", big["photos"], "--out", out, *RAY_ARGS, "--runtime-env", env, timeout=1800)
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("ferlab batch")]
     assert len(lines) == 1 and "lack ferlab" in lines[0] and "ferlab[scale]" in lines[0], r.stderr[-3000:]

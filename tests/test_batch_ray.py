@@ -84,7 +84,7 @@ class LocalCluster:
             import time
             import ray
             ray.init(address={ADDRESS!r}, logging_level="ERROR")
-            deadline = time.time() + 120
+            deadline = time.time() + 600
             while sum(n["Alive"] for n in ray.nodes()) < 2 and time.time() < deadline:
                 time.sleep(0.5)
             print("NODES", sum(n["Alive"] for n in ray.nodes()), int(ray.cluster_resources().get("CPU", 0)))
@@ -203,7 +203,7 @@ def test_a_killed_ray_worker_does_not_stop_the_job(cluster, big, tmp_path):
     try:
         _wait_for_parts(out, p)
         victims = []
-        deadline = time.time() + 120
+        deadline = time.time() + 600
         while not victims and time.time() < deadline and p.poll() is None:
             victims = cluster.pids("MapWorker")
             time.sleep(0.1)

@@ -400,3 +400,24 @@ def test_batch_without_torch(data, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "TORCH_LOADED False" in r.stdout
     check_exactly_once(out)
+
+
+@pytest.mark.parametrize("blocked, args, message", [
+    ("ray", ["--engine", "ray", "--address", "127.0.0.1:6379"], "needs the [scale] extra"),
+    ("pyarrow", [], "Parquet output needs pyarrow"),
+])
+def test_without_the_scale_extra_one_line(data, tmp_path, blocked, args, message):
+    """A machine without the [scale] packages: one line saying what to install, exit 2, nothing written."""
+    from test_no_torch import BLOCK_TORCH
+
+    block = BLOCK_TORCH.replace('"torch"', repr(blocked)).replace('"torch."', repr(blocked + "."))
+    out = tmp_path / "out"
+    code = block + textwrap.dedent(f"""
+        from ferlab.cli import main
+        sys.exit(main(["batch", {str(data['photos'])!r}, "--out", {str(out)!r}, "--model", {MODEL!r}, "-q",
+                       *{args!r}]))
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr and "ferlab[scale]" in r.stderr
+    assert not out.exists()

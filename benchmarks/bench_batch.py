@@ -223,7 +223,7 @@ def run_job(inputs: Path, workdir: Path, extra: list[str], prefix: list[str] = (
     stdout, stderr = p.communicate(timeout=1800)
     mem = mon.result()
     if p.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed: {stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed: {stderr[-2000:]}")
     s = json.loads((out / "_summary.json").read_text())
     shutil.rmtree(out.parent, ignore_errors=True)
     return {"seconds": s["seconds"], "units": s["processed"], "faces": s["faces"], "errors": s["errors"],
@@ -312,6 +312,7 @@ def main() -> None:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     cpu = cpu_info()
     print(f"CPU: {cpu['model']} x{cpu['logical_cpus']}, flags {cpu['flags']}, load {cpu['load_average_at_start']}")
+    failures: dict = {}
     with tempfile.TemporaryDirectory(prefix="ferlab-bench-batch-") as tmp:
         work = Path(tmp)
         data = make_data(work / "data", a.crops, a.photos, a.video_seconds)
@@ -319,11 +320,15 @@ def main() -> None:
                    "local_pool": measure("local pool", data, work, a.repeats, ["--workers", "2"])}
         if not a.no_ray:
             for name, cpus in (("ray_1_node", [3]), ("ray_2_nodes", [2, 2])):
-                with Cluster(cpus) as c:
-                    results[name] = measure(name.replace("_", " "), data, work, a.repeats,
-                                            ["--engine", "ray", "--address", f"127.0.0.1:{PORT}", "--workers", "2"],
-                                            prefix=c.prefix, env=c.env,
-                                            find_workers=lambda _pid, c=c: (lambda: c.pids("MapWorker")))
+                try:
+                    with Cluster(cpus) as c:
+                        results[name] = measure(name.replace("_", " "), data, work, a.repeats,
+                                                ["--engine", "ray", "--address", f"127.0.0.1:{PORT}", "--workers",
+                                                 "2"], prefix=c.prefix, env=c.env,
+                                                find_workers=lambda _pid, c=c: (lambda: c.pids("MapWorker")))
+                except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+                    print(f"{name}: failed: {e}", flush=True)
+                    failures[name] = str(e)[-1500:]
         stages = stage_times(data)
         print("stages (ms per item, 1 thread):", stages, flush=True)
     ratios = {}
@@ -340,7 +345,7 @@ def main() -> None:
                          "photos": f"{a.photos} 640x480 JPEG photos, one face each (decode + detect + classify)",
                          "video": f"one 640x480 25 fps mp4v video of {a.video_seconds:g} s, 2 s segments (frames/s)"},
            "goals": {"pool_vs_one_process": ">= 1.8 on 2 cores", "ray_vs_pool": ">= 0.8 on one machine"},
-           "results": results, "ratios": ratios, "stages_ms_one_thread": stages,
+           "results": results, "ratios": ratios, "stages_ms_one_thread": stages, "failures": failures,
            "notes": "time = the job's own seconds (start-up, model loading, inference, commits); median of "
                     f"{a.repeats} runs; memory = peak RSS of each pool worker / Ray actor process"}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -157,7 +157,7 @@ def connect(address: str | None, runtime_env: dict | None = None):
     return ray
 
 
-def probe_cluster(ray, timeout: float = 300.0) -> dict:
+def probe_cluster(ray, timeout: float | None = None) -> dict:
     """Run one small task on the cluster that imports what the workers need; a missing package is one line."""
 
     @ray.remote(num_cpus=0, max_retries=0)
@@ -175,6 +175,7 @@ def probe_cluster(ray, timeout: float = 300.0) -> dict:
 
     from ray.exceptions import GetTimeoutError, RayError
 
+    timeout = timeout or float(os.environ.get("FERLAB_RAY_PROBE_TIMEOUT", 900))
     try:
         info = ray.get(probe.remote(), timeout=timeout)
     except GetTimeoutError:

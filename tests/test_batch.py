@@ -214,6 +214,18 @@ def test_rerun_skips_what_is_done(data, reference, tmp_path):
     assert "0 input unit(s) processed" in r.stdout and "already done" in r.stderr
     assert labels(out) == before
     check_exactly_once(out)
+    # an input changed since it was processed (mtime here): reported, and no second set of rows for it
+    photo = data["photos"] / "astronaut.jpg"
+    st = photo.stat()
+    try:
+        os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        r = run_cli("batch", data["root"], "--out", out, "--model", MODEL, "--segment-seconds", 1, "-q")
+    finally:
+        os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert r.returncode == 0, r.stderr
+    assert "changed since they were processed" in r.stderr and "astronaut.jpg" in r.stderr
+    assert labels(out) == before
+    check_exactly_once(out)
 
 
 def test_driver_killed_then_resumed_exactly_once(data, reference, tmp_path):

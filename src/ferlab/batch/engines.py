@@ -271,7 +271,9 @@ def _ray_job(ray, units, options, sha, workers, batch_size, info) -> Iterator[tu
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     items = [{"task": json.dumps([u.to_dict() for u in t])} for t in tasks]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    # one block per task up to a few per actor and then some (a block is Ray Data's unit of scheduling;
+    # hundreds of thousands of blocks would cost more than they balance)
+    ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(8 * n_actors, 256)))
     ds = ds.map_batches(RayTaskMapper, fn_constructor_kwargs={"options": dict(options.__dict__), "sha": sha},
                         batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
                         batch_format="numpy")

@@ -202,14 +202,19 @@ class OutputStore:
     # -- resuming ------------------------------------------------------------------------------------------
     def split_todo(self, units: list[Unit]) -> tuple[list[Unit], int, list[str]]:
         """(units still to do, number already done, sources changed since they were done)."""
+        seen: dict[str, tuple] = {}
+        for rec in self.done.values():
+            seen.setdefault(rec["source"], (rec.get("size"), rec.get("mtime_ns")))
         todo, n_done, changed = [], 0, []
         for u in units:
-            rec = self.done.get(u.key)
-            if rec is None:
+            old = seen.get(u.source)
+            if u.key in self.done:
+                n_done += 1
+            elif old is None or old == (u.size, u.mtime_ns):
                 todo.append(u)
                 continue
-            n_done += 1
-            if (rec.get("size"), rec.get("mtime_ns")) != (u.size, u.mtime_ns) and u.source not in changed:
+            # a source with rows from an earlier version of the file: no new rows for it (they would mix)
+            if old is not None and old != (u.size, u.mtime_ns) and u.source not in changed:
                 changed.append(u.source)
         return todo, n_done, changed
 

@@ -12,8 +12,8 @@ def add_parser(sub) -> None:
     p.add_argument("--data", default="../shared/datasets/fer2013/fer2013.csv.gz", help="dataset (FER2013 CSV)")
     p.add_argument("--split", default="Training", help="the student's training split (never PrivateTest)")
     p.add_argument("--labels", default="fer2013", help="label mode, as in the recipe")
-    p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="tencrop",
-                   help="views the teachers average (default tencrop)")
+    p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="flip",
+                   help="views the teachers average (default flip)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 

@@ -11,7 +11,9 @@ import os
 
 import numpy as np
 
+from ..calibration import softmax
 from ..errors import FerlabError
+from ..zoo import resolve
 
 
 class OnnxClassifier:
@@ -20,7 +22,6 @@ class OnnxClassifier:
     def __init__(self, model: str | os.PathLike = "default", threads: int | None = None, calibrated: bool = True):
         import onnxruntime as ort
 
-        from ..zoo import resolve
 
         self.path, self.card = resolve(model)
         self.name = self.card.get("name", str(model))
@@ -28,7 +29,8 @@ class OnnxClassifier:
         self.input_size: int = int(self.card["input_size"])
         self.temperature: float = float(self.card.get("temperature", 1.0)) if calibrated else 1.0
         so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or int(os.environ.get("FERLAB_THREADS", 0)) or min(os.cpu_count() or 1, 4)
+        self.threads = threads or int(os.environ.get("FERLAB_THREADS", 0)) or min(os.cpu_count() or 1, 4)
+        so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
@@ -53,6 +55,4 @@ class OnnxClassifier:
         return np.concatenate(out).astype(np.float32)
 
     def predict_proba(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        from ..calibration import softmax
-
         return softmax(self.logits(faces, batch_size), self.temperature).astype(np.float32)

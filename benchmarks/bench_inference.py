@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from ferlab.data.fer2013 import load_fer2013_csv  # noqa: E402
+from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.inference.classifier import OnnxClassifier  # noqa: E402
 from ferlab.inference.detect import iou  # noqa: E402
 from ferlab.inference.recognizer import Recognizer  # noqa: E402
@@ -330,10 +330,7 @@ def main(argv=None) -> int:
         "what": "ferlab inference speed and a comparison with the fer package, same machine, same images, one run",
         "command": "python benchmarks/bench_inference.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": {
-            "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "opencv": cv2.__version__,
-            "onnxruntime": __import__("onnxruntime").__version__, "threads": args.threads,
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
+            **machine_info(args.threads), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
         "data": {"file": Path(args.data).name, "split": "PrivateTest", "images": int(len(images))},
         "quick": args.quick,
     }

@@ -249,9 +249,10 @@ def run_cases(master_seed: int, start: int, stop: int, case_timeout: float = 10.
     records = []
     for i in range(start, stop):
         name, data = case_bytes(master_seed, i, corpus)
+        c0 = time.process_time()
         outcome, detail, seconds = runner.run(i, data)
         rec = {"i": i, "seed": name, "bytes": len(data), "outcome": outcome, "detail": detail,
-               "s": round(seconds, 5), "rss_mb": round(rss_mb(), 1)}
+               "s": round(seconds, 5), "cpu_s": round(time.process_time() - c0, 5), "rss_mb": round(rss_mb(), 1)}
         records.append(rec)
         if report:
             report(rec)

@@ -147,25 +147,26 @@ _BUDGET_SCRIPT = textwrap.dedent("""
     rec = Recognizer("fast", threads=1)
     rec.predict(bytes(open(sys.argv[2], "rb").read()))  # warm up: model loaded, first inference done
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         faces = rec.predict(data)
         result = f"{len(faces)} faces"
     except FerlabError as e:
         result = f"FerlabError {e.kind}"
-    seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-    print(json.dumps({"seconds": seconds, "grown_mb": grown, "result": result}))
+    print(json.dumps({"cpu_s": cpu, "wall_s": time.perf_counter() - t0, "grown_mb": grown, "result": result}))
 """)
 
 
 def _budget(tmp_path, data: bytes) -> dict:
-    """Time and peak-RSS growth of ``Recognizer.predict(data)`` in a fresh process (model already loaded)."""
+    """CPU time (all threads: what the work costs, whatever else the machine runs) and peak-RSS growth of
+    ``Recognizer.predict(data)`` in a fresh process (model already loaded)."""
     src, warm = tmp_path / "input.bin", tmp_path / "warm.png"
     src.write_bytes(data)
     warm.write_bytes(noise_image(64, 48, "PNG"))
     out = subprocess.run([sys.executable, "-c", _BUDGET_SCRIPT, str(src), str(warm)], capture_output=True,
-                         text=True, timeout=600)
+                         text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -175,14 +176,14 @@ def test_strip_budget_in_a_subprocess(tmp_path, w, h):
     """The 207-byte 1x65535 PNG took 115 s and 4.2 GB; the 468-byte 400000x1 one crashed OpenCV."""
     r = _budget(tmp_path, strip_png(w, h))
     assert r["result"].startswith("FerlabError"), r
-    assert r["seconds"] < 10 and r["grown_mb"] < 200, r
+    assert r["cpu_s"] < 10 and r["grown_mb"] < 200, r
 
 
 def test_accepted_strip_at_the_shape_limit_budget(tmp_path):
     """The most elongated accepted image (16384 x 328): bounded by the output, not padded to 16384^2."""
     r = _budget(tmp_path, strip_png(MAX_SIDE, -(-MAX_SIDE // MAX_ASPECT)))
     assert r["result"].endswith("faces"), r
-    assert r["seconds"] < 20 and r["grown_mb"] < 300, r
+    assert r["cpu_s"] < 20 and r["grown_mb"] < 300, r
 
 
 def test_near_cap_png_budget(tmp_path):
@@ -191,7 +192,7 @@ def test_near_cap_png_budget(tmp_path):
     assert len(data) < 200_000
     r = _budget(tmp_path, data)
     assert r["result"].endswith("faces"), r
-    assert r["seconds"] < 30 and r["grown_mb"] < 400, r
+    assert r["cpu_s"] < 30 and r["grown_mb"] < 400, r
 
 
 def test_near_cap_jpeg_budget(tmp_path):
@@ -199,7 +200,7 @@ def test_near_cap_jpeg_budget(tmp_path):
     2 MP copy; colour costs about 10 bytes a pixel (imageio's stated budget), grey about 3."""
     r = _budget(tmp_path, noise_image(6300, 6300, "JPEG"))
     assert r["result"].endswith("faces"), r
-    assert r["seconds"] < 30 and r["grown_mb"] < 500, r
+    assert r["cpu_s"] < 30 and r["grown_mb"] < 500, r
 
 
 #: found by benchmarks/fuzz_images.py (seed 0, case 275): a 150-byte PNG claiming 6300 x 6300 whose IDAT is a

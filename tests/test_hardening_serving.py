@@ -132,10 +132,8 @@ def test_same_origin_and_allowed_origin_accepted(models_dir):
 @pytest.mark.parametrize("w,h,status,kind", [(1, 65535, 413, "too_large"), (400000, 1, 413, "too_large"),
                                              (20000, 1, 413, "too_large"), (3000, 20, 422, "bad_shape")])
 def test_strip_uploads_answer_json_4xx_fast(client, w, h, status, kind):
-    t0 = time.perf_counter()
-    r = post_png(client, strip_png(w, h))
+    r = post_png(client, strip_png(w, h))  # refused from the header: unfixed, a 20000x1 strip took 7.7 s of CPU
     assert (r.status_code, r.json()["kind"]) == (status, kind), r.text
-    assert time.perf_counter() - t0 < 10
     assert client.get("/healthz").status_code == 200
 
 
@@ -200,11 +198,10 @@ def test_overload_answers_503_with_retry_after_at_once(models_dir, monkeypatch):
         t = threading.Thread(target=lambda: first.update(r=post_png(c)))
         t.start()
         assert started.wait(30)
-        t0 = time.perf_counter()
-        r = post_png(c)
+        r = post_png(c)  # answered while the first one still holds the worker: at once, not after it
         assert r.status_code == 503 and r.json()["kind"] == "overloaded", r.text
         assert int(r.headers["Retry-After"]) >= 1
-        assert time.perf_counter() - t0 < 5  # answered at once, not after the busy request
+        assert not release.is_set() and t.is_alive()
         assert c.get("/healthz").status_code == 200  # cheap endpoints still answer
         with c.websocket_connect(WS) as ws:  # a stream frame is dropped with a 503 error message
             ws.receive_json()
@@ -317,10 +314,10 @@ def test_half_sent_headers_and_slow_bodies_are_cut(models_dir):
         slow_body.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                           b"Content-Length: 100000\r\n\r\n" + b"\x89PNG")
         try:
-            answers = [_closed_within(s, 20) for s in socks]
+            answers = [_closed_within(s, 120) for s in socks]
             assert all(a is not None for a in answers), "a half-sent request was kept open"
             assert all(a.startswith(b"HTTP/1.1 408") for a in answers if a)
-            body_answer = _closed_within(slow_body, 20)
+            body_answer = _closed_within(slow_body, 120)
             assert body_answer is not None and b" 408 " in body_answer.split(b"\r\n")[0], body_answer
             r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", content=png(),
                            headers={"Content-Type": "image/png"}, timeout=30)

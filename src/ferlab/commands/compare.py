@@ -1,7 +1,8 @@
 """ferlab compare RUN_DIR... [--out table.csv|table.md]
 
-One row per training run: model, parameters, the config keys that differ between the runs, epochs, best
-epoch, validation accuracy and loss, test metrics of every evaluation found in the run directory
+One row per training run: model, parameters, the config keys that differ between the runs, epochs, the
+epoch whose weights the run kept (``model.safetensors``: the best validation accuracy or the lowest validation
+loss, as the run's ``select_metric`` says) with that epoch's validation accuracy and loss, test metrics of every evaluation found in the run directory
 (``RUN/eval*/metrics.json``, as ``ferlab evaluate RUN`` writes them, or ``RUN/metrics_*.json``), training
 time and images/s (from ``summary.json``, or from ``metrics.csv`` while a run is still going).
 """
@@ -19,7 +20,7 @@ from typing import Any
 from ._options import check_output
 
 COMMON = ("model", "params")
-TRAIN_COLS = ("epochs run", "best epoch", "val acc", "val loss")
+TRAIN_COLS = ("epochs run", "kept epoch", "selected by", "val acc", "val loss")
 TAIL = ("train min", "images/s")
 
 
@@ -115,16 +116,40 @@ def read_run(path: str | Path) -> dict[str, Any]:
     rec["model"] = summary.get("model", cfg.get("model"))
     rec["params"] = summary.get("params")
     if summary:
-        rec.update({"epochs run": summary.get("epochs_run"), "best epoch": summary.get("best_epoch_acc"),
-                    "val acc": summary.get("best_val_acc"), "val loss": summary.get("best_val_loss"),
+        epoch, by, acc, loss = selected_checkpoint(summary, rows)
+        rec.update({"epochs run": summary.get("epochs_run"), "kept epoch": epoch, "selected by": by,
+                    "val acc": acc, "val loss": loss,
                     "train min": summary.get("train_time_s", 0) / 60, "images/s": summary.get("images_per_s_median")})
-    elif rows:  # still training: what metrics.csv says so far
-        best = max(rows, key=lambda r: r.get("val_acc", -1))
+    elif rows:  # still training: the epoch the run would keep by its select_metric, from metrics.csv so far
+        by_loss = cfg.get("select_metric") == "val_loss"
+        best = (min(rows, key=lambda r: r.get("val_loss", math.inf)) if by_loss
+                else max(rows, key=lambda r: r.get("val_acc", -1)))
         ips = sorted(r.get("images_per_s", 0.0) for r in rows)
-        rec.update({"epochs run": len(rows), "best epoch": int(best.get("epoch", 0)), "val acc": best.get("val_acc"),
-                    "val loss": min(r.get("val_loss", math.inf) for r in rows),
+        rec.update({"epochs run": len(rows), "kept epoch": int(best.get("epoch", 0)),
+                    "selected by": "val loss" if by_loss else "val acc", "val acc": best.get("val_acc"),
+                    "val loss": best.get("val_loss"),
                     "train min": rows[-1].get("elapsed_s", 0) / 60, "images/s": ips[len(ips) // 2]})
     return rec
+
+
+def selected_checkpoint(summary: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[Any, str, Any, Any]:
+    """(epoch, "val acc" | "val loss" | "last", its validation accuracy, its validation loss) of the weights a
+    finished run kept.  Summaries written before ``selected_epoch`` existed are read through ``selected`` and
+    ``metrics.csv``."""
+    sel = summary.get("selected", "best_acc")
+    by = {"best_acc": "val acc", "best_loss": "val loss"}.get(sel, sel)
+    epoch = summary.get("selected_epoch")
+    if epoch is None:
+        epoch = {"best_acc": summary.get("best_epoch_acc"), "best_loss": summary.get("best_epoch_loss"),
+                 "last": summary.get("epochs_run")}.get(sel)
+    row = next((r for r in rows if epoch is not None and int(r.get("epoch", -1)) == int(epoch)), {})
+    acc = summary.get("selected_val_acc", row.get("val_acc"))
+    loss = summary.get("selected_val_loss", row.get("val_loss"))
+    if acc is None and sel == "best_acc":
+        acc = summary.get("best_val_acc")
+    if loss is None and sel == "best_loss":
+        loss = summary.get("best_val_loss")
+    return epoch, by, acc, loss
 
 
 # ----------------------------------------------------------------------------------------------- table

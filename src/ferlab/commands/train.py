@@ -37,7 +37,26 @@ def run(args) -> int:
         summary = train(cfg, out, progress=progress_of(args))
     if not summary:  # a non-main process of a torchrun (DDP) launch: rank 0 reports
         return 0
-    print(f"run {out}: best validation accuracy {summary['best_val_acc']:.4f} at epoch {summary['best_epoch_acc']} "
-          f"({summary['epochs_run']} epochs, {summary['train_time_s'] / 60:.1f} min, "
-          f"{summary['images_per_s_median']:.0f} images/s)")
+    print(f"run {out}: {selection_line(summary)} ({summary['epochs_run']} epochs, "
+          f"{summary['train_time_s'] / 60:.1f} min, {summary['images_per_s_median']:.0f} images/s)")
     return 0
+
+
+def selection_line(summary: dict) -> str:
+    """What model.safetensors holds: the selected epoch and its validation numbers (not the best-accuracy
+    epoch when the run selects by validation loss), with the best accuracy beside it when that differs."""
+    sel = summary.get("selected", "best_acc")
+    epoch = summary.get("selected_epoch")
+    acc, loss = summary.get("selected_val_acc"), summary.get("selected_val_loss")
+    if epoch is None:  # a summary written before selected_epoch existed
+        epoch = summary.get("best_epoch_loss") if sel == "best_loss" else summary.get("best_epoch_acc")
+        acc = summary.get("best_val_acc") if sel == "best_acc" else None
+        loss = summary.get("best_val_loss") if sel == "best_loss" else None
+    why = {"best_acc": "best validation accuracy", "best_loss": "lowest validation loss",
+           "last": "last epoch"}.get(sel, sel)
+    nums = ", ".join(t for t in (f"validation accuracy {acc:.4f}" if acc is not None else "",
+                                 f"loss {loss:.4f}" if loss is not None else "") if t)
+    line = f"kept epoch {epoch} ({why})" + (f": {nums}" if nums else "")
+    if summary.get("best_epoch_acc") not in (None, epoch):
+        line += f"; best validation accuracy {summary['best_val_acc']:.4f} was at epoch {summary['best_epoch_acc']}"
+    return line

@@ -88,7 +88,8 @@ def moving_frames(n: int) -> list[np.ndarray]:
 
 def classifier_throughput(model: str, crops: np.ndarray, threads: int, repeats: int) -> dict:
     clf = OnnxClassifier(model, threads=threads)
-    out = {"model": clf.name, "file": str(resolve(model)[0].name), "threads": threads, "faces_per_s": {}}
+    out = {"model": clf.name, "source": str(model), "file": str(resolve(model)[0].name), "threads": threads,
+           "macs": clf.card.get("macs"), "faces_per_s": {}}
     for bs in (1, 32, 256):
         n = min(len(crops), 256 if bs == 1 else 2048)
         batch = crops[:n]
@@ -170,7 +171,7 @@ def ferlab_accuracy(model: str, images: np.ndarray, labels: np.ndarray, threads:
         whole += f.whole_image
         api.append(rec.classes.index(f.label))
     api = np.array(api)
-    return {"model": clf.name, "images": int(len(images)),
+    return {"model": clf.name, "source": str(model), "images": int(len(images)),
             "tight_crops_accuracy": round(float((tight == labels).mean()), 4),
             "api_defaults_accuracy": round(float((api == labels).mean()), 4),
             "api_defaults_whole_image_fallback_rate": round(whole / len(images), 4)}

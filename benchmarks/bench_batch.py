@@ -313,11 +313,42 @@ def main() -> None:
     cpu = cpu_info()
     print(f"CPU: {cpu['model']} x{cpu['logical_cpus']}, flags {cpu['flags']}, load {cpu['load_average_at_start']}")
     failures: dict = {}
+    results: dict = {}
+    stages: dict = {}
+
+    def write(final: bool) -> None:
+        ratios = {}
+        for kind in ("crops", "photos", "video"):
+            if "one_process" not in results or "local_pool" not in results:
+                break
+            one, pool = results["one_process"][kind]["per_s"], results["local_pool"][kind]["per_s"]
+            ratios[kind] = {"pool_vs_one_process": round(pool / one, 2)}
+            for name in ("ray_1_node", "ray_2_nodes"):
+                if name in results:
+                    ratios[kind][f"{name}_vs_pool"] = round(results[name][kind]["per_s"] / pool, 2)
+        doc = {"benchmark": "batch inference throughput (ferlab batch)",
+               "command": "python benchmarks/bench_batch.py " + " ".join(sys.argv[1:]), "started": started,
+               "complete": final, "model": MODEL, "cpu": cpu,
+               "load_average_now": [round(x, 2) for x in os.getloadavg()], "versions": versions(),
+               "workloads": {"crops": f"{a.crops} 48x48 PNG crops from the FER2013 sample (decode + classify)",
+                             "photos": f"{a.photos} 640x480 JPEG photos, one face each (decode + detect + classify)",
+                             "video": f"one 640x480 25 fps mp4v video of {a.video_seconds:g} s, 2 s segments (frames/s)"},
+               "goals": {"pool_vs_one_process": ">= 1.8 on 2 cores", "ray_vs_pool": ">= 0.8 on one machine"},
+               "results": results, "ratios": ratios, "stages_ms_one_thread": stages, "failures": failures,
+               "notes": "time = the job's own seconds (start-up, model loading, inference, commits); median of "
+                        f"{a.repeats} run(s); memory = peak RSS of each pool worker / Ray actor process"}
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
+        if final:
+            print(json.dumps(ratios, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="ferlab-bench-batch-") as tmp:
         work = Path(tmp)
         data = make_data(work / "data", a.crops, a.photos, a.video_seconds)
-        results = {"one_process": measure("one process", data, work, a.repeats, ["--workers", "1"]),
-                   "local_pool": measure("local pool", data, work, a.repeats, ["--workers", "2"])}
+        results["one_process"] = measure("one process", data, work, a.repeats, ["--workers", "1"])
+        write(False)
+        results["local_pool"] = measure("local pool", data, work, a.repeats, ["--workers", "2"])
+        write(False)
         if not a.no_ray:
             for name, cpus in (("ray_1_node", [3]), ("ray_2_nodes", [2, 2])):
                 try:
@@ -329,28 +360,10 @@ def main() -> None:
                 except (RuntimeError, subprocess.SubprocessError, OSError) as e:
                     print(f"{name}: failed: {e}", flush=True)
                     failures[name] = str(e)[-1500:]
-        stages = stage_times(data)
+                write(False)
+        stages.update(stage_times(data))
         print("stages (ms per item, 1 thread):", stages, flush=True)
-    ratios = {}
-    for kind in ("crops", "photos", "video"):
-        one, pool = results["one_process"][kind]["per_s"], results["local_pool"][kind]["per_s"]
-        ratios[kind] = {"pool_vs_one_process": round(pool / one, 2)}
-        for name in ("ray_1_node", "ray_2_nodes"):
-            if name in results:
-                ratios[kind][f"{name}_vs_pool"] = round(results[name][kind]["per_s"] / pool, 2)
-    doc = {"benchmark": "batch inference throughput (ferlab batch)", "command": "python benchmarks/bench_batch.py "
-           + " ".join(sys.argv[1:]), "started": started, "model": MODEL, "cpu": cpu,
-           "load_average_at_end": [round(x, 2) for x in os.getloadavg()], "versions": versions(),
-           "workloads": {"crops": f"{a.crops} 48x48 PNG crops from the FER2013 sample (decode + classify)",
-                         "photos": f"{a.photos} 640x480 JPEG photos, one face each (decode + detect + classify)",
-                         "video": f"one 640x480 25 fps mp4v video of {a.video_seconds:g} s, 2 s segments (frames/s)"},
-           "goals": {"pool_vs_one_process": ">= 1.8 on 2 cores", "ray_vs_pool": ">= 0.8 on one machine"},
-           "results": results, "ratios": ratios, "stages_ms_one_thread": stages, "failures": failures,
-           "notes": "time = the job's own seconds (start-up, model loading, inference, commits); median of "
-                    f"{a.repeats} runs; memory = peak RSS of each pool worker / Ray actor process"}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(ratios, indent=1))
+    write(True)
     print(f"wrote {a.out}")
 
 

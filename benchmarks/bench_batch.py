@@ -176,12 +176,25 @@ class Cluster:
             for i, n in enumerate(self.cpus):
                 args = (["--head", "--port", str(PORT), "--include-dashboard", "false", "--temp-dir", self.temp]
                         if i == 0 else ["--address", f"127.0.0.1:{PORT}"])
-                subprocess.run([*self.prefix, RAY, "start", *args, "--num-cpus", str(n), *common], check=True,
-                               capture_output=True, env=self.env, timeout=300)
+                # `ray start` gives up after a fixed 30 s wait for its node to register, which a loaded
+                # machine can exceed although the node comes up: its exit code is not trusted, the cluster is
+                subprocess.run([*self.prefix, RAY, "start", *args, "--num-cpus", str(n), *common],
+                               capture_output=True, env=self.env, timeout=900)
+                self.wait_nodes(i + 1)
         except BaseException:
             self.__exit__()
             raise
         return self
+
+    def wait_nodes(self, n: int, timeout: float = 600) -> None:
+        code = (f"import time, ray; ray.init(address='127.0.0.1:{PORT}', logging_level='ERROR'); "
+                f"t = time.time() + {timeout}\n"
+                f"while sum(x['Alive'] for x in ray.nodes()) < {n} and time.time() < t: time.sleep(1)\n"
+                "print('NODES', sum(x['Alive'] for x in ray.nodes()))")
+        r = subprocess.run([*self.prefix, sys.executable, "-c", code], capture_output=True, text=True,
+                           env=self.env, timeout=timeout + 600)
+        if f"NODES {n}" not in r.stdout:
+            raise RuntimeError(f"the Ray cluster did not reach {n} node(s): {r.stdout[-300:]} {r.stderr[-800:]}")
 
     def pids(self, needle: str = "") -> list[int]:
         out = []

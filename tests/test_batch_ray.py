@@ -58,7 +58,10 @@ class LocalCluster:
         self.ns: str | None = None
         self.prefix: list[str] = []
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
-                    "RAY_BACKEND_LOG_LEVEL": "error"}
+                    "RAY_BACKEND_LOG_LEVEL": "error",
+                    # a starved machine must not make the GCS declare a live node dead (defaults: ~15-30 s)
+                    "RAY_health_check_period_ms": "10000", "RAY_health_check_timeout_ms": "60000",
+                    "RAY_health_check_failure_threshold": "30", "RAY_gcs_rpc_server_reconnect_timeout_s": "600"}
         self.temp_dir = f"/tmp/ferlab-ray-{os.getpid()}"
 
     def start(self) -> None:

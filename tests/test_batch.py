@@ -433,3 +433,15 @@ def test_without_the_scale_extra_one_line(data, tmp_path, blocked, args, message
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr and "ferlab[scale]" in r.stderr
     assert not out.exists()
+
+
+def test_a_second_job_on_the_same_folder_is_refused(data, tmp_path):
+    import fcntl
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running job holds it
+        r = run_cli("batch", data["photos"], "--out", out, "--model", MODEL, "-q")
+    assert r.returncode == 2 and "another ferlab batch job is writing" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]

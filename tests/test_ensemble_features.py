@@ -16,8 +16,10 @@ from ferlab.data import load_dataset
 from ferlab.ensemble import SoftVotingEnsemble, export_ensemble, normalize_weights, soft_vote
 from ferlab.errors import FerlabError
 from ferlab.inference.classifier import OnnxClassifier
-from ferlab.training import load_config, predict_logits, train
-from ferlab.training.export import export_run, load_run
+from ferlab.training import load_config, train
+from ferlab.training.build import load_run
+from ferlab.training.export import export_run
+from ferlab.training.forward import predict_logits
 
 torch.set_num_threads(1)
 
@@ -133,7 +135,8 @@ def test_ensemble_cli_evaluates_and_exports(runs, fer_sample, tmp_path, capsys, 
 
 
 def test_features_match_the_network_and_classifiers_run(runs, fer_sample, tmp_path, test_images):
-    from ferlab.features import extract_features, run_features
+    from ferlab.features import run_features
+    from ferlab.training.forward import extract_features
 
     model, _, cfg = load_run(runs[0])
     f = extract_features(model, test_images.images, cfg.input_size)

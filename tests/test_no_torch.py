@@ -90,3 +90,19 @@ def test_cli_help_without_torch():
     """)
     assert r.returncode == 0, r.stderr
     assert "HELP_OK" in r.stdout and "predict" in r.stdout
+
+
+def test_models_lists_the_bundled_models_without_torch():
+    r = _run("""
+        from ferlab.cli import main
+        rc = main(["models"])
+        assert rc == 0 and "torch" not in sys.modules
+    """)
+    assert r.returncode == 0, r.stderr
+    assert "ferlab[train]" in r.stdout and "default" in r.stdout, r.stdout
+    r = _run("""
+        from ferlab.cli import main
+        main(["models", "--json"])
+    """)
+    out = json.loads(r.stdout)
+    assert out["architectures"] == [] and out["bundled"] and "architectures_note" in out

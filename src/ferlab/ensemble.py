@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,7 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from .card import FACE_MARGIN, ModelCard, normalization
+from .data import load_dataset
 from .errors import FerlabError
+from .evaluation.evaluate import duplicate_mask, load_model, predict_probs
+from .evaluation.metrics import _clean, evaluate_predictions
+from .evaluation.report import write_report
+from .io import atomic_write, portable_path
+from .training.rundir import RunDir
 
 OPSET = 17
 
@@ -62,8 +68,6 @@ class SoftVotingEnsemble:
     """``SoftVotingEnsemble(["runs/a", "zoo.onnx"], weights=[2, 1]).predict_proba(faces_u8)``."""
 
     def __init__(self, members: Sequence[str | os.PathLike], weights: Sequence[float] | None = None):
-        from .evaluation.evaluate import load_model
-
         if not members:
             raise FerlabError("an ensemble needs at least one member (run directories or .onnx models)")
         self.sources = [str(m) for m in members]
@@ -78,8 +82,6 @@ class SoftVotingEnsemble:
         self.names = _unique_names([m.name for m in self.members], self.sources)
 
     def member_probas(self, images: np.ndarray, progress: bool = False) -> list[np.ndarray]:
-        from .evaluation.evaluate import predict_probs
-
         return [predict_probs(m, np.asarray(images), "none", progress=progress) for m in self.members]
 
     def predict_proba(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
@@ -111,7 +113,6 @@ def _eval_labels(trained: str) -> str:
 
 def _load_split(data, split: str, labels: str, classes: list[str]):
     """(images, labels as ids into ``classes``, dataset) of ``split``; rows of other classes are dropped."""
-    from .data import load_dataset
 
     votes = None
     if labels.startswith("ferplus"):
@@ -137,9 +138,6 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
                       command: str | None = None) -> dict[str, Any]:
     """Evaluate the ensemble and each member on ``split``; with ``out`` write the ensemble's report
     (metrics.json, plots, report.html) and ``ensemble.json`` (members side by side).  Returns that summary."""
-    from .evaluation.evaluate import duplicate_mask
-    from .evaluation.metrics import evaluate_predictions
-    from .io import portable_path
 
     t0 = time.time()
     ens = SoftVotingEnsemble(members, weights)
@@ -182,9 +180,6 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
                    "data": portable_path(data), "labels": labels, "split": split, "tta": "none", "n": result.n,
                    "command": cmd, "date": summary["date"]}
     if out:
-        from .evaluation.report import write_report
-        from .io import atomic_write
-
         out = Path(out)
         result.meta["seconds"] = round(time.time() - t0, 1)
         write_report(out, result, images, y, p, ens.classes,
@@ -196,8 +191,6 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
 
 
 def _json_safe(x):
-    from .evaluation.metrics import _clean
-
     return _clean({k: v for k, v in x.items() if k != "result"})
 
 
@@ -250,23 +243,9 @@ def _torch_module(ens: SoftVotingEnsemble):
 
 
 def _export_torch(ens: SoftVotingEnsemble, path: Path) -> None:
-    import warnings
+    from .training.export import export_module
 
-    import torch
-
-    from .io import atomic_write
-
-    module = _torch_module(ens)
-    dummy = torch.rand(2, 1, 48, 48) * 255
-
-    def write(tmp: str) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (dummy,), tmp, input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
-                              dynamo=False)
-
-    atomic_write(path, write)
+    export_module(_torch_module(ens), path)
 
 
 def merge_onnx(paths: Sequence[str | os.PathLike], weights: Sequence[float], temperatures: Sequence[float],
@@ -276,7 +255,6 @@ def merge_onnx(paths: Sequence[str | os.PathLike], weights: Sequence[float], tem
     import onnx
     from onnx import TensorProto, helper, numpy_helper, version_converter
 
-    from .io import atomic_write
 
     models = [onnx.load(str(p)) for p in paths]
 
@@ -339,6 +317,54 @@ def merge_onnx(paths: Sequence[str | os.PathLike], weights: Sequence[float], tem
     atomic_write(out, lambda tmp: onnx.save(model, tmp))
 
 
+def _export_graph(ens: SoftVotingEnsemble, onnx_path: Path) -> str:
+    """Write the ensemble's one ONNX graph; returns how it was built."""
+    from .training.export import export_onnx
+
+    if all(m.kind == "run" for m in ens.members):
+        _export_torch(ens, onnx_path)
+        return "torch module wrapping the members' Preprocessed wrappers"
+    with tempfile.TemporaryDirectory(prefix="ferlab-ens-") as tmp:
+        paths = []
+        for i, m in enumerate(ens.members):
+            if m.kind == "run":
+                p = Path(tmp) / f"member{i}.onnx"
+                export_onnx(m.handle, p, crop=m.input_size)
+                paths.append(p)
+            else:
+                paths.append(m.path)
+        merge_onnx(paths, ens.weights, [m.temperature for m in ens.members], onnx_path)
+    return "member ONNX graphs joined with onnx"
+
+
+def _member_entry(name: str, src, m, w: float) -> dict[str, Any]:
+    """A member's entry on the ensemble's card: its source, weight, temperature, size and training."""
+
+    entry: dict[str, Any] = {"name": name, "source": portable_path(src), "kind": m.kind, "weight": round(float(w), 6),
+                             "temperature": round(float(m.temperature), 4),
+                             "architecture": m.info.get("architecture")}
+    if m.kind == "run":
+        from .models import count_macs, count_params
+        from .training.export import pretraining
+
+        entry["params"] = count_params(m.handle)
+        entry["macs"] = count_macs(m.handle, m.input_size)
+        entry["crop"] = m.input_size
+        cfg = RunDir(m.path).read_config_dict()
+        entry["training"] = {"data": Path(cfg.get("data", "")).name, "labels": cfg.get("labels"),
+                             "train_split": cfg.get("train_split"), "val_split": cfg.get("val_split"),
+                             "balance": cfg.get("balance"), "class_weights": cfg.get("class_weights"),
+                             "initialised_from": pretraining(cfg.get("init"))}
+    else:
+        card = m.card or {}
+        entry["params"] = card.get("params")
+        entry["macs"] = card.get("macs")
+        entry["crop"] = card.get("crop_inside_graph", card.get("input_size"))
+        entry["sha256"] = card.get("sha256")
+        entry["training"] = card.get("training")
+    return entry
+
+
 def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike,
                     weights: Sequence[float] | None = None, name: str | None = None, calibrate: bool = True,
                     data: str | os.PathLike | None = None, val_split: str = "PublicTest",
@@ -347,8 +373,7 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
     """Export the ensemble as one ONNX graph (``out``: .onnx path or folder) with its model card; returns
     the card.  ``calibrate`` fits the ensemble's temperature on ``val_split`` of ``data`` (default: the
     first run member's training data); never on PrivateTest."""
-    from .io import portable_path
-    from .training.export import FACE_MARGIN, calibrate_card, export_onnx, finish_card, pretraining
+    from .training.export import calibrate_card
 
     if val_split == "PrivateTest":
         raise FerlabError("PrivateTest is for the final report only: fit the ensemble's temperature on "
@@ -358,80 +383,36 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
     name = name or "ensemble"
     onnx_path = out / f"{name}.onnx" if out.suffix != ".onnx" else out
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    runs = [m for m in ens.members if m.kind == "run"]
-    if len(runs) == len(ens.members):
-        _export_torch(ens, onnx_path)
-        how = "torch module wrapping the members' Preprocessed wrappers"
-    else:
-        with tempfile.TemporaryDirectory(prefix="ferlab-ens-") as tmp:
-            paths = []
-            for i, m in enumerate(ens.members):
-                if m.kind == "run":
-                    p = Path(tmp) / f"member{i}.onnx"
-                    export_onnx(m.handle, p, crop=m.input_size)
-                    paths.append(p)
-                else:
-                    paths.append(m.path)
-            merge_onnx(paths, ens.weights, [m.temperature for m in ens.members], onnx_path)
-        how = "member ONNX graphs joined with onnx"
-    member_cards = []
-    params = macs = 0
-    for mname, src, m, w in zip(ens.names, ens.sources, ens.members, ens.weights):
-        entry: dict[str, Any] = {"name": mname, "source": portable_path(src), "kind": m.kind, "weight": round(float(w), 6),
-                                 "temperature": round(float(m.temperature), 4),
-                                 "architecture": m.info.get("architecture")}
-        if m.kind == "run":
-            from .models import count_macs, count_params
-
-            entry["params"] = count_params(m.handle)
-            entry["macs"] = count_macs(m.handle, m.input_size)
-            entry["crop"] = m.input_size
-            import yaml
-
-            cfg = yaml.safe_load((m.path / "config.yaml").read_text())
-            entry["training"] = {"data": Path(cfg.get("data", "")).name, "labels": cfg.get("labels"),
-                                 "train_split": cfg.get("train_split"), "val_split": cfg.get("val_split"),
-                                 "balance": cfg.get("balance"), "class_weights": cfg.get("class_weights"),
-                                 "initialised_from": pretraining(cfg.get("init"))}
-            if data is None:
-                data = cfg.get("data")
-        else:
-            card = m.card or {}
-            entry["params"] = card.get("params")
-            entry["macs"] = card.get("macs")
-            entry["crop"] = card.get("crop_inside_graph", card.get("input_size"))
-            entry["sha256"] = card.get("sha256")
-            entry["training"] = card.get("training")
-        params += int(entry["params"] or 0)
-        macs += int(entry["macs"] or 0)
-        member_cards.append(entry)
+    how = _export_graph(ens, onnx_path)
+    member_cards = [_member_entry(*args) for args in zip(ens.names, ens.sources, ens.members, ens.weights)]
+    if data is None:
+        runs_data = (RunDir(m.path).read_config_dict().get("data") for m in ens.members if m.kind == "run")
+        data = next((d for d in runs_data if d), None)
     margins = [((m.card or {}).get("face_margin")) for m in ens.members if m.kind == "onnx"]
-    card: dict[str, Any] = {
-        "name": name, "classes": ens.classes, "input_size": 48, "channels": 1, "color": "gray",
-        "input": "float32 (N, 1, 48, 48) grey levels 0-255; each member's centre crop and normalisation happen "
-                 "inside the graph",
-        "crop_inside_graph": max(int(e["crop"] or 48) for e in member_cards),
-        "normalization": {"scale": 1 / 255, "mean": 0.5, "std": 0.25, "inside_graph": True,
-                          "note": "per member, as recorded on each member"},
-        "output": f"log of the weighted mean softmax of {len(member_cards)} members (soft voting)",
-        "face_margin": margin if margin is not None else (margins[0] if margins and margins[0] is not None
-                                                          else FACE_MARGIN),
-        "tta": "none", "quantization": _common([((m.card or {}).get("quantization") or "none") if m.kind == "onnx"
-                                                else "none" for m in ens.members]),
-        "architecture": "ensemble(" + " + ".join(str(e["architecture"]) for e in member_cards) + ")",
-        "model_options": {}, "params": params, "macs": macs,
-        "ensemble": {"method": "soft voting", "built_by": how, "members": member_cards,
-                     "weights": [round(float(w), 6) for w in ens.weights]},
-        "training": {"data": Path(str(data)).name if data else None, "labels": ens.trained_labels,
-                     "selection_split": val_split, "members": len(member_cards),
-                     "initialised_from": [(e.get("training") or {}).get("initialised_from") for e in member_cards]},
-        "export_command": "ferlab " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "ferlab" else "",
-        "exported": time.strftime("%Y-%m-%d"),
-        "temperature": 1.0,
-    }
+    card = ModelCard(
+        name=name, classes=ens.classes,
+        input="float32 (N, 1, 48, 48) grey levels 0-255; each member's centre crop and normalisation happen "
+              "inside the graph",
+        crop_inside_graph=max(int(e["crop"] or 48) for e in member_cards),
+        normalization=normalization(note="per member, as recorded on each member"),
+        output=f"log of the weighted mean softmax of {len(member_cards)} members (soft voting)",
+        face_margin=margin if margin is not None else (margins[0] if margins and margins[0] is not None
+                                                       else FACE_MARGIN),
+        quantization=_common([((m.card or {}).get("quantization") or "none") if m.kind == "onnx" else "none"
+                              for m in ens.members]),
+        architecture="ensemble(" + " + ".join(str(e["architecture"]) for e in member_cards) + ")",
+        params=sum(int(e["params"] or 0) for e in member_cards), macs=sum(int(e["macs"] or 0) for e in member_cards),
+        ensemble={"method": "soft voting", "built_by": how, "members": member_cards,
+                  "weights": [round(float(w), 6) for w in ens.weights]},
+        training={"data": Path(str(data)).name if data else None, "labels": ens.trained_labels,
+                  "selection_split": val_split, "members": len(member_cards),
+                  "initialised_from": [(e.get("training") or {}).get("initialised_from") for e in member_cards]},
+    )
     if calibrate:
         if data is None:
             raise FerlabError("to fit the ensemble's temperature give --data (no run member names its data)")
         images, y, _ = _load_split(data, val_split, labels or _eval_labels(ens.trained_labels), ens.classes)
-        calibrate_card(card, onnx_path, images, y, val_split)
-    return finish_card(card, onnx_path, extra_card)
+        fitted = card.to_dict()
+        calibrate_card(fitted, onnx_path, images, y, val_split)
+        card.update({k: fitted[k] for k in ("temperature", "calibration")})
+    return card.seal(onnx_path, extra_card)

@@ -1,6 +1,6 @@
 """Classical classifiers on a trained CNN's features (its penultimate layer).
 
-``extract_features`` runs ``model.forward_features`` on the centre crop the network was trained for (as
+``training.forward.extract_features`` runs ``model.forward_features`` on the centre crop the network was trained for (as
 ``predict_logits`` does), in float32.  On those features (standardised):
 
 - ``svm``: a linear SVM (``sklearn.svm.LinearSVC``, one-vs-rest, squared hinge).  LinearSVC gives decision
@@ -27,7 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import fit_temperature, softmax
+from .data import load_dataset
+from .data.splits import select_classes
 from .errors import FerlabError
+from .evaluation.metrics import _clean, evaluate_predictions
+from .evaluation.report import write_report
+from .io import atomic_write
 
 CLASSIFIERS = ("svm", "rf", "logreg")
 GRIDS: dict[str, list[float]] = {
@@ -36,27 +42,6 @@ GRIDS: dict[str, list[float]] = {
     "rf": [1, 4],                        # min_samples_leaf
 }
 RF_TREES = 100
-
-
-def extract_features(model, images_u8: np.ndarray, input_size: int = 44, batch_size: int = 256) -> np.ndarray:
-    """Penultimate-layer features (N, F) of uint8 images (N, H, W): centre crop, normalise, forward_features."""
-    import torch
-
-    from .data.augment import center_crop
-    from .training.trainer import normalize
-
-    if not hasattr(model, "forward_features"):
-        raise FerlabError(f"{type(model).__name__} has no forward_features: cannot take its features")
-    model.eval()
-    out = []
-    x_all = torch.as_tensor(np.asarray(images_u8))
-    with torch.no_grad():
-        for i in range(0, len(x_all), batch_size):
-            x = center_crop(x_all[i:i + batch_size].float()[:, None], input_size)
-            out.append(model.forward_features(normalize(x)).float().reshape(len(x), -1).numpy())
-    if not out:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(out).astype(np.float32)
 
 
 def make_classifier(kind: str, param: float, seed: int = 0, n_jobs: int = 1):
@@ -95,8 +80,6 @@ class FeatureClassifier:
         self.n_classes, self.selection = n_classes, selection
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        from .calibration import softmax
-
         s = _scores(self.kind, self.clf, X, self.n_classes)
         if self.kind == "svm":
             return softmax(s, self.temperature)
@@ -111,7 +94,6 @@ def fit_select(kind: str, X_train: np.ndarray, y_train: np.ndarray, X_val: np.nd
 
     from sklearn.exceptions import ConvergenceWarning
 
-    from .calibration import fit_temperature
 
     best = None
     selection = []
@@ -137,16 +119,13 @@ def fit_select(kind: str, X_train: np.ndarray, y_train: np.ndarray, X_val: np.nd
 
 def _load(run_dir, data, val_split: str, test_split: str):
     """(model, summary, cfg, {split: (images, labels)}) with the run's classes and label scheme."""
-    from .data import load_dataset
-    from .training.export import load_run
+    from .training.build import load_run
 
     model, summary, cfg = load_run(run_dir)
     labels = "ferplus-majority" if cfg.labels.startswith("ferplus") else cfg.labels
     data = data or cfg.data
     ds = load_dataset(data, labels=labels, votes=cfg.model_options.get("_votes"))
     if cfg.classes:
-        from .data.splits import select_classes
-
         ds = select_classes(ds, cfg.classes)
     if [c.lower() for c in ds.classes] != [c.lower() for c in summary["classes"]]:
         raise FerlabError(f"{run_dir} predicts {', '.join(summary['classes'])} but {data} gives "
@@ -166,9 +145,7 @@ def run_features(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
                  command: str | None = None) -> dict[str, Any]:
     """CNN features + classical classifiers vs the CNN alone; writes ``out/summary.json`` and, with
     ``report``, one report folder per classifier (and ``cnn/``).  Returns the summary."""
-    from .calibration import softmax
-    from .evaluation.metrics import evaluate_predictions
-    from .training.trainer import predict_logits
+    from .training.forward import extract_features, predict_logits
 
     kinds = list(CLASSIFIERS) if classifiers in ("all", ["all"]) else (
         [classifiers] if isinstance(classifiers, str) else list(classifiers))
@@ -224,13 +201,8 @@ def run_features(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "command": cmd, "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     if out:
-        from .evaluation.metrics import _clean
-        from .io import atomic_write
-
         out = Path(out)
         if report:
-            from .evaluation.report import write_report
-
             for name, (r, probs) in results.items():
                 r.meta = {"model": f"{cfg.model} features + {name}" if name != "cnn" else f"{cfg.model} (CNN alone)",
                           "model_kind": "features" if name != "cnn" else "torch run", "data": str(data),

@@ -34,6 +34,8 @@ from typing import Any
 import yaml
 
 from .errors import FerlabError
+from .io import atomic_write
+from .training.config import TrainConfig, load_config
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 BATCH_SIZES = (32, 64, 128)
@@ -105,8 +107,6 @@ def suggest(trial, base: dict, space: dict) -> dict[str, Any]:
 
 
 def _write_trials(study, path: Path) -> list[dict]:
-    from .io import atomic_write
-
     rows = []
     keys: list[str] = []
     for t in study.trials:
@@ -139,8 +139,6 @@ def tune(recipe: str | None, out: str | Path, trials: int = 20, epochs: int = 5,
     """Run (or resume) the search; returns {"best": {...}, "trials": rows, "best_yaml": path}."""
     import optuna
 
-    from .io import atomic_write
-    from .training.config import TrainConfig, load_config
     from .training.trainer import Trainer
 
     if trials < 1 or epochs < 1:

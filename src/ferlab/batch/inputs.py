@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import FerlabError
+from ..imageio import is_image_path
+from ..inference.video import VIDEO_SUFFIXES, open_video
 
 _GLOB_CHARS = set("*?[")
 
@@ -42,14 +44,11 @@ class Unit:
 
 
 def _video_suffixes() -> tuple[str, ...]:
-    from ..inference.video import VIDEO_SUFFIXES
-
     return VIDEO_SUFFIXES
 
 
 def media_kind(path: str | os.PathLike) -> str | None:
     """"image", "video" or None, from the file's suffix."""
-    from ..imageio import is_image_path
 
     if is_image_path(path):
         return "image"
@@ -133,7 +132,6 @@ def video_info(path: Path) -> tuple[int, float]:
 
     import cv2
 
-    from ..inference.video import open_video
 
     try:
         cap = open_video(path)

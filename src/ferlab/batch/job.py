@@ -6,7 +6,9 @@ import os
 import sys
 import time
 
+from .. import __version__
 from ..errors import FerlabError
+from .engines import _import_ray, check_address, local_results, ray_open, ray_results
 from .inputs import Unit, gather_paths, plan_units
 from .store import OutputStore, describe_model
 from .work import SCHEMA_VERSION, BatchOptions, UnitResult
@@ -90,8 +92,6 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
     if address and engine != "ray":
         raise FerlabError("--address is for --engine ray")
     if engine == "ray":
-        from .engines import _import_ray, check_address
-
         _import_ray()
         check_address(address)
     info: dict = {}
@@ -103,14 +103,11 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
         say(f"ferlab batch: {p}")
     t0 = time.perf_counter()
     units = plan_units(files, opts.segment_seconds)
-    from .. import __version__
 
     header = {"ferlab_version": __version__, "schema_version": SCHEMA_VERSION, "format": fmt,
               "model_name": model_name, "model_sha256": sha, "classes": classes, "options": opts.row_options()}
     owned = False
     if engine == "ray":
-        from .engines import ray_open
-
         owned = ray_open(address, runtime_env, info)  # a cluster that cannot run ferlab fails here, before any write
     try:
         store = OutputStore(out, header, fmt).open()
@@ -132,13 +129,9 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
                 f"e.g. {changed[0]}: their earlier rows are kept; use a new --out to redo them")
         n_workers = workers or (os.cpu_count() or 1)
         if engine == "local":
-            from .engines import local_results
-
             info.update(workers=n_workers if n_workers > 1 else 1)
             results = local_results(todo, opts, sha, n_workers, batch_size)
         else:
-            from .engines import ray_results
-
             results = ray_results(todo, opts, sha, workers, batch_size, owned, info)
         bar = None
         if progress:

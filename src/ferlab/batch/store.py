@@ -1,7 +1,6 @@
 """The output folder of a batch job, and how work is committed to it exactly once.
 
 Layout::
-
     OUT/
       _ferlab_batch.json          the job: ferlab version, row schema, model name + sha256, options
       _manifest/part-*.json       one record per committed part: its files and the units (inputs) it holds
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 from ..errors import FerlabError
+from ..io import file_digest
+from ..zoo import resolve
 from .inputs import Unit
 from .work import ERROR_COLUMNS, UnitResult, face_columns
 
@@ -90,8 +91,6 @@ def _json_bytes(doc) -> bytes:
 
 def describe_model(model: str) -> tuple[str, str, list[str]]:
     """(name, sha256, classes) of a model, reading its card (and hashing the file if the card has none)."""
-    from ..io import file_digest
-    from ..zoo import resolve
 
     path, card = resolve(model)
     sha = card.get("sha256") or file_digest(path)

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FerlabError
+from ..imageio import decode_image
+from ..inference.recognizer import Recognizer
+from ..inference.video import open_video
 from .inputs import Unit
 
 SCHEMA_VERSION = 1
@@ -81,8 +84,6 @@ class UnitWorker:
     """Loads the model once; ``process(units)`` -> one ``UnitResult`` per unit (never raises for bad input)."""
 
     def __init__(self, options: BatchOptions | dict, model_sha256: str = "", worker_tag: str = ""):
-        from ..inference.recognizer import Recognizer
-
         self.options = options if isinstance(options, BatchOptions) else BatchOptions(**options)
         o = self.options
         if o.on_no_face not in ("skip", "whole"):
@@ -160,7 +161,6 @@ class UnitWorker:
         frame, so the sampled frames do not depend on the segmentation) is detected and classified."""
         import cv2
 
-        from ..inference.video import open_video
 
         try:
             cap = open_video(u.source)
@@ -235,8 +235,6 @@ class Predictor:
                 if "image" in batch:
                     img = w.rec.load(np.asarray(batch["image"][i]))
                 elif "bytes" in batch:
-                    from ..imageio import decode_image
-
                     img = decode_image(bytes(batch["bytes"][i]), name=names[i],
                                        mode="bgr" if w.rec.needs_color else "gray")
                 else:

@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+NO_TORCH = "listed with the training extra (pip install 'ferlab[train]'): this install has no torch"
+
+
 @cache
 def architecture_stats(name: str, size: int = 48, num_classes: int = 7) -> tuple[int, int]:
     """(parameters, MACs) of a registered model with default options.  Built on the meta device (no
@@ -83,17 +86,26 @@ def run(args) -> int:
 
     if args.size < 16:
         raise FerlabError(f"--size {args.size}: the architectures need an input of at least 16x16")
-    archs = architectures(args.size, args.classes)
+    try:
+        archs = architectures(args.size, args.classes)
+    except ModuleNotFoundError as e:  # the base install has no torch: the bundled models are still listed
+        if (e.name or "").split(".")[0] != "torch":
+            raise
+        archs = None
     zoo = bundled()
     if args.json:
-        print(json.dumps({"architectures": archs, "bundled": zoo}, indent=2, default=str))
+        print(json.dumps({"architectures": archs or [], "bundled": zoo, **({} if archs is not None else {
+            "architectures_note": NO_TORCH})}, indent=2, default=str))
         return 0
-    print(f"Architectures ({len(archs)}; parameters and multiply-accumulates per {args.size}x{args.size} image, "
-          f"{args.classes} classes, default options; `ferlab train model=NAME`):\n")
-    print(_table(["name", "family", "params", "MACs", "description"],
-                 [[a["name"], a["family"], _millions(a["params"]), _millions(a["macs"]), a["description"]]
-                  for a in archs], right={2, 3}))
-    print()
+    if archs is None:
+        print(f"Architectures: {NO_TORCH}\n")
+    else:
+        print(f"Architectures ({len(archs)}; parameters and multiply-accumulates per {args.size}x{args.size} "
+              f"image, {args.classes} classes, default options; `ferlab train model=NAME`):\n")
+        print(_table(["name", "family", "params", "MACs", "description"],
+                     [[a["name"], a["family"], _millions(a["params"]), _millions(a["macs"]), a["description"]]
+                      for a in archs], right={2, 3}))
+        print()
     if not zoo:
         print("Bundled models: none")
         return 0

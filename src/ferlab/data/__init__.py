@@ -7,6 +7,9 @@ from pathlib import Path
 
 from ..errors import DataError
 from .dataset import SPLITS, FERDataset
+from .fer2013 import load_fer2013_csv
+from .ferplus import apply_ferplus_labels
+from .folders import load_folder
 
 __all__ = ["FERDataset", "LABEL_MODES", "SPLITS", "load_dataset"]
 
@@ -28,15 +31,12 @@ def load_dataset(path: str | os.PathLike, labels: str = "fer2013", votes: str | 
     if p.is_dir():
         if labels != "fer2013":
             raise DataError(f"{p}: FER+ labels ({labels}) apply to the FER2013 CSV, not to an image folder")
-        from .folders import load_folder
 
         return load_folder(p, skip_bad=skip_bad)
-    from .fer2013 import load_fer2013_csv
 
     ds = load_fer2013_csv(p, skip_bad=skip_bad)
     if labels == "fer2013":
         return ds
-    from .ferplus import apply_ferplus_labels
 
     scheme, _, mode = labels.partition("-")
     if scheme not in ("ferplus", "ferplus8", "ferplus7"):

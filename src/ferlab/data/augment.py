@@ -12,6 +12,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from ..errors import FerlabError
+
 
 def random_crop(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
     """A random ``size`` x ``size`` crop per image (one gather, no Python loop over images)."""
@@ -176,8 +178,6 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> AugmentConfig:
-        from ..errors import FerlabError
-
         d = dict(d or {})
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known

@@ -44,6 +44,7 @@ import numpy as np
 
 from ..errors import FerlabError
 from .dataset import FERDataset
+from .splits import resolve_classes
 
 METHODS = ("none", "ros", "rus", "smote", "smote_tomek", "smote_enn", "tomek", "targeted", "max")
 #: split names that count as training data for the leak guard
@@ -192,7 +193,6 @@ def _targets(ds: FERDataset, counts: Mapping | None, cur: np.ndarray, method: st
         default = cur.copy()
     if not counts:
         return default
-    from .splits import resolve_classes
 
     t = cur.copy()
     for key, val in counts.items():

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import DataError
+
 SPLITS: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 
 
@@ -57,8 +59,6 @@ class FERDataset:
     def by_split(self, name: str) -> FERDataset:
         mask = self.split == name
         if not mask.any():
-            from ..errors import DataError
-
             present = ", ".join(self.split_names()) or "none"
             raise DataError(f"{self.source or 'dataset'}: no samples in split {name!r} (splits: {present})")
         return self.subset(mask)

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import FerlabError
 from ..labels import canonical_fer2013
 from .dataset import SPLITS, FERDataset
+from .leakage import exact_groups
 
 
 def _normalise_ratios(ratios: Mapping[str, float] | Sequence[float]) -> tuple[list[str], np.ndarray]:
@@ -88,8 +89,6 @@ def resplit(ds: FERDataset, ratios: Mapping[str, float] | Sequence[float], seed:
     if len(ds) == 0:
         raise FerlabError("cannot re-split an empty dataset")
     if group_duplicates:
-        from .leakage import exact_groups
-
         group = exact_groups(ds.images)
         first = np.full(group.max() + 1, -1, dtype=np.int64)
         first[group[::-1]] = np.arange(len(group))[::-1]  # index of each group's first member

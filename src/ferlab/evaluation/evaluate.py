@@ -28,9 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from ..calibration import softmax
+from ..data import load_dataset
 from ..errors import FerlabError
+from ..inference.classifier import OnnxClassifier
+from ..io import atomic_write, portable_path
+from ..training.rundir import RunDir
 from .metrics import EvalResult, evaluate_predictions
+from .report import write_report
 
 TTA_MODES = ("none", "flip", "tencrop")
 CHUNK = 512  # images per progress step
@@ -54,14 +60,13 @@ class _Model:
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
-    p = Path(path)
-    return p.is_dir() and (p / "config.yaml").is_file()
+    return RunDir.is_run(path)
 
 
 def load_model(model: str | os.PathLike) -> _Model:
     """A run directory (torch) or a bundled name / .onnx path / folder holding one (ONNX Runtime)."""
     if is_run_dir(model):
-        from ..training.export import load_run
+        from ..training.build import load_run
 
         net, summary, cfg = load_run(model)
         path = Path(model)
@@ -70,7 +75,6 @@ def load_model(model: str | os.PathLike) -> _Model:
                       input_size=int(summary.get("input_size", cfg.input_size)),
                       info={"architecture": cfg.model, "params": summary.get("params"),
                             "best_epoch": summary.get("best_epoch_acc"), "weights": summary.get("selected")})
-    from ..inference.classifier import OnnxClassifier
 
     clf = OnnxClassifier(model)
     card = clf.card
@@ -125,7 +129,7 @@ def predict_probs(m: _Model, images: np.ndarray, tta: str = "none", progress: bo
         for i in range(0, n, CHUNK):
             x = images[i:i + CHUNK]
             if m.kind == "run":
-                from ..training.trainer import predict_logits
+                from ..training.forward import predict_logits
 
                 logits = predict_logits(m.handle, x, m.input_size, tta=tta, amp="none")
                 out.append(softmax(logits, m.temperature))
@@ -224,7 +228,6 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "Pr
         raise FerlabError(f"{out}: exists and is not a folder (--out names the report folder)")
     m = load_model(model)
     labels = labels or _default_labels(m)
-    from ..data import load_dataset
 
     if votes is None and labels.startswith("ferplus"):
         guess = Path(data).parent.parent / "ferplus" / "fer2013new.csv"
@@ -269,8 +272,6 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "Pr
     out_dir = Path(out) if out else default_out(m, split, tta, clean_only)
     cmd = command or _command(model, data, split, tta, out, labels if labels != _default_labels(m) else None,
                               clean_only)
-    from .. import __version__
-    from ..io import portable_path
 
     result.meta = {
         "model": m.name, "model_kind": "torch run" if m.kind == "run" else "ONNX",
@@ -283,7 +284,6 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "Pr
         title = f"{m.name} on {Path(str(data)).name} / {split}" + (f" ({tta} TTA)" if tta != "none" else "")
         result.meta["report"] = str(out_dir / "report.html")
         result.meta["seconds"] = round(time.time() - t0, 1)
-        from .report import write_report
 
         write_report(out_dir, result, images, y, probs, m.classes, title, dict(result.meta))
     if record_card:
@@ -315,7 +315,6 @@ def record_metrics_on_card(m: _Model, result: EvalResult, split: str, tta: str, 
     """Write the headline metrics into the ONNX model's card (``metrics[<split>_<tta>]``).
 
     Only the card JSON changes: its sha256 covers the .onnx file, which is untouched."""
-    from ..io import atomic_write
 
     if m.card_path is None:
         raise FerlabError("--record-card needs an ONNX model with a card")

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import FerlabError
+from ..imageio import to_array
+from .classifier import OnnxClassifier
 from .detect import DEFAULT_DETECTOR, Detection, Detector, make_detector
 
 #: margin used when a model card has no ``face_margin``.  Measured by benchmarks/face_margin.py on FER2013
@@ -247,8 +249,6 @@ class Recognizer:
                  channel_order: str = "bgr", max_side: int | None = None, whole_image_fallback: bool | None = None,
                  calibrated: bool = True, on_no_face: str | None = None, align: bool | None = None,
                  **detector_options):
-        from .classifier import OnnxClassifier
-
         if channel_order not in ("bgr", "rgb"):
             raise FerlabError(f"channel_order must be 'bgr' or 'rgb' (got {channel_order!r})")
         self.classifier = OnnxClassifier(model, threads=threads, calibrated=calibrated)
@@ -287,7 +287,6 @@ class Recognizer:
         """Any accepted input -> uint8 array (grey, or BGR where the detector wants colour)."""
         import cv2
 
-        from ..imageio import to_array
 
         order = channel_order or self.channel_order
         if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (3, 4):

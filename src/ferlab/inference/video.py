@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FerlabError
-from .detect import Box, Detection, iou
+from ..io import atomic_write
+from .detect import DEFAULT_DETECTOR, Box, Detection, iou
+from .draw import annotate, color_for
 from .recognizer import Face, Recognizer
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
@@ -288,8 +290,6 @@ def plot_timeline(tracks: list[Track], classes: list[str], path: str | os.PathLi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_write
-    from .draw import color_for
 
     shown = sorted([t for t in tracks if t.history], key=lambda t: -len(t.history))[:max_tracks]
     shown = sorted(shown, key=lambda t: t.id)
@@ -344,11 +344,9 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
     ``warn(line)`` receives warnings (e.g. an mp4 that browsers cannot play)."""
     import cv2
 
-    from .draw import annotate
 
     src = Path(in_path)
     cap = open_video(src)
-    from .detect import DEFAULT_DETECTOR
 
     rec = recognizer or Recognizer(model=model, detector=detector or DEFAULT_DETECTOR, min_face=min_face,
                                    max_side=max_side, on_no_face="skip", threads=threads)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import FerlabError
+
 
 def conv_bn_act(cin: int, cout: int, k: int = 3, stride: int = 1, act: type[nn.Module] = nn.ReLU,
                 order: str = "conv-bn-act") -> nn.Sequential:
@@ -20,8 +22,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 def activation(name: str) -> type[nn.Module]:
-    from ..errors import FerlabError
-
     try:
         return ACTIVATIONS[name]
     except KeyError:

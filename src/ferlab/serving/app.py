@@ -40,6 +40,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.staticfiles import StaticFiles
 
+from .. import __version__
 from ..errors import FerlabError
 from . import routes
 from .middleware import HostOriginGuard, SecurityHeaders, header_timeout_protocol
@@ -163,7 +164,6 @@ def create_app(models: Any = None, default_model: str = "default", *, detector: 
         ``body_timeout`` (10 s), ``max_streams`` (8), ``stream_idle_timeout`` (60 s), ``decode_max_side``
         (4096 px): see ``ServingState``.
     """
-    from .. import __version__
 
     state = build_state(models, default_model, detector=detector, workers=workers, threads=threads,
                         max_body_bytes=max_body_bytes, recognizer_options=recognizer_options,

@@ -14,7 +14,9 @@ from fastapi.exceptions import HTTPException
 from fastapi.responses import FileResponse
 from starlette.types import Message
 
+from .. import __version__
 from ..errors import FerlabError
+from ..inference.video import StreamRecognizer
 from .schemas import PREDICT_OPENAPI, PREDICT_RESPONSES, HealthOut, ModelsOut, PredictOut
 from .state import ApiError, ServingState, api_error_of, face_json, recognise
 
@@ -139,8 +141,6 @@ async def list_models(request: Request):
 
 @api.get("/healthz", response_model=HealthOut, tags=["service"], summary="Liveness check")
 async def healthz(request: Request):
-    from .. import __version__
-
     return {"status": "ok", "version": __version__, "models": list(_state(request).entries)}
 
 
@@ -222,8 +222,6 @@ class StreamSession:
         return {"type": "config", "model": self.entry.name}
 
     def _step(self, rec, image: np.ndarray) -> list:
-        from ..inference.video import StreamRecognizer
-
         if self.stream is None:
             self.stream = StreamRecognizer(rec, every=self.state.stream_every, smoothing=self.state.stream_smoothing)
         self.stream.rec = rec  # any pooled Recognizer of this model: the tracks live in the StreamRecognizer

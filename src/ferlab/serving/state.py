@@ -18,6 +18,8 @@ from fastapi.responses import JSONResponse
 
 from ..errors import FerlabError
 from ..imageio import decode_image_reduced
+from ..inference.recognizer import Recognizer
+from ..zoo import ZOO_DIR, bundled_names, list_bundled, read_card
 
 #: FerlabError.kind -> HTTP status (other kinds: the server's fault, 500)
 STATUS_OF_KIND = {"empty": 400, "corrupt": 400, "missing": 400, "unsupported": 415, "too_large": 413,
@@ -56,8 +58,6 @@ class ModelEntry:
 
 
 def _entry_from_onnx(path: Path) -> ModelEntry:
-    from ..zoo import read_card
-
     card = read_card(path.with_suffix(".json"))
     return ModelEntry(str(card.get("name") or path.stem), str(path), card)
 
@@ -65,7 +65,6 @@ def _entry_from_onnx(path: Path) -> ModelEntry:
 def collect_models(models: Any = None) -> list[ModelEntry]:
     """Served models from: None (the bundled ones), a folder of ``.onnx`` + card pairs, an ``.onnx`` path,
     a bundled name, a list of any of those, or a mapping ``name -> bundled name or .onnx path``."""
-    from ..zoo import bundled_names, list_bundled
 
     if models is None:
         return [ModelEntry(c["name"], c["name"], {k: v for k, v in c.items() if k != "name"}) for c in list_bundled()]
@@ -83,8 +82,6 @@ def collect_models(models: Any = None) -> list[ModelEntry]:
         text = str(item)
         p = Path(text)
         if text in bundled:
-            from ..zoo import ZOO_DIR, read_card
-
             out.append(ModelEntry(text, text, read_card(ZOO_DIR / f"{text}.json")))
         elif p.is_dir():
             found = sorted(q for q in p.glob("*.onnx") if q.with_suffix(".json").exists())
@@ -166,8 +163,6 @@ class ServingState:
         with self.lock:
             p = self.pools.get(entry.name)
             if p is None:
-                from ..inference.recognizer import Recognizer
-
                 opts = dict(self.recognizer_options)
 
                 def factory(src=entry.source, opts=opts):

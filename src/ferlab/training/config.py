@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import FerlabError, OptionError
+from ..io import portable_path
 
 
 @dataclass
@@ -91,6 +93,33 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), parsed
 
 
+def resolve_data_path(value: str, recipe_dir: Path | None = None) -> str:
+    """Where a recipe's relative data path points: beside the recipe file, else under ``$FERLAB_DATA``,
+    else (as written) from the current folder, which is how the recipes in configs/ are written
+    (``../shared/datasets/...``, run from the repository root).  The first that exists wins; when none
+    does the path stays as written (and the error names it)."""
+    if not isinstance(value, str) or not value or os.path.isabs(value):
+        return value
+    tries = [recipe_dir / value] if recipe_dir is not None else []
+    if os.environ.get("FERLAB_DATA"):
+        tries.append(Path(os.environ["FERLAB_DATA"]) / value)
+    for cand in tries:
+        if cand.exists():
+            found = portable_path(os.path.normpath(cand.resolve()))
+            return value if Path(value).exists() and Path(value).resolve() == Path(found).resolve() else found
+    return value
+
+
+def resolve_recipe_paths(d: dict[str, Any], recipe_dir: Path | None) -> dict[str, Any]:
+    """``data`` and ``extra_data`` of a recipe file resolved with ``resolve_data_path``."""
+    out = dict(d)
+    if "data" in out:
+        out["data"] = resolve_data_path(out["data"], recipe_dir)
+    if isinstance(out.get("extra_data"), list):
+        out["extra_data"] = [resolve_data_path(v, recipe_dir) for v in out["extra_data"]]
+    return out
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """A recipe file (YAML) plus ``key=value`` overrides (``augment.rotate=10`` sets a nested key)."""
     d: dict[str, Any] = {}
@@ -104,6 +133,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise FerlabError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(d, dict):
             raise FerlabError(f"{p}: a recipe must be a mapping of keys to values")
+        d = resolve_recipe_paths(d, p.parent)
     base = TrainConfig().to_dict()
     base.update(d)
     for ov in overrides or []:

@@ -1,7 +1,6 @@
 """Knowledge distillation: teacher logits computed once, cached on disk, looked up by sample id.
 
 A teacher file (``.npz``) holds, for the samples of ONE split of one dataset (the student's training split):
-
     ids        (N,) str     the dataset's stable sample ids (CSV row index for FER2013)
     logits     (N, C) f16   log of the teachers' mean probability (soft voting; with ``tta`` averaged views)
     classes    (C,) str     class names, in order
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..data import load_dataset
 from ..errors import FerlabError
 from ..io import atomic_write, file_digest, portable_path
 
@@ -30,9 +30,8 @@ from ..io import atomic_write, file_digest, portable_path
 def teacher_logits(members: list[str], data: str, split: str = "Training", labels: str = "fer2013",
                    tta: str = "tencrop", progress: bool = True) -> dict[str, np.ndarray]:
     """Soft-voting teacher logits (fp32 torch, ``tta`` views averaged) of run directories on ``split``."""
-    from ..data import load_dataset
-    from .export import load_run
-    from .trainer import predict_logits
+    from .build import load_run
+    from .forward import predict_logits
 
     if split == "PrivateTest":
         raise FerlabError("teachers run on the student's training split only, never on PrivateTest")

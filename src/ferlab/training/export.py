@@ -20,41 +20,16 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from ..calibration import expected_calibration_error, fit_temperature, nll, softmax
+from ..card import FACE_MARGIN, NORM_MEAN, NORM_STD, ModelCard
 from ..errors import FerlabError
-from ..io import atomic_write, file_digest
+from ..inference.classifier import OnnxClassifier
+from ..io import atomic_write, portable_path
 from ..models import count_macs, count_params
-from ..models.weights import load_state_dict
+from .build import build_model, load_run, prepare_data  # noqa: F401  (load_run: old importers)
 from .config import TrainConfig
-from .trainer import NORM_MEAN, NORM_STD, build_model
 
-FACE_MARGIN = 0.02  # fraction of the face box added on each side: FER2013 framing, benchmarks/face_margin.py
-
-
-def load_run(run_dir: str | os.PathLike, weights: str = "model") -> tuple[torch.nn.Module, dict, TrainConfig]:
-    """(model in eval mode, summary, config) of a finished or running run directory."""
-    run = Path(run_dir)
-    if not (run / "config.yaml").is_file():
-        raise FerlabError(f"{run}: not a run directory (no config.yaml)")
-    cfg = TrainConfig.from_dict(yaml.safe_load((run / "config.yaml").read_text()))
-    wfile = run / f"{weights}.safetensors"
-    if not wfile.exists():
-        wfile = run / "best_acc.safetensors"
-    if not wfile.exists():
-        raise FerlabError(f"{run}: no weights yet (model.safetensors / best_acc.safetensors)")
-    summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
-    state = load_state_dict(wfile)
-    classes = summary.get("classes")
-    num_classes = len(classes) if classes else int(next(v for k, v in state.items() if k.endswith("head.weight")
-                                                         or k.endswith("fc.weight")).shape[0])
-    model = build_model(TrainConfig.from_dict({**cfg.to_dict(), "init": "", "freeze": "none"}), num_classes)
-    model.load_state_dict(state)
-    model.eval()
-    if not classes:
-        from ..labels import FER2013_CLASSES, FERPLUS_CLASSES
-        classes = list(FERPLUS_CLASSES if cfg.labels.startswith("ferplus") else FER2013_CLASSES)[:num_classes]
-        summary["classes"] = classes
-    summary.setdefault("input_size", cfg.input_size)
-    return model, summary, cfg
+OPSET = 17
 
 
 class Preprocessed(torch.nn.Module):
@@ -76,8 +51,9 @@ class Preprocessed(torch.nn.Module):
         return self.net(x)
 
 
-def export_onnx(model: torch.nn.Module, path: str | os.PathLike, crop: int, size: int = 48, tta: str = "none") -> None:
-    wrapped = Preprocessed(model.eval(), crop, tta).eval()
+def export_module(module: torch.nn.Module, path: str | os.PathLike, size: int = 48) -> None:
+    """The one ``torch.onnx.export`` of ferlab: ``module`` takes float32 (N, 1, size, size) grey levels 0-255
+    (input ``image``, dynamic batch) and returns ``logits``; written atomically."""
     dummy = torch.rand(2, 1, size, size) * 255
 
     def write(tmp: str) -> None:
@@ -85,11 +61,16 @@ def export_onnx(model: torch.nn.Module, path: str | os.PathLike, crop: int, size
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapped, (dummy,), tmp, input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
+            torch.onnx.export(module.eval(), (dummy,), tmp, input_names=["image"], output_names=["logits"],
+                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
                               dynamo=False)
 
     atomic_write(path, write)
+
+
+def export_onnx(model: torch.nn.Module, path: str | os.PathLike, crop: int, size: int = 48, tta: str = "none") -> None:
+    """A trained network with its preprocessing (``Preprocessed``) as an ONNX file."""
+    export_module(Preprocessed(model.eval(), crop, tta), path, size)
 
 
 # int8 schemes: (activation type, weight type, reduce_range).  ONNX Runtime's uint8-activation x int8-weight
@@ -136,9 +117,12 @@ def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray, scheme: str = 
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, name: str | None = None, tta: str = "none",
                calibrate: bool = True, quantize: str = "none", margin: float = FACE_MARGIN,
-               extra_card: dict | None = None) -> dict:
-    """Export a run to ``out`` (.onnx path or folder) with its card; returns the card."""
+               extra_card: dict | None = None, data: str | os.PathLike | None = None) -> dict:
+    """Export a run to ``out`` (.onnx path or folder) with its card; returns the card.  ``data``: where the
+    run's dataset is now (for calibration and int8), when its recipe's path does not lead there from here."""
     model, summary, cfg = load_run(run_dir)
+    if data is not None:
+        cfg = TrainConfig.from_dict({**cfg.to_dict(), "data": str(data)})
     out = Path(out)
     name = name or Path(run_dir).name
     onnx_path = out / f"{name}.onnx" if out.suffix != ".onnx" else out
@@ -156,8 +140,6 @@ def _export_and_card(model, summary: dict, cfg: TrainConfig, name: str, onnx_pat
     export_onnx(model, onnx_path, crop=cfg.input_size, tta=tta)
     val = None
     if calibrate or quantize != "none":
-        from .trainer import prepare_data
-
         train, val = prepare_data(TrainConfig.from_dict({**cfg.to_dict(), "balance": "none", "extra_data": []}))
     if quantize == "int8":
         rng = np.random.default_rng(0)
@@ -196,7 +178,6 @@ def pretraining(init: str | os.PathLike | None) -> dict | None:
     config.yaml beside the weights), so that a card names every label source its model has seen."""
     if not init:
         return None
-    from ..io import portable_path
 
     cfg_file = Path(init).parent / "config.yaml"
     labels = None
@@ -207,8 +188,6 @@ def pretraining(init: str | os.PathLike | None) -> dict | None:
 
 def calibrate_card(card: dict, onnx_path: Path, images: np.ndarray, labels: np.ndarray, split: str) -> None:
     """Fit the card's temperature on ``split`` with the exported graph itself; record ECE/NLL before and after."""
-    from ..calibration import expected_calibration_error, fit_temperature, nll, softmax
-    from ..inference.classifier import OnnxClassifier
 
     atomic_write(onnx_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
     logits = OnnxClassifier(onnx_path, calibrated=False).logits(images)
@@ -225,9 +204,4 @@ def calibrate_card(card: dict, onnx_path: Path, images: np.ndarray, labels: np.n
 
 def finish_card(card: dict, onnx_path: Path, extra_card: dict | None = None) -> dict:
     """Add the file facts (name, size, sha256) and write the card beside the ONNX file, atomically."""
-    card.update(extra_card or {})
-    card["onnx_file"] = onnx_path.name
-    card["onnx_bytes"] = onnx_path.stat().st_size
-    card["sha256"] = file_digest(onnx_path)
-    atomic_write(onnx_path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(card, indent=2)))
-    return card
+    return ModelCard.from_dict(card).seal(onnx_path, extra_card)

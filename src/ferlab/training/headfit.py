@@ -15,29 +15,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import atomic_write
+from .build import build_model, prepare_data, targets
 from .checkpoint import save_weights
 from .config import TrainConfig
+from .forward import extract_features
 from .losses import class_weights, soft_cross_entropy
+from .rundir import RunDir
 from .schedule import lr_at
-from .trainer import Trainer, _targets, _write_curves, _write_metrics, build_model, prepare_data
+from .trainer import finish_run
 
 
 def fit_head_cached(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict:
-    from ..features import extract_features
-
     run = Path(run_dir)
     t_start = time.time()
     train, val = prepare_data(cfg)
     model = build_model(cfg, len(train.classes))
     run.mkdir(parents=True, exist_ok=True)
-    import yaml
-
-    atomic_write(run / "config.yaml", lambda tmp: Path(tmp).write_text(yaml.safe_dump(cfg.to_dict())))
+    RunDir(run).write_config(cfg)
     views = np.concatenate([train.images, train.images[:, :, ::-1]])
     x_train = torch.as_tensor(extract_features(model, np.ascontiguousarray(views), cfg.input_size))
     x_val = torch.as_tensor(extract_features(model, val.images, cfg.input_size))
-    y_train = torch.cat([_targets(train, cfg)] * 2)
+    y_train = torch.cat([targets(train, cfg)] * 2)
     weights = class_weights(train.labels, len(train.classes), cfg.class_weights)
     head = model.head
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -80,10 +78,9 @@ def fit_head_cached(cfg: TrainConfig, run_dir: str | Path, progress: bool = True
         if val_loss < best["val_loss"]:
             best.update(val_loss=val_loss, epoch_loss=epoch + 1)
             save_weights(model, run / "best_loss.safetensors", {"epoch": str(epoch + 1)})
-    _write_metrics(rows, run / "metrics.csv")
-    _write_curves(rows, run / "curves.png")
-    summary = Trainer(cfg, run, progress=False)._finish(model, rows, best, train.classes, train, val,
-                                                       time.time() - t_start)
+    RunDir(run).write_metrics(rows)
+    RunDir(run).write_curves(rows)
+    summary = finish_run(cfg, run, model, rows, best, train.classes, train, val, time.time() - t_start)
     if progress:
         print(f"head trained on cached features: best validation accuracy {best['val_acc']:.4f} "
               f"(epoch {best['epoch_acc']}), {time.time() - t_start:.0f} s in all", flush=True)

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import FerlabError
+
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str = "balanced") -> torch.Tensor | None:
     """'balanced': n / (C * count_c); 'sqrt': its square root; 'none': None."""
@@ -16,8 +18,6 @@ def class_weights(labels: np.ndarray, num_classes: int, mode: str = "balanced") 
     if mode == "sqrt":
         w = np.sqrt(w)
     elif mode != "balanced":
-        from ..errors import FerlabError
-
         raise FerlabError(f"unknown class_weights {mode!r} (none, balanced, sqrt)")
     return torch.tensor(w, dtype=torch.float32)
 

@@ -1,0 +1,111 @@
+"""The torch-side forward pass: the torch twin of the exported graph.
+
+An exported graph (``training.export.Preprocessed``) takes float32 grey levels 0-255, centre-crops them to the
+training input size, normalises them with the card's constants (``ferlab.card``) and runs the network; these
+functions do the same on uint8 images in torch, for validation during training, ``ferlab evaluate`` on a run
+directory, teachers for distillation and CNN features.  Test-time augmentation (``tta``): ``none`` (the centre
+view), ``flip`` (mean softmax of the view and its mirror), ``tencrop`` (four corners, centre and mirrors).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..card import NORM_MEAN, NORM_STD
+from ..errors import FerlabError
+from ..hardware import cpu_features, has_native_bf16
+
+__all__ = ["NORM_MEAN", "NORM_STD", "autocast", "extract_features", "normalize", "predict_logits", "resolve_amp",
+           "views"]
+
+TTA_MODES = ("none", "flip", "tencrop")
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """float grey levels [0, 255] -> network input."""
+    return (x / 255.0 - NORM_MEAN) / NORM_STD
+
+
+def resolve_amp(amp: str, device: str = "cpu") -> tuple[str, str]:
+    """(precision to use, why) for a recipe's ``amp``: ``auto`` takes bf16 on CUDA or on a CPU with native
+    bf16 (AVX512_BF16 or AMX), fp32 elsewhere: on an AVX2-only CPU bf16 autocast trains ~10x slower."""
+
+    cuda = torch.device(device).type == "cuda"
+    if amp == "auto":
+        if cuda:
+            return "bf16", "auto: CUDA device"
+        if has_native_bf16():
+            have = [f for f in ("avx512_bf16", "amx_bf16") if cpu_features()[f]]
+            return "bf16", f"auto: the CPU has native bf16 ({', '.join(have)})"
+        return "none", "auto: the CPU has no native bf16 (no avx512_bf16/amx), where bf16 autocast is ~10x slower"
+    if amp == "bf16" and not cuda and not has_native_bf16():
+        return "bf16", "requested; the CPU has no native bf16, so it is emulated (slow)"
+    return amp, "requested"
+
+
+def autocast(cfg=None, *, amp: str | None = None, device: str | None = None):
+    """The autocast context for a config's (or the given) ``amp`` and ``device``."""
+    amp = amp if amp is not None else cfg.amp
+    device = device if device is not None else cfg.device
+    if amp == "auto":
+        amp = resolve_amp(amp, device)[0]
+    if amp == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    if amp == "fp16" and device.startswith("cuda"):
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return torch.autocast(device_type="cpu", enabled=False)
+
+
+def views(x: torch.Tensor, input_size: int, tta: str = "none") -> torch.Tensor:
+    """(V, N, 1, s, s) views of float images (N, 1, H, W) for ``tta``."""
+    from ..data.augment import center_crop, ten_crop
+
+    if tta == "tencrop":
+        return ten_crop(x, input_size)
+    if tta == "flip":
+        c = center_crop(x, input_size)
+        return torch.stack([c, c.flip(-1)])
+    if tta == "none":
+        return center_crop(x, input_size)[None]
+    raise FerlabError(f"unknown test-time augmentation {tta!r} (none, flip, tencrop)")
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor, input_size: int = 44,
+                   tta: str = "none", batch_size: int = 512, amp: str = "none", device: str = "cpu") -> np.ndarray:
+    """Logits for uint8 images (N, H, W): centre crop to ``input_size``; ``tta`` = none | flip | tencrop
+    (TTA averages softmax probabilities and returns their log)."""
+    model.eval()
+    x_all = torch.as_tensor(images_u8)
+    out = []
+    for i in range(0, len(x_all), batch_size):
+        v_all = views(x_all[i:i + batch_size].float()[:, None].to(device), input_size, tta)
+        v, n = v_all.shape[0], v_all.shape[1]
+        with autocast(amp=amp, device=device):
+            logits = model(normalize(v_all.flatten(0, 1))).float()
+        if v == 1:
+            out.append(logits.cpu())
+        else:
+            p = F.softmax(logits, 1).view(v, n, -1).mean(0)
+            out.append(p.clamp_min(1e-12).log().cpu())
+    return torch.cat(out).numpy()
+
+
+def extract_features(model, images_u8: np.ndarray, input_size: int = 44, batch_size: int = 256) -> np.ndarray:
+    """Penultimate-layer features (N, F) of uint8 images (N, H, W): centre crop, normalise, forward_features."""
+    from ..data.augment import center_crop
+
+    if not hasattr(model, "forward_features"):
+        raise FerlabError(f"{type(model).__name__} has no forward_features: cannot take its features")
+    model.eval()
+    out = []
+    x_all = torch.as_tensor(np.asarray(images_u8))
+    with torch.no_grad():
+        for i in range(0, len(x_all), batch_size):
+            x = center_crop(x_all[i:i + batch_size].float()[:, None], input_size)
+            out.append(model.forward_features(normalize(x)).float().reshape(len(x), -1).numpy())
+    if not out:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,154 @@
+"""The run directory: the one writer and reader of a training run's files (no torch needed to read one).
+
+A run directory holds:
+  config.yaml        the resolved recipe
+  metrics.csv        one row per epoch (loss, accuracy, learning rate, images/s, time)
+  curves.png         accuracy and loss curves
+  last.pt            full training state (weights-only torch format), written atomically every epoch
+  best_acc.safetensors / best_loss.safetensors   best weights by validation accuracy / loss
+  model.safetensors  the run's result (the best checkpoint by ``select_metric``)
+  summary.json       best epoch, validation metrics, time, images/s
+  stageN/            one run directory per stage of a staged recipe
+
+Every file is written atomically (``ferlab.io.atomic_write``): a run killed at any moment is resumable and
+never holds half a file.  ``metrics.csv`` is read tolerantly (a torn last line of a run being written is
+skipped), so ``ferlab compare`` can read runs that are still going.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import FerlabError
+from ..io import atomic_write
+from .config import TrainConfig
+
+
+class RunDir:
+    """``RunDir("runs/fernet")``: paths and readers/writers of one run directory."""
+
+    CONFIG, METRICS, CURVES, SUMMARY, STATE = "config.yaml", "metrics.csv", "curves.png", "summary.json", "last.pt"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    @staticmethod
+    def is_run(path: str | os.PathLike) -> bool:
+        """Whether ``path`` is a run directory (it has its config.yaml)."""
+        p = Path(path)
+        return p.is_dir() and (p / RunDir.CONFIG).is_file()
+
+    def check(self) -> RunDir:
+        if not (self.path / self.CONFIG).is_file():
+            raise FerlabError(f"{self.path}: not a run directory (no config.yaml)")
+        return self
+
+    # -- config.yaml
+
+    def write_config(self, recipe: TrainConfig | dict[str, Any]) -> None:
+        d = recipe.to_dict() if isinstance(recipe, TrainConfig) else recipe
+        atomic_write(self.path / self.CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(d)))
+
+    def read_config_dict(self) -> dict[str, Any]:
+        """config.yaml as written (no validation); {} when there is none or it is not a mapping."""
+        f = self.path / self.CONFIG
+        try:
+            d = yaml.safe_load(f.read_text()) if f.is_file() else {}
+        except yaml.YAMLError:
+            return {}
+        return d if isinstance(d, dict) else {}
+
+    def read_config(self) -> TrainConfig:
+        self.check()
+        return TrainConfig.from_dict(yaml.safe_load((self.path / self.CONFIG).read_text()))
+
+    # -- metrics.csv
+
+    def write_metrics(self, rows: list[dict]) -> None:
+        def write(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+
+        atomic_write(self.path / self.METRICS, write)
+
+    def read_metrics(self) -> list[dict[str, float]]:
+        """One dict per epoch (``epoch`` an int, the rest floats); [] before the first epoch."""
+        f = self.path / self.METRICS
+        if not f.is_file():
+            return []
+        rows = []
+        with open(f, newline="") as fh:
+            for r in csv.DictReader(fh):
+                try:
+                    rows.append({k: (int(float(v)) if k == "epoch" else float(v)) for k, v in r.items() if k})
+                except (TypeError, ValueError):
+                    continue  # a torn last line of a run being written
+        return rows
+
+    # -- curves.png
+
+    def write_curves(self, rows: list[dict]) -> None:
+        """Loss and accuracy per epoch, training and validation (matplotlib)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ep = [r["epoch"] for r in rows]
+        fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+        ax[0].plot(ep, [r["train_loss"] for r in rows], label="train")
+        ax[0].plot(ep, [r["val_loss"] for r in rows], label="validation")
+        ax[0].set_title("loss")
+        ax[1].plot(ep, [r["train_acc"] for r in rows], label="train")
+        ax[1].plot(ep, [r["val_acc"] for r in rows], label="validation")
+        ax[1].set_title("accuracy")
+        for a in ax:
+            a.set_xlabel("epoch")
+            a.grid(alpha=0.3)
+            a.legend()
+        fig.tight_layout()
+        atomic_write(self.path / self.CURVES, lambda tmp: fig.savefig(tmp, format="png", dpi=90))
+        plt.close(fig)
+
+    # -- summary.json
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write(self.path / self.SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
+
+    def read_summary(self) -> dict[str, Any]:
+        """summary.json, or {} while the run is still going."""
+        f = self.path / self.SUMMARY
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    def finished(self) -> bool:
+        return (self.path / self.SUMMARY).is_file()
+
+    # -- weights
+
+    def weights(self, name: str = "model") -> Path:
+        """``NAME.safetensors``, else ``best_acc.safetensors`` (a run still going)."""
+        for f in (self.path / f"{name}.safetensors", self.path / "best_acc.safetensors"):
+            if f.is_file():
+                return f
+        raise FerlabError(f"{self.path}: no weights yet (model.safetensors / best_acc.safetensors)")
+
+    def copy_weights(self, src: Path, name: str = "model") -> None:
+        data = Path(src).read_bytes()
+        atomic_write(self.path / f"{name}.safetensors", lambda tmp: Path(tmp).write_bytes(data))

@@ -241,7 +241,7 @@ def test_limits_are_checked(models_dir):
 def test_websocket_cap_and_idle_timeout(models_dir):
     from starlette.websockets import WebSocketDisconnect
 
-    with make_client(models_dir, detector="none", max_streams=2, stream_idle_timeout=0.5) as c:
+    with make_client(models_dir, detector="none", max_streams=2, stream_idle_timeout=3600) as c:
         with c.websocket_connect(WS) as a, c.websocket_connect(WS) as b:
             a.receive_json()
             b.receive_json()
@@ -250,10 +250,16 @@ def test_websocket_cap_and_idle_timeout(models_dir):
                     third.receive_json()
             assert e.value.code == 1013
             assert c.app.state.ferlab.streams == 2
-        with c.websocket_connect(WS) as idle:  # slots are freed on close
+        with c.websocket_connect(WS) as again:  # slots are freed on close
+            assert again.receive_json()["type"] == "hello"
+    with make_client(models_dir, detector="none", stream_idle_timeout=0.5) as c:
+        with c.websocket_connect(WS) as idle:
             idle.receive_json()
             msg = idle.receive()  # the server closes a silent stream
             assert msg["type"] == "websocket.close" and msg["code"] == 1001
+        deadline = time.time() + 120
+        while c.app.state.ferlab.streams and time.time() < deadline:
+            time.sleep(0.05)
         assert c.app.state.ferlab.streams == 0
 
 

@@ -32,8 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--on-no-face", choices=["skip", "whole"], default="skip",
                    help="when no face is found: skip (report 'no face found', default) or whole (classify the "
                         "whole image). Images of 64 px or less are face crops and always classified whole")
-    p.add_argument("--no-align", dest="align", action="store_false", default=None,
-                   help="do not rotate face crops to level the eyes")
+    p.add_argument("--align", dest="align", action="store_true", default=None,
+                   help="rotate face crops to level the eyes (off by default: it costs accuracy on upright faces, "
+                        "see benchmarks/README.md)")
     p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX",
                    help="smallest face to find, in pixels (40)")
     p.add_argument("--max-side", type=PIXELS, default=None, metavar="PX",

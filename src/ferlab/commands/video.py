@@ -27,6 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="default", help="bundled model name or .onnx path")
     p.add_argument("--detector", default="blazeface",
                    help="blazeface (default), blazeface-short, blazeface-full, haar, haar+profile, or a YuNet .onnx path")
+    p.add_argument("--fast", action="store_true",
+                   help="one quick detector pass a frame (webcam speed, faces near the camera) instead of the "
+                        "still-image search that also finds small faces")
     p.add_argument("--min-hits", type=int, default=3, metavar="N",
                    help="detections before a face track is shown (default 3: one-frame false positives never are)")
     p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX", help="smallest face to find (40 px)")
@@ -53,7 +56,7 @@ def run(args) -> int:
     s = process_video(args.input, args.out, args.csv, every=args.every, timeline_png=args.timeline,
                       model=args.model, detector=args.detector, min_face=args.min_face, max_side=args.max_side,
                       smoothing=args.smoothing, max_frames=args.max_frames, progress=progress_of(args),
-                      threads=args.threads, min_hits=args.min_hits,
+                      threads=args.threads, min_hits=args.min_hits, fast=args.fast,
                       warn=lambda line: print(f"ferlab video: warning: {line}", file=sys.stderr))
     print(f"{s['video']}: {s['frames']} frames ({s['duration_s']:.1f} s at {s['fps']:g} fps) in {s['seconds']:.1f} s "
           f"({s['ms_per_frame']:.1f} ms/frame), {len(s['tracks'])} face track(s)")

@@ -14,7 +14,7 @@ Two layouts are recognised:
    size, colour and accepted format (see ``ferlab.imageio``) become 48x48 grayscale.  With ``crop="detect"``
    (the default) each photo is cropped the way ``ferlab predict`` crops faces: the face detector
    (BlazeFace; the largest face when there are several), the FER framing plus the default margin, and eye
-   alignment, so training sees what prediction sees; photos where no face is found are skipped and
+   alignment when it is the default (``DEFAULT_ALIGN``), so training sees what prediction sees; photos where no face is found are skipped and
    counted in ``ds.warnings``; images of at most 64 px a side are face crops already and are only resized.
    ``crop="center"``: the former behaviour (centre square crop, then ``cv2.resize`` with INTER_AREA).  Class folder names are mapped to the dataset's classes
    through the common spellings (``labels.ALIASES``: "happiness", "Angry", "fearful"...); folders that map

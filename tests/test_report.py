@@ -49,7 +49,7 @@ def test_write_report_is_self_contained(tmp_path):
     assert path == out / "report.html"
     page = path.read_text()
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(uris) == 5
+    assert len(uris) == 7
     for u in uris:
         w, h = _png_ok(base64.b64decode(u))
         assert w > 100 and h > 100
@@ -58,8 +58,9 @@ def test_write_report_is_self_contained(tmp_path):
     assert "Synthetic &lt;check&gt;" in page  # escaped
     assert "ferlab evaluate x --tta none" in page and "95% CI" in page and "clean accuracy" in page
     assert "<script" not in page and 'src="http' not in page and "<link" not in page  # needs no other file
-    for name in ("confusion", "roc", "reliability", "per_class", "samples"):
+    for name in ("confusion", "roc", "reliability", "per_class", "samples", "pr", "selective"):
         _png_ok((out / f"{name}.png").read_bytes())
+    assert "Precision-recall" in page and "Selective prediction" in page and "average precision" in page
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(res.accuracy)
     assert metrics["meta"]["model"] == "synthetic" and metrics["clean_n"] == 50
@@ -75,6 +76,46 @@ def test_report_survives_absent_class_and_no_mistakes(tmp_path):
     page = write_report(tmp_path, res, images, y, p, CLASSES).read_text()
     assert "disgust" in page and "n/a" in page
     assert json.loads((tmp_path / "metrics.json").read_text())["per_class"]["disgust"]["auc"] is None
+
+
+def test_report_shows_pr_intervals_and_selective_thresholds(tmp_path):
+    """The new report parts carry the numbers of the result: AP and counts per class, recall / F1 intervals,
+    the 90% / 95% thresholds (or "not reached"), all in metrics.json as well."""
+    rng = np.random.default_rng(4)
+    n = 1200
+    y = rng.choice(len(CLASSES), n, p=[0.14, 0.02, 0.14, 0.25, 0.17, 0.11, 0.17])
+    logits = rng.normal(size=(n, len(CLASSES))) * 1.5
+    logits[np.arange(n), y] += 2.5
+    p = softmax(logits)
+    images = rng.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+    res = evaluate_predictions(y, p, CLASSES, bootstrap=300)
+    page = write_report(tmp_path, res, images, y, p, CLASSES).read_text()
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    disgust = CLASSES.index("disgust")
+    assert m["per_class"]["disgust"]["support"] == int((y == disgust).sum())
+    assert m["per_class"]["disgust"]["average_precision"] == pytest.approx(res.ap[disgust])
+    assert m["average_precision"]["macro"] == pytest.approx(res.ap_macro)
+    lo, hi = m["per_class"]["disgust"]["recall_ci95"]
+    assert lo <= res.recall[disgust] <= hi and hi - lo > 0.1  # few images: a wide interval
+    assert m["per_class"]["happy"]["f1_ci95"][0] <= res.f1[3] <= m["per_class"]["happy"]["f1_ci95"][1]
+    sel = m["selective"]
+    hit90 = sel["thresholds"]["accuracy_90"]
+    assert hit90["accuracy"] >= 0.9 and hit90["kept"] >= 30
+    kept = p.max(1) >= hit90["threshold"]
+    assert kept.sum() == hit90["kept"] and (p.argmax(1) == y)[kept].mean() == pytest.approx(hit90["accuracy"])
+    assert f"{hit90['threshold']:.3f}" in page
+    assert f"{res.ap[disgust]:.3f}" in page  # the class table shows AP
+    assert f"{100 * lo:.0f}-{100 * hi:.0f}" in page  # and the recall interval
+    curve = m["selective_curve"]
+    assert len(curve["coverage"]) == len(curve["accuracy"]) == 100 and curve["accuracy"][-1] == pytest.approx(
+        res.accuracy, abs=1e-4)
+    assert len(m["pr"]["disgust"]) == len(m["pr"]["recall"]) == 101
+    # a model that never reaches 95%: the page says so
+    weak = softmax(rng.normal(size=(n, len(CLASSES))))
+    res = evaluate_predictions(y, weak, CLASSES, bootstrap=0)
+    page = write_report(tmp_path / "weak", res, images, y, weak, CLASSES).read_text()
+    assert "95% accuracy: not reached" in page and "not reached" in (tmp_path / "weak" / "metrics.json").read_text()
+    assert (tmp_path / "weak" / "selective.png").is_file()
 
 
 # ----------------------------------------------------------------------------------------------- evaluate
@@ -121,8 +162,10 @@ def test_evaluate_onnx_end_to_end(tiny_model, fer_sample, tmp_path, capsys):
     assert m["n"] == 70  # 10 PrivateTest rows per class in the sample
     assert 0 <= m["accuracy"] <= 1 and m["accuracy_ci95"][0] <= m["accuracy"] <= m["accuracy_ci95"][1]
     assert 0 < m["clean_n"] <= 70 and 0 <= m["clean_accuracy"] <= 1
-    for key in ("balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy", "ece", "nll", "auc"):
+    for key in ("balanced_accuracy", "macro_f1", "top2_accuracy", "top3_accuracy", "ece", "nll", "auc",
+                "average_precision", "selective", "pr", "selective_curve"):
         assert key in m
+    assert all(len(c["recall_ci95"]) == 2 for c in m["per_class"].values())
     assert set(m["per_class"]) == set(CLASSES)
     assert sum(c["support"] for c in m["per_class"].values()) == 70
     assert m["meta"]["split"] == "PrivateTest" and m["meta"]["tta"] == "none"

@@ -402,7 +402,9 @@ def free_port() -> int:
 def live_server(models_dir):
     from ferlab.serving import create_app
 
-    app = create_app(models_dir, "tiny", workers=2, threads=1)  # its own app: one event loop per app
+    # its own app: one event loop per app; a queue long and patient enough that these tests, about
+    # concurrency and bodies, never meet load shedding on a loaded machine (tests/test_hardening_serving.py)
+    app = create_app(models_dir, "tiny", workers=2, threads=1, max_queue=64, queue_timeout=3600)
 
     with serve_in_thread(app, timeout=20) as port:
         yield f"127.0.0.1:{port}"

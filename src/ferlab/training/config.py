@@ -83,9 +83,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise FerlabError(f"override {text!r} is not key=value")
     key, value = text.split("=", 1)
-    if re.fullmatch(r"\s*\+\s*[0-9.]+\s*", value):  # YAML reads +10 as 10: a relative count was meant?
-        raise OptionError(f"override {text!r}: write the value itself ({value.strip().lstrip('+').strip()}), "
-                          "not a signed increment")
+    if re.fullmatch(r"\s*\+\d+\s*", value):  # YAML reads +10 as 10; keep the sign: balance_counts.CLASS=+10
+        return key.strip().split("."), value.strip()  # is "add 10" (other keys refuse the string)
     try:
         parsed = yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:
@@ -229,8 +228,9 @@ def _counts(v):
     if not isinstance(v, dict):
         return "must be a mapping class -> count"
     for k, n in v.items():
-        if not isinstance(k, str) or not _is_int(n) or not 0 <= n <= 10_000_000:
-            return f"{k}: must be a whole number of images from 0 to 10000000 (got {n!r})"
+        relative = isinstance(n, str) and re.fullmatch(r"\+\d{1,8}", n.strip())
+        if not isinstance(k, str) or not (relative or (_is_int(n) and 0 <= n <= 10_000_000)):
+            return f"{k}: must be a count from 0 to 10000000, or '+n' to add n images (got {n!r})"
     return None
 
 

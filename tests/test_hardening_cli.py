@@ -59,7 +59,7 @@ def test_numeric_options_checked(argv, capsys):
 @pytest.mark.parametrize("override,fragment", [
     ("epochs=abc", "epochs"), ("batch_size=0", "batch_size"), ("lr=-1", "lr"), ("augment=5", "augment"),
     ("augment.crop=100", "augment.crop"), ("amp=fp8", "amp"), ("epochs=-1", "epochs"),
-    ("balance_counts.surprise=+10", "not a signed increment"), ("lr=nan", "lr"), ("momentum=1", "momentum"),
+    ("epochs=+5", "epochs"), ("balance_counts.surprise=-3", "balance_counts"), ("lr=nan", "lr"), ("momentum=1", "momentum"),
     ("stages=[{lr: -1}]", "stages"), ("nesterov=maybe", "nesterov"), ("labels=ferplus-bogus", "labels"),
     ("optimizer=lion", "optimizer"), ("augment.wobble=1", "wobble"),
 ])
@@ -68,6 +68,14 @@ def test_recipe_keys_checked_before_anything(override, fragment, tmp_path, capsy
     err = one_line_exit_2(["train", override, "--out", str(out)], capsys)
     assert fragment in err
     assert not out.exists()  # nothing written, no run directory
+
+
+def test_signed_count_kept_as_relative():
+    """``balance_counts.surprise=+10`` means "add 10" (balance.py's '+n'); YAML alone read it as 10."""
+    from ferlab.training.config import load_config
+
+    cfg = load_config(None, ["balance=targeted", "balance_counts.surprise=+10", "balance_counts.fear=250"])
+    assert cfg.balance_counts == {"surprise": "+10", "fear": 250}
 
 
 def test_device_without_cuda(tmp_path, capsys):

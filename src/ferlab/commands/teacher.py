@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._options import add_progress, check_output, progress_of
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("teacher", help="cache the soft-voting logits of teacher runs on the training split "
@@ -14,7 +16,7 @@ def add_parser(sub) -> None:
     p.add_argument("--labels", default="fer2013", help="label mode, as in the recipe")
     p.add_argument("--tta", choices=["none", "flip", "tencrop"], default="flip",
                    help="views the teachers average (default flip)")
-    p.add_argument("--no-progress", action="store_true", help="no progress lines")
+    add_progress(p, default=True)
     p.set_defaults(func=run)
 
 
@@ -23,8 +25,9 @@ def run(args) -> int:
 
     from ..training.distill import save_teacher, teacher_logits
 
+    check_output(args.out, "--out")  # before the teachers run over the whole training split
     arrays = teacher_logits(args.runs, args.data, split=args.split, labels=args.labels, tta=args.tta,
-                            progress=not args.no_progress)
+                            progress=progress_of(args))
     save_teacher(args.out, arrays)
     meta = json.loads(str(arrays["meta"]))
     print(f"wrote {args.out}: {len(arrays['ids'])} {args.split} samples, {len(args.runs)} teacher(s), "

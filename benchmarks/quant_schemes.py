@@ -29,7 +29,8 @@ from ferlab.data.fer2013 import load_fer2013_csv  # noqa: E402
 from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.inference.classifier import OnnxClassifier  # noqa: E402
 from ferlab.io import atomic_write  # noqa: E402
-from ferlab.training.export import INT8_SCHEMES, export_onnx, finish_card, load_run, quantize_int8  # noqa: E402
+from ferlab.training.build import load_run  # noqa: E402
+from ferlab.training.export import INT8_SCHEMES, export_onnx, finish_card, quantize_int8  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013.csv.gz"
 RUNS = ["benchmarks/results/default/run", "benchmarks/results/default/run_seed2", "benchmarks/results/fast/run"]

@@ -373,9 +373,9 @@ def test_unfreeze_top_adds_to_a_freeze_mode():
 
 
 def test_trainer_build_model_uses_init_and_freeze(tmp_path):
+    from ferlab.training.build import build_model
     from ferlab.training.checkpoint import save_weights
     from ferlab.training.config import TrainConfig
-    from ferlab.training.trainer import build_model
 
     src = _build("efficientnet_b0", seed=5, in_chans=3, num_classes=1000)
     save_weights(src, tmp_path / "b0.safetensors")

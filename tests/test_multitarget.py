@@ -89,7 +89,7 @@ def test_multitarget_loss_moves_mass_onto_the_accepted_emotions():
 
 def _val_accuracy_from_checkpoint(run, data):
     from ferlab.training.build import load_run
-    from ferlab.training.trainer import predict_logits
+    from ferlab.training.forward import predict_logits
 
     net, summary, cfg = load_run(run)
     val = load_dataset(data, labels="ferplus-majority").by_split("PublicTest")

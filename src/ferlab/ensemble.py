@@ -248,21 +248,27 @@ def _export_torch(ens: SoftVotingEnsemble, path: Path) -> None:
     export_module(_torch_module(ens), path)
 
 
-def merge_onnx(paths: Sequence[str | os.PathLike], weights: Sequence[float], temperatures: Sequence[float],
-               out: str | os.PathLike) -> None:
-    """Join ONNX classifiers (input (N, 1, 48, 48) -> logits) into one graph: shared input ``image``, output
-    ``logits`` = log(sum_i w_i softmax(logits_i / T_i))."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper, version_converter
-
-
-    models = [onnx.load(str(p)) for p in paths]
+def _same_opset(models: list) -> tuple[int, list]:
+    """(opset, models converted to it): the highest default-domain opset among the members (at least OPSET)."""
+    from onnx import version_converter
 
     def default_opset(m) -> int:
         return max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=OPSET)
 
     target = max([OPSET] + [default_opset(m) for m in models])
-    models = [m if default_opset(m) == target else version_converter.convert_version(m, target) for m in models]
+    return target, [m if default_opset(m) == target else version_converter.convert_version(m, target) for m in models]
+
+
+def merge_onnx(paths: Sequence[str | os.PathLike], weights: Sequence[float], temperatures: Sequence[float],
+               out: str | os.PathLike) -> None:
+    """Join ONNX classifiers (input (N, 1, 48, 48) -> logits) into one graph: shared input ``image``, output
+    ``logits`` = log(sum_i w_i softmax(logits_i / T_i)).  One function on purpose: the graph's node, initialiser
+    and opset lists are assembled in one pass over the members."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+
+    target, models = _same_opset([onnx.load(str(p)) for p in paths])
     w = normalize_weights(weights, len(models))
     nodes, inits, vinfo, funcs = [], [], [], []
     opsets: dict[str, int] = {"": target}

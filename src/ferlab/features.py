@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from .data.splits import select_classes
 from .errors import FerlabError
 from .evaluation.metrics import _clean, evaluate_predictions
 from .evaluation.report import write_report
-from .io import atomic_write
+from .io import atomic_write, command_line
 
 CLASSIFIERS = ("svm", "rf", "logreg")
 GRIDS: dict[str, list[float]] = {
@@ -147,15 +146,7 @@ def run_features(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
     ``report``, one report folder per classifier (and ``cnn/``).  Returns the summary."""
     from .training.forward import extract_features, predict_logits
 
-    kinds = list(CLASSIFIERS) if classifiers in ("all", ["all"]) else (
-        [classifiers] if isinstance(classifiers, str) else list(classifiers))
-    for k in kinds:
-        if k not in CLASSIFIERS:
-            raise FerlabError(f"unknown classifier {k!r}; choose {', '.join(CLASSIFIERS)} or all")
-    if val_split == "PrivateTest":
-        raise FerlabError("PrivateTest is for the final report only: select hyper-parameters on PublicTest")
-    if val_split == test_split:
-        raise FerlabError(f"the selection split and the test split must differ (both {val_split})")
+    kinds = _kinds(classifiers, val_split, test_split)
     t0 = time.time()
     model, summary, cfg, parts, data, ds = _load(run_dir, data, val_split, test_split)
     classes = list(summary["classes"])
@@ -167,8 +158,8 @@ def run_features(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
             print(f"features of {s}: {feats[s].shape[0]} x {feats[s].shape[1]} ({time.time() - t:.1f} s)", flush=True)
     y_tr, y_val, y_te = parts[cfg.train_split][1], parts[val_split][1], parts[test_split][1]
     test_images = parts[test_split][0]
-    cmd = command or shlex.join(["ferlab", "features", str(run_dir), "--data", str(data), "--classifier",
-                                 ",".join(kinds)] + (["--out", str(out)] if out else []))
+    cmd = command or command_line(["features", run_dir, "--data", data, "--classifier", ",".join(kinds)]
+                                  + (["--out", out] if out else []))
     rows: dict[str, dict] = {}
     results = {}
 
@@ -201,14 +192,33 @@ def run_features(run_dir: str | os.PathLike, data: str | os.PathLike | None = No
         "command": cmd, "seconds": round(time.time() - t0, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     if out:
-        out = Path(out)
-        if report:
-            for name, (r, probs) in results.items():
-                r.meta = {"model": f"{cfg.model} features + {name}" if name != "cnn" else f"{cfg.model} (CNN alone)",
-                          "model_kind": "features" if name != "cnn" else "torch run", "data": str(data),
-                          "split": test_split, "selection_split": val_split, "n": r.n, "command": cmd,
-                          "date": out_summary["date"]}
-                write_report(out / name, r, test_images, y_te, probs, classes,
-                             f"{r.meta['model']} on {Path(str(data)).name} / {test_split}", r.meta)
-        atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(_clean(out_summary), indent=2)))
+        _write_outputs(Path(out), out_summary, results if report else {}, cfg.model, test_images, y_te)
     return out_summary
+
+
+def _kinds(classifiers: str | list[str], val_split: str, test_split: str) -> list[str]:
+    """The classifiers asked for, checked, and the splits checked."""
+    kinds = list(CLASSIFIERS) if classifiers in ("all", ["all"]) else (
+        [classifiers] if isinstance(classifiers, str) else list(classifiers))
+    for k in kinds:
+        if k not in CLASSIFIERS:
+            raise FerlabError(f"unknown classifier {k!r}; choose {', '.join(CLASSIFIERS)} or all")
+    if val_split == "PrivateTest":
+        raise FerlabError("PrivateTest is for the final report only: select hyper-parameters on PublicTest")
+    if val_split == test_split:
+        raise FerlabError(f"the selection split and the test split must differ (both {val_split})")
+    return kinds
+
+
+def _write_outputs(out: Path, summary: dict[str, Any], results: dict, model: str, test_images: np.ndarray,
+                   y_te: np.ndarray) -> None:
+    """One report folder per classifier in ``results`` (and ``cnn/``), then ``summary.json``."""
+    data, test_split = summary["data"], summary["test_split"]
+    for name, (r, probs) in results.items():
+        r.meta = {"model": f"{model} features + {name}" if name != "cnn" else f"{model} (CNN alone)",
+                  "model_kind": "features" if name != "cnn" else "torch run", "data": data,
+                  "split": test_split, "selection_split": summary["selection_split"], "n": r.n,
+                  "command": summary["command"], "date": summary["date"]}
+        write_report(out / name, r, test_images, y_te, probs, summary["classes"],
+                     f"{r.meta['model']} on {Path(data).name} / {test_split}", r.meta)
+    atomic_write(out / "summary.json", lambda tmp: Path(tmp).write_text(json.dumps(_clean(summary), indent=2)))

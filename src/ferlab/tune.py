@@ -156,14 +156,7 @@ def tune(recipe: str | None, out: str | Path, trials: int = 20, epochs: int = 5,
     space = model_space(base_cfg.model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name="ferlab-tune", storage=f"sqlite:///{(out / 'study.db').resolve()}", load_if_exists=True,
-        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=min(3, max(trials - 1, 1)), n_warmup_steps=1))
-    for t in study.trials:  # trials of a killed search that never finished
-        if t.state == optuna.trial.TrialState.RUNNING:
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    study = _open_study(out, seed, trials)
     done = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
     remaining = max(trials - done, 0)
     if log and done:
@@ -203,6 +196,14 @@ def tune(recipe: str | None, out: str | Path, trials: int = 20, epochs: int = 5,
     if remaining:
         study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[after_trial], catch=())
     rows = _write_trials(study, out / "trials.csv")
+    return _write_best(study, out, base, rows, epochs, val_fraction, command, space)
+
+
+def _write_best(study, out: Path, base: dict, rows: list[dict], epochs: int, val_fraction: float,
+                command: str | None, space: dict) -> dict[str, Any]:
+    """``best.yaml`` (the recipe with the best trial's values, the recipe's own epochs) and ``tune.json``."""
+    import optuna
+
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise FerlabError(f"{out}: no trial completed (all pruned or failed); see trials.csv")
@@ -226,6 +227,21 @@ def tune(recipe: str | None, out: str | Path, trials: int = 20, epochs: int = 5,
               "command": command, "space": {k: v for k, v in space.items()}}
     atomic_write(out / "tune.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2, default=_jsonable)))
     return result
+
+
+def _open_study(out: Path, seed: int, trials: int):
+    """The study in ``out/study.db`` (created or resumed); trials a killed search left running are failed."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name="ferlab-tune", storage=f"sqlite:///{(out / 'study.db').resolve()}", load_if_exists=True,
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=min(3, max(trials - 1, 1)), n_warmup_steps=1))
+    for t in study.trials:  # trials of a killed search that never finished
+        if t.state == optuna.trial.TrialState.RUNNING:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    return study
 
 
 def _jsonable(x):

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..training.rundir import RunDir
 from ._options import check_output
 
 COMMON = ("model", "params")
@@ -54,19 +55,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise FerlabError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-
-
-def _read_csv(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    rows = []
-    with open(path, newline="") as f:
-        for r in csv.DictReader(f):
-            try:
-                rows.append({k: float(v) for k, v in r.items() if k})
-            except (TypeError, ValueError):
-                continue  # a torn last line of a run being written
-    return rows
 
 
 def _evals(run: Path) -> dict[str, dict]:
@@ -110,7 +98,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
         if not isinstance(cfg, dict):
             raise FerlabError(f"{cfg_file}: a run config must be a mapping")
     summary = _read_json(summary_file) if summary_file.is_file() else {}
-    rows = _read_csv(run / "metrics.csv")
+    rows = RunDir(run).read_metrics()
     rec: dict[str, Any] = {"run": run.name or str(run), "path": str(run), "config": _flatten(cfg),
                            "evals": _evals(run), "finished": bool(summary)}
     rec["model"] = summary.get("model", cfg.get("model"))

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import hardware
 from ..card import NORM_MEAN, NORM_STD
 from ..errors import FerlabError
-from ..hardware import cpu_features, has_native_bf16
 
 __all__ = ["NORM_MEAN", "NORM_STD", "autocast", "extract_features", "normalize", "predict_logits", "resolve_amp",
            "views"]
@@ -36,11 +36,11 @@ def resolve_amp(amp: str, device: str = "cpu") -> tuple[str, str]:
     if amp == "auto":
         if cuda:
             return "bf16", "auto: CUDA device"
-        if has_native_bf16():
-            have = [f for f in ("avx512_bf16", "amx_bf16") if cpu_features()[f]]
+        if hardware.has_native_bf16():
+            have = [f for f in ("avx512_bf16", "amx_bf16") if hardware.cpu_features()[f]]
             return "bf16", f"auto: the CPU has native bf16 ({', '.join(have)})"
         return "none", "auto: the CPU has no native bf16 (no avx512_bf16/amx), where bf16 autocast is ~10x slower"
-    if amp == "bf16" and not cuda and not has_native_bf16():
+    if amp == "bf16" and not cuda and not hardware.has_native_bf16():
         return "bf16", "requested; the CPU has no native bf16, so it is emulated (slow)"
     return amp, "requested"
 

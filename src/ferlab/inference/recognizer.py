@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..card import FACE_MARGIN
 from ..errors import FerlabError
 from ..imageio import to_array
 from .classifier import OnnxClassifier
@@ -37,7 +38,7 @@ from .detect import DEFAULT_DETECTOR, Detection, Detector, make_detector
 #: by a median 0.02 of its side on each side (IQR -0.01 to 0.06, centred, no vertical offset).  Re-cropping
 #: those images from the Haar box, the trained fernet model scores 71.8% at margin 0, 71.2% at 0.025,
 #: 69.2% at 0.1 and 61.4% at 0.2 (73.1% on the original crops): larger margins than the FER framing hurt.
-DEFAULT_MARGIN = 0.02
+DEFAULT_MARGIN = FACE_MARGIN  # the model card's contract constant (ferlab.card)
 #: work bounds (issue 13): whatever the input's shape, a crop is made from at most a CROP_MAX_SIDE square and
 #: detection runs on at most DETECT_MAX_PIXELS (a larger image is searched on a shrunk copy: a Full HD frame is
 #: searched as it is; on a 12 MP photo the smallest face found grows from 40 to about 95 px).  Images within

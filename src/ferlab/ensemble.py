@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import tempfile
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from .errors import FerlabError
 from .evaluation.evaluate import duplicate_mask, load_model, predict_probs
 from .evaluation.metrics import _clean, evaluate_predictions
 from .evaluation.report import write_report
-from .io import atomic_write, portable_path
+from .io import atomic_write, command_line, portable_path
 from .training.rundir import RunDir
 
 OPSET = 17
@@ -201,14 +200,14 @@ def _common(values: list[str]) -> str:
 
 
 def _command(members, data, split, weights, out, export=None) -> str:
-    parts = ["ferlab", "ensemble", *map(str, members), "--data", str(data), "--split", split]
+    parts = ["ensemble", *members, "--data", data, "--split", split]
     if weights:
         parts += ["--weights", *map(str, weights)]
     if export:
         parts += ["--export", str(export)]
     if out:
         parts += ["--out", str(out)]
-    return shlex.join(parts)
+    return command_line(parts)
 
 
 # --------------------------------------------------------------------------------------------- export

@@ -26,7 +26,6 @@ import csv
 import inspect
 import json
 import math
-import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -248,7 +247,3 @@ def _jsonable(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return str(x)
-
-
-def command_line(argv: list[str]) -> str:
-    return shlex.join(["ferlab", *argv])

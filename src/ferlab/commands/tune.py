@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from ..tune import command_line, tune
+    from ..io import command_line
+    from ..tune import tune
 
     check_output(args.out, "--out", folder=True)
 

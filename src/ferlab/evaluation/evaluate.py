@@ -206,6 +206,34 @@ def default_out(m: _Model, split: str, tta: str, clean_only: bool = False) -> Pa
     return Path("eval") / f"{m.name}-{tag[5:]}"
 
 
+def _rows(m: _Model, data, split: str, labels: str, votes, clean_only: bool):
+    """(images, labels as ids into the model's classes, clean mask or None, notes) of the rows to evaluate."""
+    if votes is None and labels.startswith("ferplus"):
+        guess = Path(data).parent.parent / "ferplus" / "fer2013new.csv"
+        votes = guess if guess.is_file() else None
+    ds = load_dataset(data, labels=labels, votes=votes)
+    test = ds.by_split(split)
+    notes: list[str] = []
+    clean_mask = None
+    if split == "Training":
+        notes.append("evaluated on Training: the clean (no copy in Training) accuracy does not apply")
+    elif "Training" in set(ds.split_names()):
+        clean_mask = ~duplicate_mask(test.images, ds.by_split("Training").images)
+    else:
+        notes.append("the dataset has no Training split: clean accuracy not computed")
+    y, known = _align_classes(m.classes, ds.classes, test.labels, m.name, notes)
+    keep = known.copy()
+    if clean_only:
+        if clean_mask is None:
+            raise FerlabError(f"--clean-only needs a Training split to compare {split} with")
+        keep &= clean_mask
+        notes.append(f"clean rows only: {int((known & ~clean_mask).sum())} {split} rows with a pixel-identical "
+                     "copy in Training are left out")
+    if not keep.any():
+        raise FerlabError(f"{data}: no labelled {split} rows to evaluate")
+    return test.images[keep], y[keep], (clean_mask[keep] if clean_mask is not None else None), notes
+
+
 def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "PrivateTest", tta: str = "none",
              out: str | os.PathLike | None = None, labels: str | None = None, clean_only: bool = False, *,
              votes: str | os.PathLike | None = None, bootstrap: int = 1000, seed: int = 0,
@@ -228,34 +256,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "Pr
         raise FerlabError(f"{out}: exists and is not a folder (--out names the report folder)")
     m = load_model(model)
     labels = labels or _default_labels(m)
-
-    if votes is None and labels.startswith("ferplus"):
-        guess = Path(data).parent.parent / "ferplus" / "fer2013new.csv"
-        votes = guess if guess.is_file() else None
-    ds = load_dataset(data, labels=labels, votes=votes)
-    test = ds.by_split(split)
-    notes: list[str] = []
-
-    clean_mask = None
-    if split == "Training":
-        notes.append("evaluated on Training: the clean (no copy in Training) accuracy does not apply")
-    elif "Training" in set(ds.split_names()):
-        clean_mask = ~duplicate_mask(test.images, ds.by_split("Training").images)
-    else:
-        notes.append("the dataset has no Training split: clean accuracy not computed")
-
-    y, known = _align_classes(m.classes, ds.classes, test.labels, m.name, notes)
-    keep = known.copy()
-    if clean_only:
-        if clean_mask is None:
-            raise FerlabError(f"--clean-only needs a Training split to compare {split} with")
-        keep &= clean_mask
-        notes.append(f"clean rows only: {int((known & ~clean_mask).sum())} {split} rows with a pixel-identical "
-                     "copy in Training are left out")
-    if not keep.any():
-        raise FerlabError(f"{data}: no labelled {split} rows to evaluate")
-    images, y = test.images[keep], y[keep]
-    clean_kept = clean_mask[keep] if clean_mask is not None else None
+    images, y, clean_kept, notes = _rows(m, data, split, labels, votes, clean_only)
 
     probs = predict_probs(m, images, tta, progress=progress)
     result = evaluate_predictions(y, probs, m.classes, bootstrap=bootstrap, seed=seed)

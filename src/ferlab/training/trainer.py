@@ -167,7 +167,7 @@ class Trainer:
         loop.gen.set_state(st["gen_rng"])
         torch.set_rng_state(st["torch_rng"])
         loop.plateau = Plateau(cfg.plateau_factor, cfg.plateau_patience, dict(st["plateau"]))
-        loop.rows = RunDir(run).read_metrics()[:loop.start_epoch]
+        loop.rows = [dict(r) for r in st["rows"]] if st.get("rows") else RunDir(run).read_metrics()[:loop.start_epoch]
 
     def _train_epoch(self, loop: SimpleNamespace, epoch: int) -> tuple[float, int, int]:
         """One pass over the training data; (summed loss, correct, seen).  Sets ``loop.lr`` to the last rate."""
@@ -262,12 +262,13 @@ class Trainer:
         if improved_loss:
             best.update(val_loss=val_loss, epoch_loss=epoch + 1)
             save_weights(model, run / "best_loss.safetensors", {"epoch": str(epoch + 1)})
-        RunDir(run).write_metrics(rows)
+        # the state first (with the rows): a run killed between the two files resumes from last.pt alone
         save_training_state({
             "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "best": best,
             "elapsed": elapsed, "aug_rng": aug.g.get_state(), "gen_rng": gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "plateau": plateau.state(),
+            "torch_rng": torch.get_rng_state(), "plateau": plateau.state(), "rows": [dict(r) for r in rows],
         }, run / "last.pt")
+        RunDir(run).write_metrics(rows)
         RunDir(run).write_curves(rows)
         if self.log:
             print(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "

@@ -35,6 +35,7 @@ from .evaluation.evaluate import duplicate_mask, load_model, predict_probs
 from .evaluation.metrics import _clean, evaluate_predictions
 from .evaluation.report import write_report
 from .io import atomic_write, command_line, portable_path
+from .labels import scoring_labels
 from .training.rundir import RunDir
 
 OPSET = 17
@@ -106,10 +107,6 @@ def _unique_names(names: list[str], sources: list[str]) -> list[str]:
     return out
 
 
-def _eval_labels(trained: str) -> str:
-    return "ferplus-majority" if trained.startswith("ferplus") else "fer2013"
-
-
 def _load_split(data, split: str, labels: str, classes: list[str]):
     """(images, labels as ids into ``classes``, dataset) of ``split``; rows of other classes are dropped."""
 
@@ -140,7 +137,7 @@ def evaluate_ensemble(members: Sequence[str | os.PathLike], data: str | os.PathL
 
     t0 = time.time()
     ens = SoftVotingEnsemble(members, weights)
-    labels = labels or _eval_labels(ens.trained_labels)
+    labels = labels or scoring_labels(ens.trained_labels)
     images, y, ds = _load_split(data, split, labels, ens.classes)
     probs = ens.member_probas(images, progress=progress)
     p = soft_vote(probs, ens.weights)
@@ -416,7 +413,7 @@ def export_ensemble(members: Sequence[str | os.PathLike], out: str | os.PathLike
     if calibrate:
         if data is None:
             raise FerlabError("to fit the ensemble's temperature give --data (no run member names its data)")
-        images, y, _ = _load_split(data, val_split, labels or _eval_labels(ens.trained_labels), ens.classes)
+        images, y, _ = _load_split(data, val_split, labels or scoring_labels(ens.trained_labels), ens.classes)
         fitted = card.to_dict()
         calibrate_card(fitted, onnx_path, images, y, val_split)
         card.update({k: fitted[k] for k in ("temperature", "calibration")})

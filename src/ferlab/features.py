@@ -33,6 +33,7 @@ from .errors import FerlabError
 from .evaluation.metrics import _clean, evaluate_predictions
 from .evaluation.report import write_report
 from .io import atomic_write, command_line
+from .labels import scoring_labels
 
 CLASSIFIERS = ("svm", "rf", "logreg")
 GRIDS: dict[str, list[float]] = {
@@ -121,7 +122,7 @@ def _load(run_dir, data, val_split: str, test_split: str):
     from .training.build import load_run
 
     model, summary, cfg = load_run(run_dir)
-    labels = "ferplus-majority" if cfg.labels.startswith("ferplus") else cfg.labels
+    labels = scoring_labels(cfg.labels)
     data = data or cfg.data
     ds = load_dataset(data, labels=labels, votes=cfg.model_options.get("_votes"))
     if cfg.classes:

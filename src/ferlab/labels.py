@@ -56,3 +56,9 @@ def ferplus_to_fer2013_index() -> list[int]:
         target = FERPLUS_TO_FER2013.get(name)
         out.append(FER2013_CLASSES.index(target) if target else -1)
     return out
+
+
+def scoring_labels(trained: str | None) -> str:
+    """The label scheme a model is scored on: a model trained on FER+ labels (majority, probability,
+    cross-entropy or multi-target) against the FER+ majority labels, every other model against FER2013's."""
+    return "ferplus-majority" if (trained or "fer2013").startswith("ferplus") else "fer2013"

@@ -34,6 +34,7 @@ from ..data import load_dataset
 from ..errors import FerlabError
 from ..inference.classifier import OnnxClassifier
 from ..io import atomic_write, portable_path
+from ..labels import scoring_labels
 from ..training.rundir import RunDir
 from .metrics import EvalResult, evaluate_predictions
 from .report import write_report
@@ -163,9 +164,7 @@ def duplicate_mask(images: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def _default_labels(m: _Model) -> str:
-    trained = m.trained_labels or "fer2013"
-    # FER+ models are evaluated against the majority labels, whatever their training targets
-    return "ferplus-majority" if trained.startswith("ferplus") else "fer2013"
+    return scoring_labels(m.trained_labels)
 
 
 def _align_classes(model_classes: list[str], data_classes: tuple[str, ...], labels: np.ndarray,

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -147,16 +145,13 @@ def _export_and_card(model, summary: dict, cfg: TrainConfig, name: str, onnx_pat
         quantize_int8(onnx_path, onnx_path, calib)
     elif quantize != "none":
         raise FerlabError(f"unknown quantization {quantize!r} (none, int8)")
-    card = {
-        "name": name, "classes": summary["classes"], "input_size": 48, "channels": 1, "color": "gray",
-        "input": "float32 (N, 1, 48, 48) grey levels 0-255; centre crop and normalisation happen inside the graph",
-        "crop_inside_graph": cfg.input_size,
-        "normalization": {"scale": 1 / 255, "mean": NORM_MEAN, "std": NORM_STD, "inside_graph": True},
-        "output": "logits" if tta == "none" else "log of the mean softmax over the image and its mirror",
-        "face_margin": margin, "tta": tta, "quantization": quantize,
-        "architecture": cfg.model, "model_options": summary.get("model_options", {}),
-        "params": count_params(model), "macs": count_macs(model, cfg.input_size) * (2 if tta == "flip" else 1),
-        "training": {
+    card = ModelCard(
+        name=name, classes=summary["classes"], crop_inside_graph=cfg.input_size,
+        output="logits" if tta == "none" else "log of the mean softmax over the image and its mirror",
+        face_margin=margin, tta=tta, quantization=quantize,
+        architecture=cfg.model, model_options=summary.get("model_options", {}),
+        params=count_params(model), macs=count_macs(model, cfg.input_size) * (2 if tta == "flip" else 1),
+        training={
             "data": Path(cfg.data).name, "labels": cfg.labels, "train_split": cfg.train_split,
             "selection_split": summary.get("val_split", cfg.val_split), "epochs": summary.get("epochs_run"),
             "best_epoch": summary.get("best_epoch_acc"), "wall_clock_min": round(summary.get("train_time_s", 0) / 60, 1),
@@ -164,10 +159,7 @@ def _export_and_card(model, summary: dict, cfg: TrainConfig, name: str, onnx_pat
             "external_data": bool(cfg.extra_data),
             "initialised_from": pretraining(cfg.init),
         },
-        "export_command": "ferlab " + " ".join(sys.argv[1:]) if Path(sys.argv[0]).name == "ferlab" else "",
-        "exported": time.strftime("%Y-%m-%d"),
-        "temperature": 1.0,
-    }
+    ).to_dict()
     if val is not None and calibrate:
         calibrate_card(card, onnx_path, val.images, val.labels, summary.get("val_split", cfg.val_split))
     return finish_card(card, onnx_path, extra_card)

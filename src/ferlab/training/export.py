@@ -19,13 +19,14 @@ import torch.nn.functional as F
 import yaml
 
 from ..calibration import expected_calibration_error, fit_temperature, nll, softmax
-from ..card import FACE_MARGIN, NORM_MEAN, NORM_STD, ModelCard
+from ..card import FACE_MARGIN, ModelCard
 from ..errors import FerlabError
 from ..inference.classifier import OnnxClassifier
 from ..io import atomic_write, portable_path
 from ..models import count_macs, count_params
 from .build import build_model, load_run, prepare_data  # noqa: F401  (load_run: old importers)
 from .config import TrainConfig
+from .forward import normalize
 
 OPSET = 17
 
@@ -42,7 +43,7 @@ class Preprocessed(torch.nn.Module):
         off = (h - self.crop) // 2
         if off > 0:
             x = x[:, :, off:off + self.crop, off:off + self.crop]
-        x = (x / 255.0 - NORM_MEAN) / NORM_STD
+        x = normalize(x)  # the same formula as training (training.forward)
         if self.tta == "flip":
             p = (F.softmax(self.net(x), 1) + F.softmax(self.net(torch.flip(x, dims=[3])), 1)) / 2
             return torch.log(p.clamp_min(1e-12))

@@ -106,3 +106,14 @@ def test_forced_bf16_without_native_support_warns_with_the_measured_slowdown(fer
                                     "epochs=1", "max_train_batches=1"]), tmp_path / "a", progress=False)
     assert auto["amp"] == {"requested": "auto", "used": "none", "reason": auto["amp"]["reason"]}
     assert "amp: auto" in (tmp_path / "a" / "config.yaml").read_text()
+
+
+def test_int8_export_records_scheme_agreement_and_cpu(teacher_run, tmp_path):
+    from ferlab.training.export import DEFAULT_INT8, export_run
+
+    card = export_run(teacher_run, tmp_path / "m.onnx", quantize="int8")
+    assert card["int8_scheme"] == DEFAULT_INT8 == "u8s8-rr"
+    agree = card["int8_agreement"]
+    assert 0.5 <= agree["top1_agreement"] <= 1 and 0 <= agree["int8_accuracy"] <= 1
+    assert agree["measured_on"]["libraries"]["onnxruntime"] and "avx512_vnni" in agree["measured_on"]["features"]
+    assert agree["measured_on"]["threads"] >= 1

@@ -32,6 +32,7 @@ from .. import __version__
 from ..calibration import softmax
 from ..data import load_dataset
 from ..errors import FerlabError
+from ..hardware import machine_info
 from ..inference.classifier import OnnxClassifier
 from ..io import atomic_write, portable_path
 from ..labels import scoring_labels
@@ -75,7 +76,9 @@ def load_model(model: str | os.PathLike) -> _Model:
                       temperature=1.0, trained_labels=cfg.labels, handle=net,
                       input_size=int(summary.get("input_size", cfg.input_size)),
                       info={"architecture": cfg.model, "params": summary.get("params"),
-                            "best_epoch": summary.get("best_epoch_acc"), "weights": summary.get("selected")})
+                            "epoch": summary.get("selected_epoch", summary.get(
+                                "best_epoch_loss" if summary.get("selected") == "best_loss" else "best_epoch_acc")),
+                            "weights": summary.get("selected")})
 
     clf = OnnxClassifier(model)
     card = clf.card
@@ -279,6 +282,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "Pr
         "data": portable_path(data), "labels": labels, "split": split, "tta": tta, "clean_only": clean_only,
         "temperature": round(m.temperature, 4), "n": result.n, "command": cmd,
         "date": time.strftime("%Y-%m-%d %H:%M"), "ferlab": __version__,
+        "machine": machine_info(getattr(m.handle, "threads", None)),
     }
     if report:
         title = f"{m.name} on {Path(str(data)).name} / {split}" + (f" ({tta} TTA)" if tta != "none" else "")
@@ -308,6 +312,7 @@ def card_entry(result: EvalResult) -> dict[str, Any]:
         "split": meta.get("split"), "tta": meta.get("tta"), "data": Path(str(meta.get("data", ""))).name,
         "labels": meta.get("labels"), "temperature": meta.get("temperature"), "command": meta.get("command"),
         "date": meta.get("date", time.strftime("%Y-%m-%d %H:%M"))[:10],
+        "machine": meta.get("machine"),
     }
 
 

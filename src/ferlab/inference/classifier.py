@@ -15,6 +15,8 @@ from ..calibration import softmax
 from ..errors import FerlabError
 from ..zoo import resolve
 
+MAX_THREADS = 256
+
 
 class OnnxClassifier:
     """``OnnxClassifier("default").predict_proba(faces)`` with faces uint8 (N, S, S) grayscale crops."""
@@ -29,6 +31,9 @@ class OnnxClassifier:
         self.input_size: int = int(self.card["input_size"])
         self.temperature: float = float(self.card.get("temperature", 1.0)) if calibrated else 1.0
         so = ort.SessionOptions()
+        if threads is not None and not (isinstance(threads, int) and 0 <= threads <= MAX_THREADS):
+            raise FerlabError(f"threads must be a whole number from 1 to {MAX_THREADS} (0 or None: automatic), "
+                              f"got {threads!r}", "bad_option")
         self.threads = threads or int(os.environ.get("FERLAB_THREADS", 0)) or min(os.cpu_count() or 1, 4)
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
@@ -38,7 +43,12 @@ class OnnxClassifier:
             self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise FerlabError(f"{self.path}: cannot load ONNX model ({str(e)[:120]})") from None
-        self.input_name = self.session.get_inputs()[0].name
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        side = inp.shape[-1] if len(inp.shape) == 4 else None
+        if isinstance(side, int) and side != self.input_size:  # the card must describe the graph it seals
+            raise FerlabError(f"{self.path}: the card says input_size {self.input_size} but the graph takes "
+                              f"{side}x{side} images", "bad_card")
 
     def logits(self, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
         x = np.asarray(faces)

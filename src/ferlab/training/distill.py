@@ -28,8 +28,9 @@ from ..io import atomic_write, file_digest, portable_path
 
 
 def teacher_logits(members: list[str], data: str, split: str = "Training", labels: str = "fer2013",
-                   tta: str = "tencrop", progress: bool = True) -> dict[str, np.ndarray]:
-    """Soft-voting teacher logits (fp32 torch, ``tta`` views averaged) of run directories on ``split``."""
+                   tta: str = "flip", progress: bool = True, amp: str = "auto") -> dict[str, np.ndarray]:
+    """Soft-voting teacher logits (torch, ``tta`` views averaged; ``amp`` as in recipes, so bf16 where the CPU
+    has it natively) of run directories on ``split``."""
     from .build import load_run
     from .forward import predict_logits
 
@@ -45,12 +46,12 @@ def teacher_logits(members: list[str], data: str, split: str = "Training", label
             raise FerlabError(f"{m}: predicts {', '.join(summary['classes'])}; the data has {', '.join(ds.classes)}")
         if progress:
             print(f"teacher {m}: {len(ds)} {split} images, tta {tta}", flush=True)
-        probs.append(np.exp(predict_logits(model, ds.images, cfg.input_size, tta=tta, amp="none")))
+        probs.append(np.exp(predict_logits(model, ds.images, cfg.input_size, tta=tta, amp=amp)))
     p = np.mean(probs, axis=0)
     return {"ids": ds.ids.astype(str), "logits": np.log(np.clip(p, 1e-8, None)).astype(np.float16),
             "classes": np.array(ds.classes, dtype=str),
-            "meta": json.dumps({"teachers": [portable_path(m) for m in members], "tta": tta, "split": split,
-                                "labels": labels, "data": Path(data).name, "data_sha256": file_digest(data),
+            "meta": json.dumps({"teachers": [portable_path(m) for m in members], "tta": tta, "amp": amp,
+                                "split": split, "labels": labels, "data": Path(data).name, "data_sha256": file_digest(data),
                                 "train_accuracy": round(float((p.argmax(1) == ds.labels).mean()), 4)})}
 
 

@@ -56,7 +56,6 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("ferlab", "ferlab.inference.recognizer", "late"): "the lazy re-export above",
     ("ferlab.data.folders", "ferlab.inference.detect", "late"): "lazy while it crosses to inference (above)",
     ("ferlab.data.folders", "ferlab.inference.recognizer", "late"): "lazy while it crosses to inference (above)",
-    ("ferlab.inference.detect", "ferlab.inference.blazeface", "late"): "the detect/blazeface circle (KNOWN_CIRCLES)",
 }
 
 
@@ -200,12 +199,7 @@ def _circles() -> list[list[str]]:
 
 
 #: circles that stay for now -> why
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"ferlab.inference.detect", "ferlab.inference.blazeface"}):
-        "make_detector (detect.py) builds the BlazeFace detector, which subclasses detect.Detector; both are "
-        "the detector engineer's (issue 12) and change the same morning: the base classes go to their own "
-        "module",
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 
 def test_every_module_stands_on_a_floor():

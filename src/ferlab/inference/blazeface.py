@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FerlabError
-from .detect import Detection, Detector
+from .detection import Detection, Detector
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")

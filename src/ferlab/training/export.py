@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from ..calibration import expected_calibration_error, fit_temperature, nll, softmax
 from ..card import FACE_MARGIN, ModelCard
@@ -27,6 +26,7 @@ from ..models import count_macs, count_params
 from .build import build_model, load_run, prepare_data  # noqa: F401  (load_run: old importers)
 from .config import TrainConfig
 from .forward import normalize, predict_logits
+from .rundir import RunDir
 
 OPSET = 17
 
@@ -190,11 +190,7 @@ def pretraining(init: str | os.PathLike | None) -> dict | None:
     config.yaml beside the weights), so that a card names every label source its model has seen."""
     if not init:
         return None
-
-    cfg_file = Path(init).parent / "config.yaml"
-    labels = None
-    if cfg_file.is_file():
-        labels = (yaml.safe_load(cfg_file.read_text()) or {}).get("labels")
+    labels = RunDir(Path(init).parent).read_config_dict().get("labels")
     return {"weights": portable_path(init), "labels": labels or "unknown (no config.yaml beside the weights)"}
 
 

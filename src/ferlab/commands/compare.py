@@ -79,8 +79,6 @@ def _evals(run: Path) -> dict[str, dict]:
 
 
 def read_run(path: str | Path) -> dict[str, Any]:
-    import yaml
-
     from ..errors import FerlabError
 
     run = Path(path)
@@ -89,14 +87,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
     cfg_file, summary_file = run / "config.yaml", run / "summary.json"
     if not cfg_file.is_file() and not summary_file.is_file():
         raise FerlabError(f"{run}: not a run directory (no config.yaml or summary.json)")
-    cfg: dict = {}
-    if cfg_file.is_file():
-        try:
-            cfg = yaml.safe_load(cfg_file.read_text()) or {}
-        except yaml.YAMLError:
-            raise FerlabError(f"{cfg_file}: not valid YAML") from None
-        if not isinstance(cfg, dict):
-            raise FerlabError(f"{cfg_file}: a run config must be a mapping")
+    cfg = RunDir(run).read_config_dict(strict=True)
     summary = _read_json(summary_file) if summary_file.is_file() else {}
     rows = RunDir(run).read_metrics()
     rec: dict[str, Any] = {"run": run.name or str(run), "path": str(run), "config": _flatten(cfg),

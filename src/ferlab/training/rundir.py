@@ -64,14 +64,21 @@ class RunDir:
         d = recipe.to_dict() if isinstance(recipe, TrainConfig) else recipe
         atomic_write(self.path / self.CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(d)))
 
-    def read_config_dict(self) -> dict[str, Any]:
-        """config.yaml as written (no validation); {} when there is none or it is not a mapping."""
+    def read_config_dict(self, strict: bool = False) -> dict[str, Any]:
+        """config.yaml as written (no validation); {} when there is none.  A file that is not YAML or not a
+        mapping gives {} too, or with ``strict`` a one-line ``FerlabError``."""
         f = self.path / self.CONFIG
         try:
-            d = yaml.safe_load(f.read_text()) if f.is_file() else {}
+            d = (yaml.safe_load(f.read_text()) or {}) if f.is_file() else {}
         except yaml.YAMLError:
+            if strict:
+                raise FerlabError(f"{f}: not valid YAML") from None
             return {}
-        return d if isinstance(d, dict) else {}
+        if not isinstance(d, dict):
+            if strict:
+                raise FerlabError(f"{f}: a run config must be a mapping")
+            return {}
+        return d
 
     def read_config(self) -> TrainConfig:
         self.check()

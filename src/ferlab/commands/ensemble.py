@@ -28,16 +28,15 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import shlex
-    import sys
     from pathlib import Path
 
     from ..ensemble import evaluate_ensemble, export_ensemble
+    from ..io import typed_command
 
     check_output(args.out, "--out", folder=True)
     check_output(args.export, "--export")
 
-    command = shlex.join(["ferlab", *sys.argv[1:]]) if Path(sys.argv[0]).name == "ferlab" else None
+    command = typed_command() or None
     s = evaluate_ensemble(args.members, args.data, args.split, weights=args.weights, out=args.out,
                           labels=args.labels, bootstrap=args.bootstrap, progress=progress_of(args),
                           command=command)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
 
 from ._options import add_progress, check_output, int_in, progress_of
@@ -38,10 +36,9 @@ def add_parser(sub) -> None:
 
 def _command_line(args) -> str | None:
     """The command as typed, when ferlab was started from a shell (else the library rebuilds it)."""
-    argv = sys.argv
-    if argv and Path(argv[0]).name == "ferlab" and "evaluate" in argv[1:]:
-        return shlex.join(["ferlab", *argv[1:]])
-    return None
+    from ..io import typed_command
+
+    return typed_command("evaluate") or None
 
 
 def run(args) -> int:

@@ -24,17 +24,16 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import shlex
-    import sys
     from pathlib import Path
 
     from ..features import run_features
+    from ..io import typed_command
 
     check_output(args.out, "--out", folder=True)
 
     out = args.out or str(Path(args.run) / "features")
     kinds = "all" if args.classifier == "all" else [k.strip() for k in args.classifier.split(",") if k.strip()]
-    command = shlex.join(["ferlab", *sys.argv[1:]]) if Path(sys.argv[0]).name == "ferlab" else None
+    command = typed_command() or None
     s = run_features(args.run, args.data, kinds, out=out, val_split=args.val, test_split=args.split, seed=args.seed,
                      bootstrap=args.bootstrap, report=not args.no_report, command=command)
     print(f"{'model':<8} {'param':>18}  {s['selection_split'] + ' acc':>14}  {s['test_split'] + ' acc':>15}  "

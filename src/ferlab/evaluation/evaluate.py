@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from ..data import load_dataset
 from ..errors import FerlabError
 from ..hardware import machine_info
 from ..inference.classifier import OnnxClassifier
-from ..io import atomic_write, portable_path
+from ..io import atomic_write, command_line, portable_path
 from ..labels import scoring_labels
 from ..training.rundir import RunDir
 from .metrics import EvalResult, evaluate_predictions
@@ -191,14 +190,14 @@ def _align_classes(model_classes: list[str], data_classes: tuple[str, ...], labe
 # ----------------------------------------------------------------------------------------------- main
 
 def _command(model, data, split, tta, out, labels, clean_only) -> str:
-    parts = ["ferlab", "evaluate", str(model), str(data), "--split", split, "--tta", tta]
+    parts = ["evaluate", model, data, "--split", split, "--tta", tta]
     if out:
         parts += ["--out", str(out)]
     if labels:
         parts += ["--labels", labels]
     if clean_only:
         parts.append("--clean-only")
-    return shlex.join(parts)
+    return command_line(parts)
 
 
 def default_out(m: _Model, split: str, tta: str, clean_only: bool = False) -> Path:

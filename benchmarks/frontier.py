@@ -22,11 +22,17 @@ FER_SPEED_KEY = "tflite_default (one face per invoke, as FER does)"
 FER_ACC_KEY = "tight_crops_accuracy (48x48 image resized to 64 and given to its classifier)"
 
 
+# FER+ models predict another label scheme; bench_inference scores every model on FER2013's labels
+NOT_COMPARABLE = {"ferplus"}
+
+
 def points(res: dict) -> list[dict]:
     acc = {a.get("source", a["model"]): a["tight_crops_accuracy"] for a in res["accuracy_privatetest"]}
     out = []
     for c in res["classifier"]:
         src = c.get("source", c["model"])
+        if src in NOT_COMPARABLE:
+            continue
         out.append({"candidate": src, "macs_m": round(c["macs"] / 1e6) if c.get("macs") else None,
                     "faces_per_s": c["faces_per_s"]["batch_32"], "accuracy": acc.get(src)})
     fer = res.get("fer_package", {})

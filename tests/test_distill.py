@@ -117,3 +117,20 @@ def test_int8_export_records_scheme_agreement_and_cpu(teacher_run, tmp_path):
     assert 0.5 <= agree["top1_agreement"] <= 1 and 0 <= agree["int8_accuracy"] <= 1
     assert agree["measured_on"]["libraries"]["onnxruntime"] and "avx512_vnni" in agree["measured_on"]["features"]
     assert agree["measured_on"]["threads"] >= 1
+
+
+@pytest.mark.parametrize("ratio, used", [(1.4, "none"), (0.5, "bf16")])
+def test_amp_auto_with_native_bf16_keeps_the_faster_precision_measured_here(fer_sample, tmp_path, monkeypatch,
+                                                                             ratio, used):
+    monkeypatch.setattr("ferlab.hardware.has_native_bf16", lambda: True)
+    monkeypatch.setattr(trainer_mod, "measure_amp_slowdown", lambda model, x: ratio)
+    summary = train(load_config(None, [f"data={fer_sample}", "model=fernet_fast", "batch_size=32", "threads=1",
+                                       "epochs=1", "max_train_batches=1"]), tmp_path / "r", progress=False)
+    assert summary["amp"]["used"] == used and summary["amp"]["bf16_over_fp32_step_time"] == ratio
+    assert f"{ratio:.2f}x the fp32 time" in summary["amp"]["reason"]
+
+
+def test_measure_amp_slowdown_times_real_steps():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.Flatten(), torch.nn.LazyLinear(7))
+    ratio = trainer_mod.measure_amp_slowdown(model, torch.randn(8, 1, 16, 16), steps=1)
+    assert ratio > 0 and all(p.grad is None for p in model.parameters())

@@ -53,9 +53,10 @@ FACE_CROP_PX = 64
 #: what ``predict`` does when the detector finds no face: "skip" (no face, no label) or "whole"
 ON_NO_FACE = ("skip", "whole")
 #: eye alignment by default: off.  Measured by benchmarks/bench_alignment.py (alignment.json, default model,
-#: FER2013 PublicTest faces re-detected in composited frames): rotating crops to level the eyes costs 2.9
-#: points on upright faces (67.5% -> 64.6%) and 1.0 point with tilts up to 15 degrees: the classifiers were
-#: trained on FER2013's unaligned crops.  ``align=True`` (``--align``) is there for strongly tilted faces.
+#: FER2013 PublicTest faces re-detected in composited frames): rotating crops to level the eyes costs 3.6
+#: points on upright faces (67.9% -> 64.3%) and 1.4 with tilts up to 15 degrees, and gains 2.1 with tilts up
+#: to 30: the classifiers were trained on FER2013's unaligned crops.  ``align=True`` (``--align``) is there
+#: for strongly tilted faces.
 DEFAULT_ALIGN = False
 #: below this tilt (degrees) the crop is not rotated
 _MIN_TILT = 1.0

@@ -142,17 +142,8 @@ def tune(recipe: str | None, out: str | Path, trials: int = 20, epochs: int = 5,
 
     if trials < 1 or epochs < 1:
         raise FerlabError("--trials and --epochs must be at least 1")
-    base_cfg = load_config(recipe, overrides)
-    val_split, val_fraction = parse_val(val)
-    if val_split is None and not val_fraction:
-        val_split, val_fraction = base_cfg.val_split, base_cfg.val_fraction
-    if val_split in FORBIDDEN_VAL and not val_fraction:
-        raise FerlabError(f"the recipe selects on {val_split}: the test split is for the final report only; "
-                          "tune on PublicTest or a fraction of Training (--val 0.1)")
-    base = base_cfg.to_dict()
-    base["val_split"] = val_split or base["val_split"]
-    base["val_fraction"] = val_fraction
-    space = model_space(base_cfg.model)
+    base, val_fraction = _base_recipe(recipe, overrides, val)
+    space = model_space(base["model"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     study = _open_study(out, seed, trials)
@@ -226,6 +217,22 @@ def _write_best(study, out: Path, base: dict, rows: list[dict], epochs: int, val
               "command": command, "space": {k: v for k, v in space.items()}}
     atomic_write(out / "tune.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2, default=_jsonable)))
     return result
+
+
+def _base_recipe(recipe: str | None, overrides: list[str] | None, val) -> tuple[dict, float]:
+    """(the recipe every trial starts from, its validation fraction): ``val`` (a split or a fraction of
+    Training) replaces the recipe's selection split, which may never be the test split."""
+    base_cfg = load_config(recipe, overrides)
+    val_split, val_fraction = parse_val(val)
+    if val_split is None and not val_fraction:
+        val_split, val_fraction = base_cfg.val_split, base_cfg.val_fraction
+    if val_split in FORBIDDEN_VAL and not val_fraction:
+        raise FerlabError(f"the recipe selects on {val_split}: the test split is for the final report only; "
+                          "tune on PublicTest or a fraction of Training (--val 0.1)")
+    base = base_cfg.to_dict()
+    base["val_split"] = val_split or base["val_split"]
+    base["val_fraction"] = val_fraction
+    return base, val_fraction
 
 
 def _open_study(out: Path, seed: int, trials: int):

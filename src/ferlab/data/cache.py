@@ -1,6 +1,4 @@
-"""The on-disk cache of parsed datasets (keyed by file content).
-
-The file utilities it once held live in ``ferlab.io``; they are re-exported here for old importers only."""
+"""The on-disk cache of parsed datasets (keyed by file content; written with ``ferlab.io.atomic_write``)."""
 
 from __future__ import annotations
 
@@ -9,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-# re-exported for importers that predate ferlab.io (the shim goes once they have moved)
-from ..io import atomic_write, file_digest, portable_path  # noqa: F401
+from ..io import atomic_write, file_digest
 
 
 def cache_dir() -> Path:

@@ -10,9 +10,6 @@ import torch
 from ..errors import FerlabError
 from ..io import atomic_write
 
-# loading weights lives with the models (models/weights.py); re-exported for old importers only
-from ..models.weights import load_state_dict  # noqa: F401
-
 
 def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file

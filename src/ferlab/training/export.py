@@ -23,7 +23,7 @@ from ..hardware import machine_info
 from ..inference.classifier import OnnxClassifier
 from ..io import atomic_write, portable_path
 from ..models import count_macs, count_params
-from .build import build_model, load_run, prepare_data  # noqa: F401  (load_run: old importers)
+from .build import load_run, prepare_data
 from .config import TrainConfig
 from .forward import normalize, predict_logits
 from .rundir import RunDir

@@ -27,7 +27,7 @@ from .build import build_model, prepare_data, targets
 from .checkpoint import load_training_state, save_training_state, save_weights
 from .config import TrainConfig
 from .distill import kd_loss
-from .forward import NORM_MEAN, NORM_STD, autocast, normalize, predict_logits, resolve_amp  # noqa: F401
+from .forward import NORM_MEAN, NORM_STD, autocast, normalize, predict_logits, resolve_amp
 from .losses import class_weights, mix_batch, multi_target_loss, soft_cross_entropy
 from .rundir import RunDir
 from .schedule import Plateau, lr_at

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import FerlabError
 from .blazeface import BlazeFaceAuto, BlazeFaceDetector
-from .detection import Box, Detection, Detector, Point, _clip_box  # noqa: F401  (the names importers take from here)
+from .detection import Box, Detection, Detector, _clip_box
 
 #: smallest face (pixels) the frontal cascade finds reliably: FER2013 faces rendered at several sizes are
 #: found 73% as often at 40 px as at 96 px, 66% at 36 px, 40% at 24 px (face_margin.json, recall_by_face_px)

@@ -57,6 +57,23 @@ def _pixel_problem(text: bytes) -> str:
     return f"{len(toks)} pixel values, expected {NPIX}"
 
 
+def _parse_row(parts: list[bytes], n_fields: int, ci_e: int, ci_p: int, ci_u: int | None,
+               usage_ok: set[str]) -> tuple[np.ndarray, int, str]:
+    """(pixels, emotion, usage) of one CSV row's fields; a ``DataError`` saying what is wrong with it."""
+    if len(parts) != n_fields:
+        raise DataError(f"{len(parts)} fields, expected {n_fields}")
+    e = parts[ci_e].strip()
+    if not e.isdigit() or int(e) >= len(FER2013_CLASSES):
+        raise DataError(f"unknown emotion label {e.decode(errors='replace')[:20]!r} (expected 0-6)")
+    u = parts[ci_u].strip().decode(errors="replace") if ci_u is not None else "Training"
+    if u not in usage_ok:
+        raise DataError(f"unknown Usage {u[:20]!r} (expected one of {', '.join(SPLITS)})")
+    px = _parse_pixels(parts[ci_p])
+    if px is None:
+        raise DataError(_pixel_problem(parts[ci_p]))
+    return px, int(e), u
+
+
 def load_fer2013_csv(path: str | os.PathLike, *, skip_bad: bool = False, use_cache: bool = True) -> FERDataset:
     """Load fer2013.csv (or .csv.gz).  Errors name the file and the 1-based line number."""
     path = Path(path)
@@ -88,19 +105,8 @@ def load_fer2013_csv(path: str | os.PathLike, *, skip_bad: bool = False, use_cac
         line = line.strip()
         if not line:
             continue
-        parts = line.split(b",")
         try:
-            if len(parts) != len(header):
-                raise DataError(f"{len(parts)} fields, expected {len(header)}")
-            e = parts[ci_e].strip()
-            if not e.isdigit() or int(e) >= len(FER2013_CLASSES):
-                raise DataError(f"unknown emotion label {e.decode(errors='replace')[:20]!r} (expected 0-6)")
-            u = parts[ci_u].strip().decode(errors="replace") if ci_u is not None else "Training"
-            if u not in usage_ok:
-                raise DataError(f"unknown Usage {u[:20]!r} (expected one of {', '.join(SPLITS)})")
-            px = _parse_pixels(parts[ci_p])
-            if px is None:
-                raise DataError(_pixel_problem(parts[ci_p]))
+            px, e, u = _parse_row(line.split(b","), len(header), ci_e, ci_p, ci_u, usage_ok)
         except DataError as err:
             msg = f"{path}:{lineno}: {err}"
             if not skip_bad:
@@ -108,7 +114,7 @@ def load_fer2013_csv(path: str | os.PathLike, *, skip_bad: bool = False, use_cac
             bad.append(msg)
             continue
         images.append(px)
-        labels.append(int(e))
+        labels.append(e)
         usage.append(u)
         ids.append(str(lineno - 2))
     if not images:

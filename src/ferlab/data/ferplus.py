@@ -167,6 +167,17 @@ def _mode_name(mode: str) -> str:
     return m
 
 
+def _in_fer2013_order(hard8: np.ndarray, soft8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FER+ labels (8 emotions) as FER2013's 7 classes, in FER2013 order: hard labels (-1 for contempt) and
+    the soft targets renormalised over the 7."""
+    cols = [FERPLUS_CLASSES.index(next(k for k, v in FERPLUS_TO_FER2013.items() if v == c))
+            for c in FER2013_CLASSES]  # FER2013 order -> FER+ column
+    to7 = np.full(N_EMO, -1, dtype=np.int64)
+    to7[cols] = np.arange(len(cols))
+    soft = soft8[:, cols]
+    return to7[hard8], soft / np.maximum(soft.sum(1, keepdims=True), 1e-12)
+
+
 def apply_ferplus_labels(ds: FERDataset, votes_path: str | os.PathLike | None = None, mode: str = "majority",
                          classes: int = 8) -> FERDataset:
     """Relabel a FER2013 CSV dataset (``ds.ids`` = row indices) with the FER+ votes; see the module doc.
@@ -215,14 +226,8 @@ def apply_ferplus_labels(ds: FERDataset, votes_path: str | os.PathLike | None = 
     hard8 = np.where(has_major, maj.argmax(1), soft8.argmax(1))
 
     if classes == 7:
-        cols = [FERPLUS_CLASSES.index(next(k for k, v in FERPLUS_TO_FER2013.items() if v == c))
-                for c in FER2013_CLASSES]  # FER2013 order -> FER+ column
-        to7 = np.full(N_EMO, -1, dtype=np.int64)
-        to7[cols] = np.arange(len(cols))
-        hard = to7[hard8]
+        hard, soft = _in_fer2013_order(hard8, soft8)
         keep &= hard >= 0
-        soft = soft8[:, cols]
-        soft = soft / np.maximum(soft.sum(1, keepdims=True), 1e-12)
         class_names = FER2013_CLASSES
     else:
         hard, soft, class_names = hard8, soft8, FERPLUS_CLASSES

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_inference import install_fer, make_frame  # noqa: E402
+from bench_inference import install_fer, make_frame, median_time  # noqa: E402
 
 from ferlab.inference.detect import HaarDetector, make_detector  # noqa: E402
 from ferlab.inference.recognizer import Recognizer  # noqa: E402
@@ -74,14 +73,7 @@ def versions() -> dict:
 
 
 def med_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return round(1000 * statistics.median(ts), 3)
+    return round(1000 * median_time(fn, repeats, warmup), 3)
 
 
 def frames() -> dict[str, np.ndarray]:

@@ -64,9 +64,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, model: str, workers: int | None, log) -> subprocess.Popen:
+def start_server(port: int, model: str, workers: int | None, log, max_queue: int = 64) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ferlab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model", model, "--log-level", "warning"]
+           "--model", model, "--log-level", "warning", "--max-queue", str(max_queue)]
     if workers:
         cmd += ["--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -147,6 +147,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
     ap.add_argument("--workers", type=int, default=None, help="server's concurrent inferences (default: its own)")
     ap.add_argument("--timeout", type=float, default=60.0, help="per-request timeout in seconds")
+    ap.add_argument("--max-queue", type=int, default=64,
+                    help="server's waiting requests before 503 (default 64: every client's request queues, so this "
+                         "measures capacity; the server's own default sheds load beyond --workers waiting)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = ap.parse_args()
 
@@ -154,7 +157,7 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile("w+") as log:
-        proc = start_server(port, args.model, args.workers, log)
+        proc = start_server(port, args.model, args.workers, log, args.max_queue)
         try:
             health = wait_healthy(url, proc)
             load_before = os.getloadavg()
@@ -179,7 +182,7 @@ def main() -> int:
         "clients": args.clients,
         "duration_s": args.duration,
         "image": {"width": 640, "height": 480, "jpeg_bytes": len(body)},
-        "server": {"workers": args.workers or "default (CPU cores, at most 4)", "detector": "haar",
+        "server": {"workers": args.workers or "default (CPU cores, at most 4)", "detector": "blazeface (the default)", "max_queue": args.max_queue,
                    "errors_in_log": len(errors_logged)},
         **result,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),

@@ -85,18 +85,9 @@ def make_data(root: Path, n_crops: int, n_photos: int, video_seconds: float) -> 
 # -- machine ---------------------------------------------------------------------------------------------------
 
 def cpu_info() -> dict:
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("?", "", "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    want = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"]
-    return {"model": model, "logical_cpus": os.cpu_count(), "flags": {k: k in flags for k in want},
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    from ferlab.hardware import machine_info
+
+    return machine_info(libraries=("pyarrow", "ray", "Pillow"))
 
 
 def versions() -> dict:
@@ -324,7 +315,7 @@ def main() -> None:
     MODEL = a.model
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     cpu = cpu_info()
-    print(f"CPU: {cpu['model']} x{cpu['logical_cpus']}, flags {cpu['flags']}, load {cpu['load_average_at_start']}")
+    print(f"CPU: {cpu['cpu']} x{cpu['cpus']}, flags {cpu['features']}, load {cpu['load_average']}")
     failures: dict = {}
     results: dict = {}
     stages: dict = {}

@@ -42,27 +42,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_inference import install_fer, make_frame, median_time  # noqa: E402
 
+from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.inference.detect import HaarDetector, make_detector  # noqa: E402
 from ferlab.inference.recognizer import Recognizer  # noqa: E402
 from ferlab.inference.video import StreamRecognizer  # noqa: E402
 from ferlab.io import atomic_write  # noqa: E402
 
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-
 
 def cpu_info() -> dict:
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("", "x86_64"):
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return {"model": model, "cores": os.cpu_count(), "flags": sorted(f for f in FLAGS if f in flags),
-            "load_average": [round(v, 2) for v in os.getloadavg()]}
+    return machine_info()
 
 
 def versions() -> dict:

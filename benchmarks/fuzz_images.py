@@ -33,7 +33,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import random
 import signal
 import struct
@@ -421,38 +420,9 @@ def _grey_png(w: int, h: int) -> bytes:
 
 # -------------------------------------------------------------------------------------------- machine
 def machine() -> dict:
-    try:
-        from ferlab.hardware import machine_info
+    from ferlab.hardware import machine_info
 
-        info = machine_info()
-    except Exception:  # noqa: BLE001 - the module may not exist in this checkout
-        info = {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                "python": platform.python_version()}
-    flags: list[str] = []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and info.get("cpu") in (None, "", platform.machine()):
-                    info["cpu"] = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    break
-    except OSError:
-        pass
-    keep = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
-            "amx_bf16", "amx_int8")
-    info["flags"] = [f for f in keep if f in flags]
-    from importlib import metadata
-
-    libs = {}
-    for name in ("Pillow", "numpy", "opencv-python-headless", "onnxruntime", "fastapi", "uvicorn", "starlette"):
-        try:
-            libs[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            libs[name] = None
-    info["libraries"] = {**info.get("libraries", {}), **libs}
-    info["load_average"] = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return info
+    return machine_info(libraries=("Pillow", "fastapi", "uvicorn", "starlette"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,11 +62,13 @@ def library_versions(names=LIBRARIES) -> dict[str, str | None]:
     return out
 
 
-def machine_info(threads: int | None = None) -> dict:
-    """The record that goes beside every measured number."""
+def machine_info(threads: int | None = None, libraries=LIBRARIES) -> dict:
+    """The record that goes beside every measured number (``libraries``: extra package names to add)."""
     model, _ = _cpuinfo()
+    names = tuple(dict.fromkeys((*LIBRARIES, *libraries)))
     info = {"cpu": model, "cpus": os.cpu_count(), "features": cpu_features(),
-            "python": platform.python_version(), "libraries": library_versions()}
+            "python": platform.python_version(), "libraries": library_versions(names),
+            "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
     if threads is not None:
         info["threads"] = threads
     return info

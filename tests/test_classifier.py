@@ -29,3 +29,10 @@ def test_a_card_whose_input_size_is_not_the_graphs_is_refused_at_load(tmp_path):
     with pytest.raises(FerlabError, match="input_size 64 but the graph takes 48x48"):
         OnnxClassifier(tmp_path / "m.onnx")
     assert OnnxClassifier("fast", threads=1).threads == 1
+
+
+def test_the_detector_checks_threads_the_same_way():
+    from ferlab.inference.blazeface import BlazeFaceDetector
+
+    with pytest.raises(FerlabError, match="threads must be a whole number"):
+        BlazeFaceDetector(threads=100000)

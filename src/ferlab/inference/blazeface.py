@@ -35,6 +35,7 @@ import numpy as np
 
 from ..errors import FerlabError
 from .detection import Detection, Detector
+from .session import cpu_session, resolve_threads
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
@@ -181,8 +182,6 @@ class BlazeFaceDetector(Detector):
     def __init__(self, range: str = "full", min_score: float | None = None, nms_iou: float | None = None,
                  min_size: int | None = None, threads: int | None = None, model_path: str | os.PathLike | None = None,
                  max_faces: int | None = 200, tiles: bool = False, **_ignored):
-        import onnxruntime as ort
-
         rng = str(range).lower()
         if rng not in RANGES:
             raise FerlabError(f"BlazeFace range must be 'short' or 'full' (got {range!r})")
@@ -217,16 +216,7 @@ class BlazeFaceDetector(Detector):
         self.min_size = int(min_size) if min_size else 0
         self.max_faces = int(max_faces) if max_faces else None
         self.framing = FRAMING.get(self.range, {"scale": 1.0, "dx": 0.0, "dy": 0.0})
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads or int(os.environ.get("FERLAB_THREADS", 0)) or min(os.cpu_count() or 1, 4)
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            msg = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-            raise FerlabError(f"{path}: cannot load the BlazeFace ONNX model ({msg})") from None
+        self.session = cpu_session(path, resolve_threads(threads), "BlazeFace ONNX model")
         self.input_name = self.session.get_inputs()[0].name
         outs = self.session.get_outputs()
         names = card.get("outputs", {})

@@ -14,35 +14,20 @@ import numpy as np
 from ..calibration import softmax
 from ..errors import FerlabError
 from ..zoo import resolve
-
-MAX_THREADS = 256
+from .session import MAX_THREADS, cpu_session, resolve_threads  # noqa: F401  (MAX_THREADS: the limit callers see)
 
 
 class OnnxClassifier:
     """``OnnxClassifier("default").predict_proba(faces)`` with faces uint8 (N, S, S) grayscale crops."""
 
     def __init__(self, model: str | os.PathLike = "default", threads: int | None = None, calibrated: bool = True):
-        import onnxruntime as ort
-
-
         self.path, self.card = resolve(model)
         self.name = self.card.get("name", str(model))
         self.classes: list[str] = list(self.card["classes"])
         self.input_size: int = int(self.card["input_size"])
         self.temperature: float = float(self.card.get("temperature", 1.0)) if calibrated else 1.0
-        so = ort.SessionOptions()
-        if threads is not None and not (isinstance(threads, int) and 0 <= threads <= MAX_THREADS):
-            raise FerlabError(f"threads must be a whole number from 1 to {MAX_THREADS} (0 or None: automatic), "
-                              f"got {threads!r}", "bad_option")
-        self.threads = threads or int(os.environ.get("FERLAB_THREADS", 0)) or min(os.cpu_count() or 1, 4)
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(self.path), so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise FerlabError(f"{self.path}: cannot load ONNX model ({str(e)[:120]})") from None
+        self.threads = resolve_threads(threads)
+        self.session = cpu_session(self.path, self.threads, "ONNX model")
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         side = inp.shape[-1] if len(inp.shape) == 4 else None

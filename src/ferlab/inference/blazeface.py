@@ -25,7 +25,6 @@ Boxes: BlazeFace's own box is tight (brows to chin).  ferlab's classifiers are t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from functools import lru_cache
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FerlabError
+from ..io import file_digest
 from .detection import Detection, Detector
 from .session import cpu_session, resolve_threads
 
@@ -49,17 +49,9 @@ _LOGIT_CLIP = 100.0
 FRAMING = {"short": {"scale": 1.209, "dx": 0.0, "dy": -0.094}, "full": {"scale": 1.201, "dx": 0.006, "dy": -0.042}}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @lru_cache(maxsize=8)
 def _verified_sha(path: str, mtime: float, size: int) -> str:
-    return _sha256(Path(path))
+    return file_digest(path)
 
 
 def ssd_anchors(input_size: int, strides, interpolated_scale_aspect_ratio: float = 1.0,

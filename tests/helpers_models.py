@@ -82,8 +82,9 @@ def make_exported_tiny_model(folder: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app, timeout: float = 30):
-    """Run ``app`` on a real uvicorn server on a free 127.0.0.1 port in a daemon thread; yields the port."""
+def serve_in_thread(app, timeout: float = 30, **config):
+    """Run ``app`` on a real uvicorn server on a free 127.0.0.1 port in a daemon thread; yields the port.
+    ``config``: more ``uvicorn.Config`` options (e.g. ``ferlab.serving.app.uvicorn_options()``)."""
     import socket
     import threading
     import time
@@ -94,7 +95,7 @@ def serve_in_thread(app, timeout: float = 30):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + timeout

@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 import pytest
-from helpers_models import make_exported_tiny_model
+from helpers_models import make_exported_tiny_model, serve_in_thread
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -264,28 +264,11 @@ def test_websocket_cap_and_idle_timeout(models_dir):
 
 
 # -------------------------------------------------------------------------------- slow clients (real)
-@contextlib.contextmanager
 def real_server(app, header_timeout: float):
-    import uvicorn
-
+    """The app on a real uvicorn server with ferlab's own options (the header timeout among them)."""
     from ferlab.serving.app import uvicorn_options
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           **uvicorn_options(header_timeout=header_timeout)))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    return serve_in_thread(app, **uvicorn_options(header_timeout=header_timeout))
 
 
 def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:

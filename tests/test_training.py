@@ -69,9 +69,11 @@ def test_same_seed_same_weights(fer_sample, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_resume_after_sigkill_matches_uninterrupted(fer_sample, tmp_path):
-    """Kill a run with SIGKILL after its first epoch, resume it, and get the weights of an uninterrupted run."""
-    args = [f"data={fer_sample}", *TINY, "epochs=3", "max_train_batches=6"]
+@pytest.mark.parametrize("extra", [[], ["ema=0.9"]], ids=["plain", "ema"])
+def test_resume_after_sigkill_matches_uninterrupted(fer_sample, tmp_path, extra):
+    """Kill a run with SIGKILL after its first epoch, resume it, and get the weights of an uninterrupted run
+    (with ``ema`` the weight average is part of the checkpoint too)."""
+    args = [f"data={fer_sample}", *TINY, "epochs=3", "max_train_batches=6", *extra]
     ref = tmp_path / "ref"
     train(load_config(None, args), ref, progress=False)
 
@@ -93,6 +95,31 @@ def test_resume_after_sigkill_matches_uninterrupted(fer_sample, tmp_path):
     assert [r["val_loss"] for r in rows] == [r["val_loss"] for r in ref_rows]
     a, b = load_state_dict(ref / "model.safetensors"), load_state_dict(run / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ema_average_is_what_is_validated_and_kept(fer_sample, tmp_path):
+    """With ema=0.9 the kept weights are the running average, not the last raw weights, and the average follows
+    ``avg <- d avg + (1 - d) w`` with the warmed-up decay."""
+    from ferlab.training.ema import WeightAverage
+
+    run = tmp_path / "ema"
+    train(_cfg(fer_sample, "epochs=2", "max_train_batches=4", "ema=0.9", "restore_best=false"), run, progress=False)
+    st = torch.load(run / "last.pt", weights_only=True)
+    kept = load_state_dict(run / "model.safetensors")
+    avg, raw = st["ema"]["weights"], st["model"]
+    assert st["ema"]["updates"] == 8
+    assert all(torch.equal(kept[k], avg[k]) for k in kept)
+    assert any(not torch.equal(avg[k], raw[k]) for k in avg if avg[k].is_floating_point())
+    rows = _rows(run)
+    assert len(rows) == 2 and all(np.isfinite(float(r["val_loss"])) for r in rows)
+
+    lin = torch.nn.Linear(2, 1)
+    ema = WeightAverage(lin, 0.5)
+    start = lin.weight.detach().clone()
+    with torch.no_grad():
+        lin.weight.add_(1.0)
+    ema.update(lin)  # decay min(0.5, 2/11)
+    assert torch.allclose(ema.module.weight, start + (1 - 2 / 11))
 
 
 def test_resume_errors(tmp_path, capsys):

@@ -68,6 +68,8 @@ class TrainConfig:
     teacher: str = ""                # knowledge distillation: cached teacher logits (.npz, `ferlab teacher`)
     kd_alpha: float = 0.0            # weight of the distillation term (0 = off); 1 - kd_alpha on the labels
     kd_temperature: float = 4.0      # softening temperature of teacher and student in the KD term
+    ema: float = 0.0                 # decay of an exponential moving average of the weights (0 = off; e.g.
+                                     # 0.999): validation, selection and model.safetensors use the average
     max_train_batches: int = 0       # for smoke tests: stop an epoch after this many batches
 
     @classmethod
@@ -300,6 +302,7 @@ RULES: dict[str, Rule] = {
     "balance": OneOf("none", "ros", "rus", "smote", "smote_tomek", "smote_enn", "tomek", "targeted", "max"),
     "balance_counts": _counts, "eval_every": Int(1, 100_000), "max_train_batches": Int(0),
     "teacher": Text(), "kd_alpha": Num(0, 1), "kd_temperature": Num(0, 100, lo_open=True),
+    "ema": Num(0, 1, hi_open=True),
 }
 
 

@@ -27,6 +27,7 @@ from .build import build_model, prepare_data, targets
 from .checkpoint import load_training_state, save_training_state, save_weights
 from .config import TrainConfig
 from .distill import kd_loss
+from .ema import WeightAverage
 from .forward import NORM_MEAN, NORM_STD, autocast, normalize, predict_logits, resolve_amp
 from .losses import class_weights, mix_batch, multi_target_loss, soft_cross_entropy
 from .rundir import RunDir
@@ -119,7 +120,8 @@ class Trainer:
             x_train=torch.as_tensor(train.images), y_train=targets(train, cfg),
             aug=Augmenter(cfg.augment, seed=cfg.seed + 1000 * rank), gen=torch.Generator().manual_seed(cfg.seed + 1),
             plateau=Plateau(cfg.plateau_factor, cfg.plateau_patience), rows=[], start_epoch=0, elapsed=0.0,
-            best={"val_acc": -1.0, "val_loss": float("inf"), "epoch_acc": -1, "epoch_loss": -1})
+            best={"val_acc": -1.0, "val_loss": float("inf"), "epoch_acc": -1, "epoch_loss": -1},
+            ema=WeightAverage(model, cfg.ema) if cfg.ema else None)
         if resume:
             self._restore(loop)
         n = len(loop.x_train)
@@ -132,8 +134,7 @@ class Trainer:
             # validation, logging and checkpoints happen on the main process; the others wait for its verdict
             verdict = torch.zeros(2)
             if main_proc:
-                stop = self._end_epoch(model, opt, loop.aug, loop.gen, loop.plateau, loop.rows, loop.best, epoch,
-                                       loop.lr, (*stats, time.time() - t0, t0), loop.elapsed, val.images, val.labels)
+                stop = self._end_epoch(loop, epoch, (*stats, time.time() - t0, t0), val.images, val.labels)
                 verdict[:] = torch.tensor([float(stop), loop.plateau.scale])
             if world > 1:
                 torch.distributed.broadcast(verdict, 0)
@@ -146,7 +147,8 @@ class Trainer:
             torch.distributed.destroy_process_group()
             if not main_proc:
                 return {}
-        return self._finish(model, loop.rows, loop.best, classes, train, val, loop.elapsed)
+        return self._finish(loop.ema.module if loop.ema else model, loop.rows, loop.best, classes, train, val,
+                            loop.elapsed)
 
     def _restore(self, loop: SimpleNamespace) -> None:
         """Put the model, optimiser, random generators, schedule state and rows of ``last.pt`` into ``loop``."""
@@ -162,6 +164,10 @@ class Trainer:
             if self.log:
                 print(f"{run}: all {cfg.epochs} epochs already done", flush=True)
         loop.opt.load_state_dict(st["optimizer"])
+        if loop.ema is not None:
+            if "ema" not in st:
+                raise FerlabError(f"{run}: this run was started without ema; resume it with the same recipe")
+            loop.ema.load_state_dict(st["ema"])
         loop.start_epoch, loop.best, loop.elapsed = int(st["epoch"]), dict(st["best"]), float(st["elapsed"])
         loop.aug.g.set_state(st["aug_rng"])
         loop.gen.set_state(st["gen_rng"])
@@ -198,6 +204,8 @@ class Trainer:
             loop.opt.zero_grad(set_to_none=True)
             loss.backward()
             loop.opt.step()
+            if loop.ema is not None:
+                loop.ema.update(loop.model)
             bs = len(idx)
             tot_loss += loss.item() * bs
             tot_correct += int((logits.argmax(1) == y.argmax(1)).sum())
@@ -255,10 +263,13 @@ class Trainer:
             print(f"precision: {'bf16' if used == 'bf16' else 'fp32'} ({why})", flush=True)
         return info
 
-    def _end_epoch(self, model, opt, aug, gen, plateau, rows, best, epoch, lr, stats, elapsed, val_x, val_y) -> bool:
-        """Validate, log and checkpoint one finished epoch; True when early stopping says stop."""
+    def _end_epoch(self, loop: SimpleNamespace, epoch: int, stats: tuple, val_x, val_y) -> bool:
+        """Validate, log and checkpoint one finished epoch; True when early stopping says stop.  With ``ema``
+        the weight average is what is validated and kept."""
         cfg, run = self.cfg, self.run_dir
         tot_loss, tot_correct, seen, train_time, t0 = stats
+        model = loop.ema.module if loop.ema is not None else loop.model
+        best, rows, plateau, elapsed, lr = loop.best, loop.rows, loop.plateau, loop.elapsed, loop.lr
         val_logits = predict_logits(model, val_x, cfg.input_size, amp=cfg.amp, device=cfg.device)
         val_loss = float(F.cross_entropy(torch.as_tensor(val_logits), torch.as_tensor(val_y)))
         val_acc = float((val_logits.argmax(1) == val_y).mean())
@@ -279,9 +290,10 @@ class Trainer:
             save_weights(model, run / "best_loss.safetensors", {"epoch": str(epoch + 1)})
         # the state first (with the rows): a run killed between the two files resumes from last.pt alone
         save_training_state({
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "best": best,
-            "elapsed": elapsed, "aug_rng": aug.g.get_state(), "gen_rng": gen.get_state(),
+            "model": loop.model.state_dict(), "optimizer": loop.opt.state_dict(), "epoch": epoch + 1, "best": best,
+            "elapsed": elapsed, "aug_rng": loop.aug.g.get_state(), "gen_rng": loop.gen.get_state(),
             "torch_rng": torch.get_rng_state(), "plateau": plateau.state(), "rows": [dict(r) for r in rows],
+            **({"ema": loop.ema.state_dict()} if loop.ema is not None else {}),
         }, run / "last.pt")
         RunDir(run).write_metrics(rows)
         RunDir(run).write_curves(rows)

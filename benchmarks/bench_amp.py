@@ -50,7 +50,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     x, y = torch.randn(64, 1, 44, 44), torch.randint(0, 7, (64,))
-    used, why = resolve_amp("auto")
+    auto = resolve_amp("auto")
+    used, why = auto["used"], auto["reason"]
     result = {"command": "python benchmarks/bench_amp.py " + " ".join(sys.argv[1:]),
               "machine": machine_info(args.threads), "amp_auto_chooses": {"amp": used, "reason": why}, "models": {}}
     for name in args.models:

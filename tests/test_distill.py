@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 from ferlab.cli import main
 from ferlab.errors import FerlabError
-from ferlab.training import load_config, train
-from ferlab.training import trainer as trainer_mod
+from ferlab.training import forward, load_config, train
 from ferlab.training.distill import kd_loss, load_teacher
+from ferlab.training.forward import resolve_amp
 
 torch.set_num_threads(1)
 TINY = ["model=fernet_fast", "batch_size=32", "amp=none", "threads=1"]
@@ -86,12 +86,12 @@ def test_teacher_refuses_private_test_and_bad_files(fer_sample, teacher_run, tmp
 
 def test_amp_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr("ferlab.hardware.has_native_bf16", lambda: False)
-    used, why = trainer_mod.resolve_amp("auto", "cpu")
-    assert used == "none" and "no native bf16" in why
-    assert trainer_mod.resolve_amp("bf16", "cpu")[1].endswith("emulated (slow)")
-    assert trainer_mod.resolve_amp("none", "cpu") == ("none", "requested")
+    auto = resolve_amp("auto", "cpu")
+    assert auto["used"] == "none" and "no native bf16" in auto["reason"]
+    assert resolve_amp("bf16", "cpu")["reason"].endswith("emulated (slow)")
+    assert resolve_amp("none", "cpu") == {"requested": "none", "used": "none", "reason": "requested"}
     monkeypatch.setattr("ferlab.hardware.has_native_bf16", lambda: True)
-    assert trainer_mod.resolve_amp("auto", "cpu")[0] == "bf16"
+    assert resolve_amp("auto", "cpu")["used"] == "bf16"
 
 
 def test_forced_bf16_without_native_support_warns_with_the_measured_slowdown(fer_sample, tmp_path, monkeypatch):
@@ -123,14 +123,34 @@ def test_int8_export_records_scheme_agreement_and_cpu(teacher_run, tmp_path):
 def test_amp_auto_with_native_bf16_keeps_the_faster_precision_measured_here(fer_sample, tmp_path, monkeypatch,
                                                                              ratio, used):
     monkeypatch.setattr("ferlab.hardware.has_native_bf16", lambda: True)
-    monkeypatch.setattr(trainer_mod, "measure_amp_slowdown", lambda model, x: ratio)
+    monkeypatch.setattr(forward, "measure_bf16_ratio", lambda model, x, backward=True: ratio)
+    monkeypatch.setattr(forward, "_BF16_RATIO", {})
     summary = train(load_config(None, [f"data={fer_sample}", "model=fernet_fast", "batch_size=32", "threads=1",
                                        "epochs=1", "max_train_batches=1"]), tmp_path / "r", progress=False)
     assert summary["amp"]["used"] == used and summary["amp"]["bf16_over_fp32_step_time"] == ratio
     assert f"{ratio:.2f}x the fp32 time" in summary["amp"]["reason"]
 
 
-def test_measure_amp_slowdown_times_real_steps():
+def test_measure_bf16_ratio_times_real_steps():
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.Flatten(), torch.nn.LazyLinear(7))
-    ratio = trainer_mod.measure_amp_slowdown(model, torch.randn(8, 1, 16, 16), steps=1)
-    assert ratio > 0 and all(p.grad is None for p in model.parameters())
+    for backward in (True, False):
+        ratio = forward.measure_bf16_ratio(model, torch.randn(8, 1, 16, 16), steps=1, backward=backward)
+        assert ratio > 0 and all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("ratio, used", [(1.3, "none"), (0.5, "bf16")])
+def test_inference_amp_auto_is_measured_too(fer_sample, monkeypatch, ratio, used):
+    """Teachers and evaluation with amp=auto time the forward pass on this model and keep the faster precision,
+    like training does (not the CPU flag alone)."""
+    monkeypatch.setattr("ferlab.hardware.has_native_bf16", lambda: True)
+    monkeypatch.setattr(forward, "_BF16_RATIO", {})
+    seen = []
+    monkeypatch.setattr(forward, "measure_bf16_ratio", lambda model, x, backward=True: seen.append(backward) or ratio)
+    chosen = []
+    real = forward.autocast
+    monkeypatch.setattr(forward, "autocast", lambda cfg=None, *, amp=None, device=None: chosen.append(amp) or
+                        real(cfg, amp=amp, device=device))
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(7))
+    images = np.random.default_rng(0).integers(0, 256, (20, 48, 48), dtype=np.uint8)
+    forward.predict_logits(model, images, 44, amp="auto", batch_size=8)
+    assert seen == [False] and chosen == [used, used, used]

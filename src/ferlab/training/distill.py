@@ -29,8 +29,8 @@ from ..io import atomic_write, file_digest, portable_path
 
 def teacher_logits(members: list[str], data: str, split: str = "Training", labels: str = "fer2013",
                    tta: str = "flip", progress: bool = True, amp: str = "auto") -> dict[str, np.ndarray]:
-    """Soft-voting teacher logits (torch, ``tta`` views averaged; ``amp`` as in recipes, so bf16 where the CPU
-    has it natively) of run directories on ``split``."""
+    """Soft-voting teacher logits (torch, ``tta`` views averaged; ``amp`` as in recipes: ``auto`` takes bf16 only
+    where it measures faster on this CPU, ``forward.resolve_amp``) of run directories on ``split``."""
     from .build import load_run
     from .forward import predict_logits
 

@@ -28,21 +28,66 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x / 255.0 - NORM_MEAN) / NORM_STD
 
 
-def resolve_amp(amp: str, device: str = "cpu") -> tuple[str, str]:
-    """(precision to use, why) for a recipe's ``amp``: ``auto`` takes bf16 on CUDA or on a CPU with native
-    bf16 (AVX512_BF16 or AMX), fp32 elsewhere: on an AVX2-only CPU bf16 autocast trains ~10x slower."""
+# bf16-over-fp32 step-time ratios measured in this process, by (model class, input shape, with backward)
+_BF16_RATIO: dict[tuple, float] = {}
 
+
+def measure_bf16_ratio(model: torch.nn.Module, x: torch.Tensor, steps: int = 3, backward: bool = True) -> float:
+    """Seconds per step with bf16 autocast over fp32 on this batch (median of ``steps`` after a warm-up): a
+    training step (forward + backward) or, with ``backward=False``, an inference forward pass."""
+    import statistics
+    import time
+
+    def step_time(enabled: bool) -> float:
+        ts = []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=enabled):
+                if backward:
+                    model(x).float().sum().backward()
+                else:
+                    with torch.no_grad():
+                        model(x)
+            ts.append(time.perf_counter() - t0)
+        model.zero_grad(set_to_none=True)
+        return statistics.median(ts[1:])
+
+    return step_time(True) / step_time(False)
+
+
+def resolve_amp(amp: str, device: str = "cpu", model: torch.nn.Module | None = None,
+                sample: torch.Tensor | None = None, backward: bool = True) -> dict:
+    """The precision for a recipe's ``amp``, as ``{"requested", "used", "reason"[, "bf16_over_fp32_step_time"]}``.
+
+    ``auto`` takes bf16 on CUDA or on a CPU with native bf16 (AVX512_BF16 or AMX), fp32 elsewhere (on an
+    AVX2-only CPU bf16 autocast trains ~10x slower).  Native bf16 is not always faster either (a fernet
+    training step measured 1.28x the fp32 time on an AVX512_BF16 Xeon), so given a ``model`` and a real input
+    batch ``sample`` it also times both on this CPU (once per model class and shape in a process; ``backward``:
+    a training step or an inference pass) and keeps fp32 unless bf16 is faster."""
     cuda = torch.device(device).type == "cuda"
-    if amp == "auto":
-        if cuda:
-            return "bf16", "auto: CUDA device"
-        if hardware.has_native_bf16():
-            have = [f for f in ("avx512_bf16", "amx_bf16") if hardware.cpu_features()[f]]
-            return "bf16", f"auto: the CPU has native bf16 ({', '.join(have)})"
-        return "none", "auto: the CPU has no native bf16 (no avx512_bf16/amx), where bf16 autocast is ~10x slower"
-    if amp == "bf16" and not cuda and not hardware.has_native_bf16():
-        return "bf16", "requested; the CPU has no native bf16, so it is emulated (slow)"
-    return amp, "requested"
+    info = {"requested": amp}
+    if amp == "auto" and cuda:
+        used, why = "bf16", "auto: CUDA device"
+    elif amp == "auto" and not hardware.has_native_bf16():
+        used, why = "none", "auto: the CPU has no native bf16 (no avx512_bf16/amx), where bf16 autocast is ~10x slower"
+    elif amp == "auto":
+        have = [f for f in ("avx512_bf16", "amx_bf16") if hardware.cpu_features()[f]]
+        used, why = "bf16", f"auto: the CPU has native bf16 ({', '.join(have) or 'reported'})"
+        if model is not None and sample is not None:
+            key = (type(model).__name__, tuple(sample.shape), backward)
+            if key not in _BF16_RATIO:
+                _BF16_RATIO[key] = measure_bf16_ratio(model, sample, backward=backward)
+            ratio = info["bf16_over_fp32_step_time"] = round(_BF16_RATIO[key], 2)
+            if ratio > 0.95:
+                used, why = "none", (f"auto: the CPU has native bf16, but a bf16 step of this model took {ratio:.2f}x "
+                                     "the fp32 time here")
+            else:
+                why = f"{why}; a bf16 step took {ratio:.2f}x the fp32 time"
+    elif amp == "bf16" and not cuda and not hardware.has_native_bf16():
+        used, why = "bf16", "requested; the CPU has no native bf16, so it is emulated (slow)"
+    else:
+        used, why = amp, "requested"
+    return {**info, "used": used, "reason": why}
 
 
 def autocast(cfg=None, *, amp: str | None = None, device: str | None = None):
@@ -50,7 +95,7 @@ def autocast(cfg=None, *, amp: str | None = None, device: str | None = None):
     amp = amp if amp is not None else cfg.amp
     device = device if device is not None else cfg.device
     if amp == "auto":
-        amp = resolve_amp(amp, device)[0]
+        amp = resolve_amp(amp, device)["used"]
     if amp == "bf16":
         return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
     if amp == "fp16" and device.startswith("cuda"):
@@ -79,6 +124,9 @@ def predict_logits(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
     (TTA averages softmax probabilities and returns their log)."""
     model.eval()
     x_all = torch.as_tensor(images_u8)
+    if amp == "auto" and len(x_all):  # measured on this model and a real batch: bf16 only where it is faster
+        amp = resolve_amp(amp, device, model, normalize(views(x_all[:batch_size].float()[:, None].to(device),
+                                                              input_size, tta).flatten(0, 1)), backward=False)["used"]
     out = []
     for i in range(0, len(x_all), batch_size):
         v_all = views(x_all[i:i + batch_size].float()[:, None].to(device), input_size, tta)

@@ -28,7 +28,7 @@ from .checkpoint import load_training_state, save_training_state, save_weights
 from .config import TrainConfig
 from .distill import kd_loss
 from .ema import WeightAverage
-from .forward import NORM_MEAN, NORM_STD, autocast, normalize, predict_logits, resolve_amp
+from .forward import NORM_MEAN, NORM_STD, autocast, measure_bf16_ratio, normalize, predict_logits, resolve_amp
 from .losses import class_weights, mix_batch, multi_target_loss, soft_cross_entropy
 from .rundir import RunDir
 from .schedule import Plateau, lr_at
@@ -46,24 +46,6 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise FerlabError(f"unknown optimizer {cfg.optimizer!r}; choose sgd, adam, adamw or rmsprop")
-
-
-def measure_amp_slowdown(model: torch.nn.Module, x: torch.Tensor, steps: int = 3) -> float:
-    """Seconds per forward+backward step with bf16 autocast over fp32, on this batch (median of ``steps``)."""
-    import statistics
-
-    def step_time(enabled: bool) -> float:
-        ts = []
-        for _ in range(steps + 1):
-            t0 = time.perf_counter()
-            with torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=enabled):
-                out = model(x)
-            out.float().sum().backward()
-            ts.append(time.perf_counter() - t0)
-        model.zero_grad(set_to_none=True)
-        return statistics.median(ts[1:])
-
-    return step_time(True) / step_time(False)
 
 
 def dist_world() -> tuple[int, int]:
@@ -232,35 +214,21 @@ class Trainer:
         return load_teacher(cfg.teacher, train.ids, train.classes)
 
     def _choose_amp(self, model, train, main_proc: bool) -> dict:
-        """Resolve ``amp`` for this hardware.  ``auto`` on a CPU with native bf16 also times a few steps of
-        this model on a real batch and keeps fp32 when bf16 is not faster (measured 0.82x on a loaded AVX-512
-        Xeon; one process alone, no DDP, where every rank must agree).  A forced bf16 where it is emulated
-        warns once with the measured slowdown."""
+        """Resolve ``amp`` for this hardware (``forward.resolve_amp``: with ``auto`` on a CPU with native bf16,
+        timed on this model and a real batch; one process alone, not under DDP, where every rank must agree).
+        A forced bf16 where it is emulated warns once with the measured slowdown."""
         cfg = self.cfg
-        used, why = resolve_amp(cfg.amp, cfg.device)
-        info = {"requested": cfg.amp, "used": used, "reason": why}
-
-        def slowdown() -> float:
-            x = normalize(torch.as_tensor(train.images[:cfg.batch_size]).float()[:, None])
-            ratio = measure_amp_slowdown(model, x[..., :cfg.input_size, :cfg.input_size])
-            info["bf16_over_fp32_step_time"] = round(ratio, 2)
-            return ratio
-
-        if cfg.amp == "auto" and used == "bf16" and torch.device(cfg.device).type == "cpu" and dist_world()[1] == 1:
-            ratio = slowdown()
-            if ratio > 0.95:
-                used = info["used"] = "none"
-                why = info["reason"] = (f"auto: the CPU has native bf16, but a bf16 step of this model took "
-                                        f"{ratio:.2f}x the fp32 time here")
-            else:
-                why = info["reason"] = f"{why}; a bf16 step took {ratio:.2f}x the fp32 time"
-        if used == "bf16" and "emulated" in why:
-            slow = slowdown()
+        x = normalize(torch.as_tensor(train.images[:cfg.batch_size]).float()[:, None])
+        x = x[..., :cfg.input_size, :cfg.input_size].to(cfg.device)
+        measure = torch.device(cfg.device).type == "cpu" and dist_world()[1] == 1
+        info = resolve_amp(cfg.amp, cfg.device, model if measure else None, x)
+        if info["used"] == "bf16" and "emulated" in info["reason"]:
+            slow = info["bf16_over_fp32_step_time"] = round(measure_bf16_ratio(model, x), 2)
             if main_proc:
                 warnings.warn(f"amp=bf16 on a CPU without native bf16: one training step measured {slow:.1f}x "
                               "slower than fp32 here; amp=auto (the default) would choose fp32", stacklevel=2)
         if self.log and main_proc:
-            print(f"precision: {'bf16' if used == 'bf16' else 'fp32'} ({why})", flush=True)
+            print(f"precision: {'bf16' if info['used'] == 'bf16' else 'fp32'} ({info['reason']})", flush=True)
         return info
 
     def _end_epoch(self, loop: SimpleNamespace, epoch: int, stats: tuple, val_x, val_y) -> bool:

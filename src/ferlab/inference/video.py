@@ -109,8 +109,8 @@ class StreamRecognizer:
         smoothing: weight of the past in the per-track moving average of probabilities (0 = none).
         max_missed: frames a face may go undetected before its track ends.  min_hits: detections before a
         track is confirmed and shown (default 3).  still: detect as on still images (the default BlazeFace
-        then adds tiles and the full-range model: smaller faces, ~10x the time; ``process_video``'s
-        default); else the detector's live pass (one short-range pass: webcam and web page).
+        then runs its photo search: smaller faces, ~3x the time; ``process_video``'s default); else the
+        detector's live pass (one short-range pass: webcam and web page).
     """
 
     def __init__(self, recognizer: Recognizer, every: int = 1, smoothing: float = 0.6, max_missed: int | None = None,

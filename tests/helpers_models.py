@@ -108,3 +108,18 @@ def serve_in_thread(app, timeout: float = 30, **config):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def frame_of_faces(face_px: int, n: int = 8, size: tuple[int, int] = (640, 480)) -> np.ndarray:
+    """A BGR photo of ``n`` (at most 8) copies of the astronaut's face, each about ``face_px`` wide, over the
+    face-free example landscape (examples/no_face.png): the photo search's small-face case."""
+    import cv2
+
+    astro = cv2.imread(str(ASTRONAUT))
+    side = int(face_px * 1.6)
+    head = cv2.resize(astro[30:250, 115:335], (side, side), interpolation=cv2.INTER_AREA)
+    frame = cv2.resize(cv2.imread(str(ROOT / "examples" / "no_face.png")), size, interpolation=cv2.INTER_AREA)
+    for i in range(n):
+        x, y = 40 + (i % 4) * 150, 60 + (i // 4) * 200
+        frame[y:y + side, x:x + side] = head
+    return frame

@@ -10,7 +10,7 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from helpers_models import ASTRONAUT, make_tiny_model
+from helpers_models import ASTRONAUT, frame_of_faces, make_tiny_model
 
 from ferlab.errors import FerlabError
 from ferlab.inference.blazeface import (
@@ -161,26 +161,14 @@ def test_photo_search_finds_small_faces(short):
     assert 16000 * 400 * s * s <= 8 * 128 ** 2 + 1
 
 
-def _frame_of_faces(face_px: int, n: int = 8, size=(640, 480)) -> np.ndarray:
-    """``n`` copies of the astronaut's face (about ``face_px`` wide) over the face-free example photo."""
-    astro = cv2.imread(str(ASTRONAUT))
-    side = int(face_px * 1.6)
-    head = cv2.resize(astro[30:250, 115:335], (side, side), interpolation=cv2.INTER_AREA)
-    frame = cv2.resize(cv2.imread(str(NO_FACE)), size, interpolation=cv2.INTER_AREA)
-    for i in range(n):
-        x, y = 40 + (i % 4) * 150, 60 + (i // 4) * 200
-        frame[y:y + side, x:x + side] = head
-    return frame
-
-
 def test_search_modes_fast_and_thorough():
     det = make_detector("blazeface")
     assert det.search == "fast" and SEARCH_MODES == ("fast", "thorough")
     assert make_detector("blazeface", search="thorough").search == "thorough"
-    big = _frame_of_faces(56)  # 56 px faces: both searches find all 8, the live pass none
+    big = frame_of_faces(56)  # 56 px faces: both searches find all 8, the live pass none
     assert len(det.detect(big)) == 8 and len(det.detect(big, search="thorough")) == 8
     assert det.detect_live(big) == []
-    small = _frame_of_faces(36)  # 36 px faces in 640x480: only the full-range model's search finds them
+    small = frame_of_faces(36)  # 36 px faces in 640x480: only the full-range model's search finds them
     fast, thorough = det.detect(small), det.detect(small, search="thorough")
     assert len(fast) <= 2 and len(thorough) >= 7
     with pytest.raises(FerlabError, match="search must be 'fast' or 'thorough'") as e:
@@ -188,6 +176,21 @@ def test_search_modes_fast_and_thorough():
     assert e.value.kind == "bad_option"
     with pytest.raises(FerlabError, match="search"):
         make_detector("blazeface", search="everything")
+    from ferlab.commands._options import SEARCH_CHOICES
+
+    assert SEARCH_CHOICES == SEARCH_MODES  # the CLI's choices (kept apart so that --help stays light)
+
+
+def test_recognizer_search_option(tiny):
+    small = frame_of_faces(36)
+    rec = Recognizer(model=tiny, threads=1)
+    assert len(rec.predict(small)) <= 2 and len(rec.predict(small, search="thorough")) >= 7
+    assert len(Recognizer(model=tiny, threads=1, search="thorough").predict(small)) >= 7
+    with pytest.raises(FerlabError, match="search must be") as e:
+        rec.predict(small, search="slow")
+    assert "\n" not in str(e.value)
+    with pytest.raises(FerlabError, match="search must be"):
+        Recognizer(model=tiny, threads=1, search="")
 
 
 def test_ten_faces_photo():

@@ -98,6 +98,25 @@ def test_on_no_face_whole_and_detector_none(tiny, good_dir, capsys):
     assert e.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
+def test_search_option(tiny, tmp_path, capsys):
+    import cv2
+    from helpers_models import frame_of_faces
+
+    photo = tmp_path / "small_faces.png"
+    cv2.imwrite(str(photo), frame_of_faces(36))  # 36 px faces: the thorough search finds them, fast does not
+    counts = {}
+    for search in ("fast", "thorough"):
+        assert main(["predict", str(photo), "--model", tiny, "--search", search, "--json", "-"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["search"] == search
+        counts[search] = len(doc["images"][0]["faces"])
+    assert counts["fast"] <= 2 and counts["thorough"] >= 7
+    with pytest.raises(SystemExit) as e:
+        main(["predict", str(photo), "--model", tiny, "--search", "slow"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice" in err and "Traceback" not in err
+
+
 def test_globs(tiny, good_dir, capsys):
     assert main(["predict", str(good_dir / "**" / "*.png"), "--model", tiny]) == 0
     out, _ = capsys.readouterr()

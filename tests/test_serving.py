@@ -171,6 +171,29 @@ def test_predict_no_face_no_label_and_on_no_face_whole(client):
     assert body["no_face"] is False and len(body["faces"][0]["keypoints"]) == 6
 
 
+def test_predict_search_query(client):
+    """?search= chooses the photo search per request: 36 px faces are found by the thorough one only."""
+    import cv2
+    from helpers_models import frame_of_faces
+
+    ok, small = cv2.imencode(".jpg", frame_of_faces(36), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    headers = {"Content-Type": "image/jpeg"}
+    fast = client.post("/v1/predict", content=small.tobytes(), headers=headers).json()
+    assert fast["search"] == "fast" and len(fast["faces"]) <= 2
+    thorough = client.post("/v1/predict?search=thorough", content=small.tobytes(), headers=headers).json()
+    assert thorough["search"] == "thorough" and len(thorough["faces"]) >= 7
+    bad = client.post("/v1/predict?search=slow", content=small.tobytes(), headers=headers)
+    assert bad.status_code == 422 and bad.json()["kind"] == "bad_request" and "search" in bad.json()["detail"]
+
+
+def test_server_search_default(models_dir):
+    from ferlab.serving import create_app
+
+    app = create_app(models_dir, "tiny", workers=1, threads=1, recognizer_options={"search": "thorough"})
+    assert app.state.ferlab.search_of(None) == "thorough" and app.state.ferlab.search_of("fast") == "fast"
+    assert create_app(models_dir, "tiny", detector="haar").state.ferlab.search_of("fast") is None
+
+
 def test_predict_model_form_field(client, face):
     r = client.post("/v1/predict", data={"model": "tiny"}, files={"file": ("f.jpg", face, "image/jpeg")})
     assert r.status_code == 200

@@ -77,6 +77,9 @@ MARGIN = float_in(-0.45, 2.0)
 SMOOTHING = float_in(0.0, 0.99)
 COUNT = int_in(1)
 SEED = int_in(0, 2**32 - 1)
+#: the default detector's photo search (``ferlab.inference.blazeface.SEARCH_MODES``, kept equal by a test: this
+#: module must not import the inference layer for ``--help``)
+SEARCH_CHOICES = ("fast", "thorough")
 
 
 def check_output(path: str | os.PathLike | None, option: str, *, folder: bool = False,

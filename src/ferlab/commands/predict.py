@@ -11,6 +11,7 @@ from ._options import (
     MARGIN,
     MIN_FACE,
     PIXELS,
+    SEARCH_CHOICES,
     STDOUT,
     THREADS,
     add_progress,
@@ -27,11 +28,15 @@ def add_parser(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     p.add_argument("--model", default="default", help="bundled model name or .onnx path (default: default)")
     p.add_argument("--detector", default="blazeface",
-                   help="face detector: blazeface (default; short range + tiles), blazeface-short (one pass), "
+                   help="face detector: blazeface (default; the photo search, --search), blazeface-short (one pass), "
                         "blazeface-full, haar, haar+profile, none (each image is a face crop), or a YuNet .onnx path")
     p.add_argument("--on-no-face", choices=["skip", "whole"], default="skip",
                    help="when no face is found: skip (report 'no face found', default) or whole (classify the "
                         "whole image). Images of 64 px or less are face crops and always classified whole")
+    p.add_argument("--search", choices=SEARCH_CHOICES, default="fast",
+                   help="default detector's photo search: fast (default: the short-range model on the image and on "
+                        "the image enlarged) or thorough (also the full-range model: faces down to ~32 px in a "
+                        "640x480 photo, about 4x the time)")
     p.add_argument("--align", dest="align", action="store_true", default=None,
                    help="rotate face crops to level the eyes (off by default: it costs accuracy on upright faces, "
                         "see benchmarks/README.md)")
@@ -156,7 +161,8 @@ def run(args) -> int:
         raise FerlabError(f"no images to read in the {len(args.paths)} given paths")
 
     rec = Recognizer(model=args.model, detector=args.detector, min_face=args.min_face, margin=args.margin,
-                     threads=args.threads, max_side=args.max_side, on_no_face=args.on_no_face, align=args.align)
+                     threads=args.threads, max_side=args.max_side, on_no_face=args.on_no_face, align=args.align,
+                     search=args.search)
     out_dir = Path(args.annotate) if args.annotate else None
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise FerlabError(f"{out_dir}: --annotate needs a folder, and this is a file")
@@ -215,6 +221,7 @@ def run(args) -> int:
     if args.json:
         doc = {"model": rec.classifier.name, "detector": rec.detector.name, "margin": rec.margin,
                "on_no_face": rec.on_no_face, "align": rec.align,
+               "search": args.search if rec.detector.name == "blazeface" else None,
                "classes": list(rec.classes), "images": results, "failed": failed,
                "problems": [m for _, m in problems]}
         write_output(args.json, json.dumps(doc, indent=2) + "\n")

@@ -113,7 +113,11 @@ async def predict(request: Request,
                                                                "default: the server's default model"),
                   on_no_face: Literal["skip", "whole"] = Query(
                       "skip", description="when no face is found: skip (no face, no label: `faces` is empty and "
-                                          "`no_face` true) or whole (classify the whole image)")):
+                                          "`no_face` true) or whole (classify the whole image)"),
+                  search: Literal["fast", "thorough"] | None = Query(
+                      None, description="the default detector's photo search: fast (the short-range model on the "
+                                        "image and on the image enlarged) or thorough (also the full-range model: "
+                                        "smaller faces, about 4x the time); default: the server's (`--search`)")):
     state = _state(request)
     if model is not None:
         state.entry(model)  # unknown model: 404 before reading the body
@@ -121,12 +125,12 @@ async def predict(request: Request,
         data, name, model = await _image_of(request, state, model)
         entry = state.entry(model)
         try:
-            w, h, faces, ms = await state.run(recognise, state, entry, data, name, None, on_no_face)
+            w, h, faces, ms = await state.run(recognise, state, entry, data, name, None, on_no_face, search)
         except FerlabError as e:
             raise api_error_of(e, entry.name) from None
     return {"model": entry.name, "faces": [face_json(f) for f in faces], "width": w, "height": h,
             "ms": round(ms, 1), "no_face": not faces or any(f.no_face for f in faces),
-            "detector": str(state.detector)}
+            "detector": str(state.detector), "search": state.search_of(search)}
 
 
 @api.get("/v1/models", response_model=ModelsOut, tags=["models"], summary="The models this server offers")

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 
 from ..errors import FerlabError
 from ..imageio import decode_image_reduced
+from ..inference.blazeface import DEFAULT_SEARCH
 from ..inference.recognizer import Recognizer
 from ..zoo import ZOO_DIR, bundled_names, list_bundled, read_card
 
@@ -159,6 +160,12 @@ class ServingState:
                                                  f"{', '.join(self.entries)}")
         return e
 
+    def search_of(self, requested: str | None) -> str | None:
+        """The photo search a request gets: its own, else the server's; None for detectors without one."""
+        if str(self.detector).lower() not in ("blazeface", "auto"):
+            return None
+        return requested or self.recognizer_options.get("search") or DEFAULT_SEARCH
+
     def pool(self, entry: ModelEntry) -> _RecognizerPool:
         with self.lock:
             p = self.pools.get(entry.name)
@@ -226,9 +233,10 @@ def face_json(face) -> dict:
 
 
 def recognise(state: ServingState, entry: ModelEntry, data: bytes, name: str,
-              step=None, on_no_face: str | None = None) -> tuple[int, int, list, float]:
+              step=None, on_no_face: str | None = None, search: str | None = None) -> tuple[int, int, list, float]:
     """Decode (via imageio) and recognise; runs in a worker thread.  ``step(recognizer, image) -> faces``
-    replaces ``recognizer.predict`` (the stream tracks faces across frames).
+    replaces ``recognizer.predict`` (the stream tracks faces across frames); ``on_no_face`` and ``search``
+    are the request's (None: the server's).
 
     Bounded work: the image is decoded reduced to ``state.decode_max_side`` (boxes are mapped back to the
     uploaded image's pixels), and the Recognizer bounds detection and cropping (``CROP_MAX_SIDE``,
@@ -241,7 +249,8 @@ def recognise(state: ServingState, entry: ModelEntry, data: bytes, name: str,
         image, scale, (w, h) = decode_image_reduced(
             data, name=name, mode="bgr" if getattr(rec, "_needs_color", True) else "gray",
             max_side=state.decode_max_side)
-        faces = rec._guard(lambda: rec.predict(image, on_no_face=on_no_face) if step is None else step(rec, image))
+        faces = rec._guard(lambda: rec.predict(image, on_no_face=on_no_face, search=search) if step is None
+                           else step(rec, image))
     finally:
         pool.release(rec)
     if scale != 1.0:  # new Face objects: a stream's tracker keeps its own (reduced) boxes

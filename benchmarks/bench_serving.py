@@ -1,6 +1,7 @@
 """Throughput and latency of ``ferlab serve`` under concurrent load.
 
     python benchmarks/bench_serving.py [--model default] [--clients 32] [--duration 30] [--workers N]
+                                       [--search fast|thorough]
 
 Starts ``ferlab serve`` itself on a free 127.0.0.1 port (a separate process), waits for /healthz, then runs
 ``--clients`` concurrent HTTP clients (one asyncio task and keep-alive connection each) that post the same
@@ -11,7 +12,9 @@ and share its cores with the server.
 
 Writes ``benchmarks/results/serving.json``: requests/s (successful answers per second), latency
 percentiles (p50/p95/p99, ms, wall clock seen by the client), errors by kind, the server-side time per
-request (the ``ms`` field of the answers), and the machine.
+request (the ``ms`` field of the answers), the CPU time per answered request of the server process and of
+the clients (what bounds the rate on a machine they share: requests/s <= cores x 1000 / the two summed),
+and the machine (``ferlab.hardware.machine_info``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+
+from ferlab.hardware import machine_info  # noqa: E402
 
 
 def test_image(size: tuple[int, int] = (640, 480)) -> bytes:
@@ -64,13 +69,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, model: str, workers: int | None, log, max_queue: int = 64) -> subprocess.Popen:
+def start_server(port: int, model: str, workers: int | None, log, max_queue: int = 64,
+                 search: str = "fast") -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ferlab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model", model, "--log-level", "warning", "--max-queue", str(max_queue)]
+           "--model", model, "--log-level", "warning", "--max-queue", str(max_queue), "--search", search]
     if workers:
         cmd += ["--workers", str(workers)]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> dict:
@@ -150,6 +166,8 @@ def main() -> int:
     ap.add_argument("--max-queue", type=int, default=64,
                     help="server's waiting requests before 503 (default 64: every client's request queues, so this "
                          "measures capacity; the server's own default sheds load beyond --workers waiting)")
+    ap.add_argument("--search", choices=("fast", "thorough"), default="fast",
+                    help="the server's photo search (ferlab serve --search; default fast, the server's default)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = ap.parse_args()
 
@@ -157,13 +175,15 @@ def main() -> int:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile("w+") as log:
-        proc = start_server(port, args.model, args.workers, log, args.max_queue)
+        proc = start_server(port, args.model, args.workers, log, args.max_queue, args.search)
         try:
             health = wait_healthy(url, proc)
-            load_before = os.getloadavg()
+            machine = machine_info(libraries=("fastapi", "uvicorn", "httpx", "Pillow"))
             print(f"server up on {url} (models {health['models']}); {args.clients} clients for {args.duration:.0f} s...",
                   file=sys.stderr)
+            server0, client0 = cpu_seconds(proc.pid), time.process_time()
             result = asyncio.run(load(url, body, args.clients, args.duration, args.timeout))
+            server_cpu, client_cpu = cpu_seconds(proc.pid) - server0, time.process_time() - client0
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)
@@ -182,11 +202,14 @@ def main() -> int:
         "clients": args.clients,
         "duration_s": args.duration,
         "image": {"width": 640, "height": 480, "jpeg_bytes": len(body)},
-        "server": {"workers": args.workers or "default (CPU cores, at most 4)", "detector": "blazeface (the default)", "max_queue": args.max_queue,
-                   "errors_in_log": len(errors_logged)},
+        "server": {"workers": args.workers or "default (CPU cores, at most 4)", "detector": "blazeface (the default)",
+                   "search": args.search, "max_queue": args.max_queue, "errors_in_log": len(errors_logged)},
         **result,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "load_avg_before": [round(v, 2) for v in load_before],
+        "cpu_ms_per_request": {"server": round(1000 * server_cpu / max(result["requests_ok"], 1), 2),
+                               "clients": round(1000 * client_cpu / max(result["requests_ok"], 1), 2),
+                               "note": "process CPU time (all threads) over the load / answered requests; "
+                                       "the warm-up request is outside"},
+        "machine": {**machine, "platform": platform.platform(), "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
                     "note": "clients and server share the machine's cores"},
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -197,7 +220,8 @@ def main() -> int:
     os.replace(tmp, out)
     lat = result["latency_ms"]
     print(f"{result['requests_per_s']} requests/s, p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms, "
-          f"{result['errors']} errors -> {out}")
+          f"{result['errors']} errors; CPU ms a request: server {report['cpu_ms_per_request']['server']}, "
+          f"clients {report['cpu_ms_per_request']['clients']} -> {out}")
     return 0
 
 

@@ -3,8 +3,9 @@
 Measures on this machine, in one run (medians of ``--repeats``, ``--threads`` ONNX Runtime / OpenCV threads):
 
 1. detection only on a 640x480 frame with one face (``bench_inference.make_frame``): BlazeFace short range
-   (one pass: ferlab's live path), full range (one pass), the still-image default (both ranges + tiles),
-   and Haar (ferlab's former default: min face 40, scale 1.1); ratios to Haar;
+   (one pass: ferlab's live path), full range (one pass), the still-image default (the photo search:
+   ``fast``, the short-range model on the frame and on the frame enlarged; and ``thorough``, the full-range
+   model's search too), and Haar (ferlab's former default: min face 40, scale 1.1); ratios to Haar;
 2. end to end, from a BGR frame to faces with expressions, detecting on every frame
    (``StreamRecognizer.process``, every=1: the live path of ``ferlab webcam`` and the web page) and
    ``Recognizer.predict`` (the photo path): frames/s with one face at 640x480 and 1280x720 and with ten
@@ -141,7 +142,9 @@ def main(argv=None) -> int:
     f = fr["640x480_1face"]
     dets = {"blazeface-short (one pass: the live path)": make_detector("blazeface-short", threads=args.threads),
             "blazeface-full (one pass)": make_detector("blazeface-full", threads=args.threads),
-            "blazeface (still images: both ranges + tiles)": make_detector("blazeface", threads=args.threads),
+            "blazeface (still images: the photo search, fast)": make_detector("blazeface", threads=args.threads),
+            "blazeface --search thorough (still images: + the full-range model's search)":
+                make_detector("blazeface", threads=args.threads, search="thorough"),
             "haar (min face 40, scale 1.1: the former default)": HaarDetector()}
     det_ms = {}
     for name, d in dets.items():

@@ -46,9 +46,10 @@ _LOGIT_CLIP = 100.0
 #: the photo search's enlarged pass (``BlazeFaceDetector.search_scale``): the frame scaled so that a window of
 #: SEARCH_WINDOW[range] x its shorter side fills the model's input, bounded to MAX_SEARCH_AREA native inputs'
 #: worth of pixels; frames whose shorter side is under MIN_SEARCH_SIDE px get the whole-frame pass only.
-#: Chosen on the synthetic set (bench_detect_quality.py, 100 frames): the short-range model with windows of
-#: 0.75 / 0.6 / 0.5 found 79.9% / 87.3% / 88.8% of the faces with 0.08 / 0.12 / 0.16 false positives a frame;
-#: 0.75 for the full-range model (the faces of the former 3/4-side tiles)
+#: Chosen on the synthetic sets of bench_detect_quality.py: the short-range model with windows of 0.75 / 0.6 /
+#: 0.5 found 79.9% / 87.3% / 88.8% of the first 100 frames' faces with 0.08 / 0.12 / 0.16 false positives a
+#: frame; the full-range model (``--search thorough`` adds it) with 0.5 instead of 0.75 finds 53% of 40-64 px
+#: faces instead of 41%
 SEARCH_WINDOW = {"short": 0.6, "full": 0.5}
 MAX_SEARCH_AREA = 8
 MIN_SEARCH_SIDE = 160

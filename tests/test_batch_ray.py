@@ -59,6 +59,9 @@ class LocalCluster:
         self.prefix: list[str] = []
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
                     "RAY_BACKEND_LOG_LEVEL": "error",
+                    # Ray starts workers at nice 15: on a machine shared with training runs the actors would
+                    # get a few percent of a core; the pool's workers (the reference) run at nice 0
+                    "RAY_worker_niceness": "0",
                     # a starved machine must not make the GCS declare a live node dead (defaults: ~15-30 s)
                     "RAY_health_check_period_ms": "10000", "RAY_health_check_timeout_ms": "60000",
                     "RAY_health_check_failure_threshold": "30", "RAY_gcs_rpc_server_reconnect_timeout_s": "600"}

@@ -25,6 +25,9 @@ def make_tasks(units: list[Unit], batch_size: int) -> list[list[Unit]]:
 # -- this process and the local pool ---------------------------------------------------------------------
 
 _WORKER: UnitWorker | None = None
+#: tasks queued per pool worker: enough that the workers keep busy while the driver commits a part
+#: (~0.1 s for 1,000 rows), few enough that a Ctrl-C or an error stops the job soon
+IN_FLIGHT = 4
 
 
 def _init_pool_worker(options: dict, sha: str) -> None:
@@ -71,7 +74,7 @@ def local_results(units: list[Unit], options: BatchOptions, sha: str, workers: i
     finished = False
     try:
         while True:
-            while len(pending) < 2 * workers:
+            while len(pending) < IN_FLIGHT * workers:
                 t = next(it, None)
                 if t is None:
                     break
@@ -157,11 +160,11 @@ def connect(address: str | None, runtime_env: dict | None = None):
     return ray
 
 
-def probe_cluster(ray, timeout: float | None = None) -> dict:
-    """Run one small task on the cluster that imports what the workers need; a missing package is one line."""
+def submit_probe(ray):
+    """Start the probe task on the cluster (it runs while the driver plans the inputs): can a worker import
+    what ferlab's actors need?  Defined here, so that it travels by value: a worker without ferlab can run it."""
 
-    @ray.remote(num_cpus=0, max_retries=0)
-    def probe():
+    def probe() -> dict:
         import importlib
 
         missing, versions = [], {}
@@ -173,11 +176,16 @@ def probe_cluster(ray, timeout: float | None = None) -> dict:
                 missing.append(getattr(e, "name", None) or mod)
         return {"missing": missing, "versions": versions}
 
+    return ray.remote(num_cpus=0, max_retries=0)(probe).remote()
+
+
+def probe_cluster(ray, ref=None, timeout: float | None = None) -> dict:
+    """Wait for the probe task (``ref``, or a new one); a missing package on the workers is one line."""
     from ray.exceptions import GetTimeoutError, RayError
 
     timeout = timeout or float(os.environ.get("FERLAB_RAY_PROBE_TIMEOUT", 900))
     try:
-        info = ray.get(probe.remote(), timeout=timeout)
+        info = ray.get(ref if ref is not None else submit_probe(ray), timeout=timeout)
     except GetTimeoutError:
         raise FerlabError(f"the Ray cluster did not run a probe task within {timeout:.0f} s "
                           "(no free worker? check `ray status`)") from None
@@ -190,12 +198,20 @@ def probe_cluster(ray, timeout: float | None = None) -> dict:
 
 
 class RayTaskMapper:
-    """The actor class ``ferlab batch --engine ray`` runs in ``map_batches``: one task (JSON list of units)
-    per row in, one row per unit out (rows JSON-encoded, so the driver commits units, never half of one)."""
+    """The actor class ``ferlab batch --engine ray`` runs in ``map_batches``.  One row in = one Ray *block
+    item*: a JSON list of tasks (each a list of units, processed as one ``UnitWorker.process`` call, so memory
+    stays that of one task); one row out per unit (rows JSON-encoded, so the driver commits units, never half
+    of one)."""
 
     def __init__(self, options: dict, sha: str):
         import ray
 
+        try:
+            import cv2
+
+            cv2.setNumThreads(1)  # one CPU per actor, as in a pool worker
+        except ImportError:  # pragma: no cover
+            pass
         opts = dict(options)
         if opts.get("threads") is None:
             opts["threads"] = 1
@@ -211,39 +227,72 @@ class RayTaskMapper:
         import numpy as np
 
         out = {"key": [], "rows": [], "error": [], "error_kind": [], "frames": [], "worker": []}
-        for task in batch["task"]:
-            units = [Unit.from_dict(d) for d in json.loads(str(task))]
-            for r in self.worker.process(units):
-                out["key"].append(r.key)
-                out["rows"].append(json.dumps(r.rows))
-                out["error"].append(r.error or "")
-                out["error_kind"].append(r.error_kind or "")
-                out["frames"].append(r.frames)
-                out["worker"].append(r.worker)
+        for item in batch["tasks"]:
+            for task in json.loads(str(item)):
+                units = [Unit.from_dict(d) for d in task]
+                for r in self.worker.process(units):
+                    out["key"].append(r.key)
+                    out["rows"].append(json.dumps(r.rows))
+                    out["error"].append(r.error or "")
+                    out["error_kind"].append(r.error_kind or "")
+                    out["frames"].append(r.frames)
+                    out["worker"].append(r.worker)
         return {k: np.array(v, dtype=object if k != "frames" else np.int64) for k, v in out.items()}
 
 
-def ray_open(address: str | None, runtime_env: dict | None = None, info: dict | None = None) -> bool:
-    """Connect to the cluster and check that its workers can run ferlab (before anything is written).
-    Returns whether this call started the Ray connection (then ``ray_results`` shuts it down)."""
-    ray = _import_ray()
-    owned = not ray.is_initialized()
-    connect(address, runtime_env)
-    try:
-        probe = probe_cluster(ray)
-    except BaseException:
-        if owned:
-            ray.shutdown()
-        raise
-    if info is not None:
-        info.update(cluster_cpus=int(ray.cluster_resources().get("CPU", 0)),
-                    nodes=sum(1 for n in ray.nodes() if n.get("Alive")), worker_versions=probe["versions"])
-    return owned
+#: images per Ray block item, at most: Ray Data costs ~20-50 ms of an actor's time per block on 2 busy cores,
+#: i.e. 10-25% of a 32-crop task; a few tasks per item make it a few percent
+RAY_ITEM_IMAGES = 256
+#: block items per actor, at least (when there is enough work): the last items decide when a job ends
+RAY_ITEMS_PER_ACTOR = 8
+
+
+def ray_items(tasks: list[list[Unit]], batch_size: int, n_actors: int) -> list[list[list[Unit]]]:
+    """Group tasks into Ray block items: a video segment alone (it is long), image tasks by up to
+    ``RAY_ITEM_IMAGES`` images while every actor still gets ``RAY_ITEMS_PER_ACTOR`` items."""
+    videos = [t for t in tasks if t and t[0].kind == "video"]
+    images = [t for t in tasks if t and t[0].kind != "video"]
+    k = max(1, min(-(-RAY_ITEM_IMAGES // batch_size), len(images) // (RAY_ITEMS_PER_ACTOR * n_actors)))
+    return [[t] for t in videos] + [images[i:i + k] for i in range(0, len(images), k)]
+
+
+class RayConnection:
+    """A connection to the cluster with its probe task in flight: ``check`` waits for the probe (before
+    anything is written), ``close`` disconnects when this job started the connection."""
+
+    def __init__(self, address: str | None, runtime_env: dict | None = None):
+        import time
+
+        t = time.perf_counter()
+        self.ray = _import_ray()
+        self.owned = not self.ray.is_initialized()
+        connect(address, runtime_env)
+        self.connect_s = time.perf_counter() - t
+        try:
+            self.probe = submit_probe(self.ray)
+        except BaseException:
+            self.close()
+            raise
+
+    def check(self, info: dict | None = None) -> None:
+        import time
+
+        ray = self.ray
+        t = time.perf_counter()
+        probe = probe_cluster(ray, self.probe)
+        if info is not None:
+            info.update(ray_connect_s=round(self.connect_s, 3), ray_probe_wait_s=round(time.perf_counter() - t, 3),
+                        cluster_cpus=int(ray.cluster_resources().get("CPU", 0)),
+                        nodes=sum(1 for n in ray.nodes() if n.get("Alive")), worker_versions=probe["versions"])
+
+    def close(self) -> None:
+        if self.owned and self.ray.is_initialized():
+            self.ray.shutdown()
 
 
 def ray_results(units: list[Unit], options: BatchOptions, sha: str, workers: int | None, batch_size: int,
-                owned: bool, info: dict | None = None) -> Iterator[tuple[Unit, UnitResult]]:
-    ray = _import_ray()
+                conn: RayConnection, info: dict | None = None) -> Iterator[tuple[Unit, UnitResult]]:
+    ray = conn.ray
     try:
         yield from _ray_job(ray, units, options, sha, workers, batch_size, info)
     except (ray.exceptions.RayError, RuntimeError, ConnectionError) as e:
@@ -251,8 +300,7 @@ def ray_results(units: list[Unit], options: BatchOptions, sha: str, workers: int
         raise FerlabError(f"the Ray job failed ({type(e).__name__}: {first}); the parts committed so far are kept "
                           "and a re-run with the same --out resumes") from None
     finally:
-        if owned:
-            ray.shutdown()
+        conn.close()
 
 
 def _ray_job(ray, units, options, sha, workers, batch_size, info) -> Iterator[tuple[Unit, UnitResult]]:
@@ -264,14 +312,15 @@ def _ray_job(ray, units, options, sha, workers, batch_size, info) -> Iterator[tu
     cpus = int(ray.cluster_resources().get("CPU", 1))
     n_actors = workers or max(1, cpus - 1)  # one CPU stays free for Ray Data's own tasks
     n_actors = max(1, min(n_actors, len(tasks)))
+    items = [{"tasks": json.dumps([[u.to_dict() for u in t] for t in item])}
+             for item in ray_items(tasks, batch_size, n_actors)]
     if info is not None:
-        info["actors"] = n_actors
+        info.update(actors=n_actors, ray_items=len(items))
     by_key = {u.key: u for u in units}
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    items = [{"task": json.dumps([u.to_dict() for u in t])} for t in tasks]
-    # one block per task up to a few per actor and then some (a block is Ray Data's unit of scheduling;
+    # one block per item up to a few per actor and then some (a block is Ray Data's unit of scheduling;
     # hundreds of thousands of blocks would cost more than they balance)
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(8 * n_actors, 256)))
     ds = ds.map_batches(RayTaskMapper, fn_constructor_kwargs={"options": dict(options.__dict__), "sha": sha},

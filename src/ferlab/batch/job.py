@@ -8,7 +8,7 @@ import time
 
 from .. import __version__
 from ..errors import FerlabError
-from .engines import _import_ray, check_address, local_results, ray_open, ray_results
+from .engines import RayConnection, _import_ray, check_address, local_results, ray_results
 from .inputs import Unit, gather_paths, plan_units
 from .store import OutputStore, describe_model
 from .work import SCHEMA_VERSION, BatchOptions, UnitResult
@@ -41,6 +41,40 @@ class _Committer:
             self.errors += sum(1 for _, r in items if r.error is not None)
             self.parts += 1 if n else 0
         self.last = time.monotonic()
+
+
+class _Clock:
+    """When results arrive: the first one (start-up: connecting, planning, starting workers, loading the
+    model) and the rate after it (units, and video frames).  Results arrive in groups (a task, a Ray block);
+    the first group is start-up, and a rate needs at least 3 groups after it."""
+
+    GAP = 0.005  # seconds between two results that start a new group
+
+    def __init__(self):
+        self.first: float | None = None
+        self.last = 0.0
+        self.groups = 0
+        self.n = {"units": 0, "frames": 0}
+        self.n_first = {"units": 0, "frames": 0}
+
+    def tick(self, frames: int = 0) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        elif now - self.last >= self.GAP:
+            self.groups += 1
+        for k, v in (("units", 1), ("frames", frames)):
+            self.n[k] += v
+            if not self.groups:
+                self.n_first[k] += v
+        self.last = now
+
+    def steady_rate(self, what: str = "units") -> float | None:
+        """Per second from the first result to the last (None: too few groups of results to tell)."""
+        span = self.last - (self.first or 0.0)
+        if self.first is None or self.groups < 3 or span <= 0 or not self.n[what]:
+            return None
+        return round((self.n[what] - self.n_first[what]) / span, 2)
 
 
 def _check_options(engine: str, fmt: str, workers: int | None, batch_size: int, part_inputs: int,
@@ -102,20 +136,19 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
     for p in problems:
         say(f"ferlab batch: {p}")
     t0 = time.perf_counter()
-    units = plan_units(files, opts.segment_seconds)
-
-    header = {"ferlab_version": __version__, "schema_version": SCHEMA_VERSION, "format": fmt,
-              "model_name": model_name, "model_sha256": sha, "classes": classes, "options": opts.row_options()}
-    owned = False
+    conn = None
     if engine == "ray":
-        owned = ray_open(address, runtime_env, info)  # a cluster that cannot run ferlab fails here, before any write
+        conn = RayConnection(address, runtime_env)  # connects; its probe task runs while the inputs are planned
     try:
+        units = plan_units(files, opts.segment_seconds)
+        header = {"ferlab_version": __version__, "schema_version": SCHEMA_VERSION, "format": fmt,
+                  "model_name": model_name, "model_sha256": sha, "classes": classes, "options": opts.row_options()}
+        if conn is not None:
+            conn.check(info)  # a cluster that cannot run ferlab fails here, before any write
         store = OutputStore(out, header, fmt).open()
     except BaseException:
-        if owned:
-            import ray
-
-            ray.shutdown()
+        if conn is not None:
+            conn.close()
         raise
     committer = _Committer(store, part_inputs, flush_seconds)
     try:
@@ -132,7 +165,7 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
             info.update(workers=n_workers if n_workers > 1 else 1)
             results = local_results(todo, opts, sha, n_workers, batch_size)
         else:
-            results = ray_results(todo, opts, sha, workers, batch_size, owned, info)
+            results = ray_results(todo, opts, sha, workers, batch_size, conn, info)
         bar = None
         if progress:
             from tqdm import tqdm
@@ -140,8 +173,10 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
             bar = tqdm(total=len(todo), unit="input", desc="batch", file=sys.stderr, disable=None, smoothing=0.1)
         t_start = time.perf_counter()
         n_faces = n_in = 0
+        clock = _Clock()
         try:
             for u, r in results:
+                clock.tick(r.frames)
                 committer.add(u, r)
                 n_in += 1
                 n_faces += len(r.rows)
@@ -167,8 +202,13 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
                    "inputs": len(files), "units": len(units), "skipped_done": n_done, "processed": committer.units,
                    "faces": committer.faces, "errors": committer.errors, "parts": committer.parts,
                    "seconds": round(seconds, 3), "units_per_s": round(committer.units / max(seconds, 1e-9), 2),
-                   "changed_inputs": len(changed), "problems": problems, **info}
+                   "changed_inputs": len(changed), "problems": problems,
+                   "first_result_s": None if clock.first is None else round(clock.first - t0, 3),
+                   "steady_units_per_s": clock.steady_rate(), "steady_frames_per_s": clock.steady_rate("frames"),
+                   **info}
         store.write_summary(summary)
     finally:
         store.close()
+        if conn is not None:
+            conn.close()
     return summary

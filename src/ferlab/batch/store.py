@@ -85,8 +85,15 @@ def _write_atomic(path: Path, write) -> None:
     _fsync_dir(path.parent)
 
 
-def _json_bytes(doc) -> bytes:
-    return (json.dumps(doc, indent=1, sort_keys=False) + "\n").encode()
+def _json_bytes(doc, compact: bool = False) -> bytes:
+    """Indented JSON for the small files people read; ``compact`` (one unit a line) for manifest records: an
+    indent makes ``json`` use its pure-Python encoder, ~10x slower (96 ms for a 500-unit record here)."""
+    if not compact:
+        return (json.dumps(doc, indent=1) + "\n").encode()
+    units = doc.get("units", [])
+    head = json.dumps({k: v for k, v in doc.items() if k != "units"}, separators=(",", ":"))
+    lines = ",\n".join(json.dumps(u, separators=(",", ":")) for u in units)
+    return (head[:-1] + ',"units":[\n' + lines + "\n]}\n").encode()
 
 
 def describe_model(model: str) -> tuple[str, str, list[str]]:
@@ -260,7 +267,7 @@ class OutputStore:
             record = {"seq": self.seq, "part": name, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "files": files, "units": units}
             _write_atomic(self.out / MANIFEST / f"{name}.json",
-                          lambda tmp: Path(tmp).write_bytes(_json_bytes(record)))
+                          lambda tmp: Path(tmp).write_bytes(_json_bytes(record, compact=True)))
         except BaseException:
             # the part is not committed: take back its data files (a kill here leaves them to the next run)
             for rel in files:

@@ -90,6 +90,18 @@ def cpu_info() -> dict:
     return machine_info(libraries=("pyarrow", "ray", "Pillow"))
 
 
+def git_state() -> dict:
+    """The commit measured, and the files that differed from it (work in progress of this checkout)."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"commit": git("rev-parse", "HEAD").strip() or None,
+            "uncommitted": [ln[3:] for ln in git("status", "--porcelain", "--untracked-files=no").splitlines()]}
+
+
 def versions() -> dict:
     out = {"python": platform.python_version()}
     for mod in ("ferlab", "onnxruntime", "cv2", "numpy", "PIL", "pyarrow", "ray"):
@@ -264,14 +276,17 @@ def measure(name: str, data: dict, workdir: Path, repeats: int, extra: list[str]
                      "first_result_s": [r["first_result_s"] for r in runs],
                      "first_result_s_median": _median([r["first_result_s"] for r in runs]),
                      "steady_per_s": steady, "steady_per_s_median": _median(steady),
+                     "steady_note": "from 20% to 90% of the units",
                      **({"ray_connect_s_median": _median([r["ray_connect_s"] for r in runs]),
                          "ray_probe_wait_s_median": _median([r["ray_probe_wait_s"] for r in runs])}
                         if runs[0]["ray_connect_s"] is not None else {}),
                      "worker_peak_rss_mb_median": round(statistics.median(mems), 1) if mems else None,
                      "workers_seen": len(runs[-1]["worker_peak_rss_mb"])}
         r = res[kind]
+        r["fixed_seconds"] = fixed_seconds(r)
         print(f"{name:>12} {kind:>6}: {r['per_s']:8.1f} {r['unit']} end to end (median of {secs} s); "
-              f"first result {r['first_result_s_median']} s, then {r['steady_per_s_median']} {r['unit']}; "
+              f"first result {r['first_result_s_median']} s, steady {r['steady_per_s_median']} {r['unit']}, fixed "
+              f"{r['fixed_seconds']} s; "
               f"worker RSS {r['worker_peak_rss_mb_median']} MB", flush=True)
     return res
 
@@ -327,10 +342,18 @@ MODEL = "default"
 CONFIGS = {"one_process": None, "local_pool": None, "ray_1_node": [3], "ray_2_nodes": [2, 2]}
 
 
+def fixed_seconds(r: dict) -> float | None:
+    """A job's time that its steady rate does not explain: start-up (connecting, planning, starting the
+    workers, loading the model) and the tail.  T = fixed + items / steady."""
+    if not r.get("steady_per_s_median"):
+        return None
+    return round(r["median_seconds"] - r["items"] / r["steady_per_s_median"], 2)
+
+
 def within_20pct_from(pool: dict, ray: dict) -> dict | None:
-    """The job size from which Ray's end-to-end rate is >= 0.8x the pool's, if each engine's time is its
-    start-up plus items at its steady rate: (0.8 F_ray - F_pool) / (1 / r_pool - 0.8 / r_ray)."""
-    f_p, f_r = pool["first_result_s_median"], ray["first_result_s_median"]
+    """The job size from which Ray's end-to-end rate is >= 0.8x the pool's, when each engine's time is its
+    fixed seconds plus the items at its steady rate: (0.8 F_ray - F_pool) / (1 / r_pool - 0.8 / r_ray)."""
+    f_p, f_r = fixed_seconds(pool), fixed_seconds(ray)
     r_p, r_r = pool["steady_per_s_median"], ray["steady_per_s_median"]
     if None in (f_p, f_r, r_p, r_r) or r_r <= 0.8 * r_p:
         return None
@@ -359,6 +382,7 @@ def main() -> None:
     if bad:
         ap.error(f"unknown --configs/--kinds: {', '.join(bad)}")
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    git_at_start = git_state()
     cpu = cpu_info()
     print(f"CPU: {cpu['cpu']} x{cpu['cpus']}, flags {cpu['features']}, load {cpu['load_average']}")
     failures: dict = {}
@@ -387,7 +411,7 @@ def main() -> None:
                 ratios[kind][f"{name}_within_20pct_from"] = within_20pct_from(pool, ray)
         doc = {"benchmark": "batch inference throughput (ferlab batch)",
                "command": "python benchmarks/bench_batch.py " + " ".join(sys.argv[1:]), "started": started,
-               "complete": final, "model": MODEL, "cpu": cpu,
+               "complete": final, "model": MODEL, "cpu": cpu, "git": git_at_start,
                "load_average_now": [round(x, 2) for x in os.getloadavg()], "versions": versions(),
                "workloads": {"crops": f"{a.crops} 48x48 PNG crops from the FER2013 sample (decode + classify)",
                              "photos": f"{a.photos} 640x480 JPEG photos, one face each (decode + detect + classify)",
@@ -398,9 +422,10 @@ def main() -> None:
                "notes": "per_s = items / the job's own seconds (end to end: start-up, model loading, inference, "
                         "commits), median of "
                         f"{a.repeats} run(s); first_result_s = start-up until the first result; steady_per_s = "
-                        "the rate from the first result to the last; *_within_20pct_from = the job size (items, "
+                        "the rate from 20% to 90% of the job's units; fixed_seconds = median_seconds - items / "
+                        "steady (start-up and tail); *_within_20pct_from = the job size (items, "
                         "and seconds on the pool) from which Ray's end-to-end rate is >= 0.8x the pool's, by "
-                        "T = first_result_s + items / steady_per_s for each engine (null: Ray's steady rate is "
+                        "T = fixed_seconds + items / steady_per_s for each engine (null: Ray's steady rate is "
                         "below 0.8x the pool's, no job size reaches it); memory = peak RSS of each pool worker "
                         "/ Ray actor process"}
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -44,37 +44,38 @@ class _Committer:
 
 
 class _Clock:
-    """When results arrive: the first one (start-up: connecting, planning, starting workers, loading the
-    model) and the rate after it (units, and video frames).  Results arrive in groups (a task, a Ray block);
-    the first group is start-up, and a rate needs at least 3 groups after it."""
+    """When results arrive: the first one (start-up: connecting, planning, starting the workers, loading the
+    model, the first task) and the steady rate (units, and video frames) in the middle of the job, from 20%
+    to 90% of its units: after the start-up (a Ray job delivers the blocks finished while it started in one
+    burst) and before the tail (the last tasks, when some workers are already idle)."""
 
-    GAP = 0.005  # seconds between two results that start a new group
+    GAP = 0.005  # seconds between two results that start a new group (a task, a Ray block)
 
     def __init__(self):
         self.first: float | None = None
-        self.last = 0.0
-        self.groups = 0
-        self.n = {"units": 0, "frames": 0}
-        self.n_first = {"units": 0, "frames": 0}
+        self.groups: list[list] = []  # [time of the group's last result, units so far, frames so far]
 
     def tick(self, frames: int = 0) -> None:
         now = time.perf_counter()
         if self.first is None:
             self.first = now
-        elif now - self.last >= self.GAP:
-            self.groups += 1
-        for k, v in (("units", 1), ("frames", frames)):
-            self.n[k] += v
-            if not self.groups:
-                self.n_first[k] += v
-        self.last = now
+        if not self.groups or now - self.groups[-1][0] >= self.GAP:
+            last = self.groups[-1] if self.groups else [now, 0, 0]
+            self.groups.append([now, last[1], last[2]])
+        g = self.groups[-1]
+        g[0], g[1], g[2] = now, g[1] + 1, g[2] + frames
 
     def steady_rate(self, what: str = "units") -> float | None:
-        """Per second from the first result to the last (None: too few groups of results to tell)."""
-        span = self.last - (self.first or 0.0)
-        if self.first is None or self.groups < 3 or span <= 0 or not self.n[what]:
+        """Per second from 20% to 90% of the units (None: fewer than 4 groups of results there)."""
+        col = 1 if what == "units" else 2
+        if not self.groups or not self.groups[-1][col]:
             return None
-        return round((self.n[what] - self.n_first[what]) / span, 2)
+        n = self.groups[-1][1]
+        i = next(k for k, g in enumerate(self.groups) if g[1] >= 0.2 * n)
+        j = max(k for k, g in enumerate(self.groups) if g[1] <= 0.9 * n or k == 0)
+        if j - i < 4 or self.groups[j][0] <= self.groups[i][0]:
+            return None
+        return round((self.groups[j][col] - self.groups[i][col]) / (self.groups[j][0] - self.groups[i][0]), 2)
 
 
 def _check_options(engine: str, fmt: str, workers: int | None, batch_size: int, part_inputs: int,

@@ -129,18 +129,20 @@ def _shrunk(img: np.ndarray, nw: int, nh: int) -> tuple[np.ndarray, float, float
 
 def _to_input(img: np.ndarray, height: int, width: int, ox: int, oy: int) -> np.ndarray:
     """The uint8 image ``img`` (grey, BGR or BGRA) placed at (ox, oy) on a black ``height`` x ``width`` canvas:
-    (1, 3, height, width) float32 RGB in [-1, 1]."""
+    (1, 3, height, width) float32 RGB in [-1, 1].  (numpy, not ``cv2.dnn.blobFromImage``: OpenCV's worker
+    threads then compete with ONNX Runtime's and the live path took twice as long on 2 cores.)"""
     import cv2
 
     nh, nw = img.shape[:2]
     if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     elif img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    if (nh, nw) != (height, width):
-        img = cv2.copyMakeBorder(img, oy, height - nh - oy, ox, width - nw - ox, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-    # (x - 127.5) / 127.5, BGR -> RGB, HWC -> NCHW in one call
-    return cv2.dnn.blobFromImage(img, 1 / 127.5, None, (127.5, 127.5, 127.5), swapRB=True)
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    x = np.full((1, 3, height, width), -1.0, np.float32)
+    x[0, :, oy:oy + nh, ox:ox + nw] = rgb.transpose(2, 0, 1) * np.float32(1 / 127.5) - np.float32(1.0)
+    return x
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple[float, float, int, int]]:

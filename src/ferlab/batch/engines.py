@@ -257,10 +257,14 @@ def ray_items(tasks: list[list[Unit]], batch_size: int, n_actors: int) -> list[l
 
 
 class RayConnection:
-    """A connection to the cluster with its probe task in flight: ``check`` waits for the probe (before
-    anything is written), ``close`` disconnects when this job started the connection."""
+    """A connection to the cluster and the job's pipeline.  ``__init__`` connects and sends the probe task;
+    ``start`` builds the Ray Data pipeline and runs it in a background thread, so that the actors start and
+    load the model while the probe runs and the output folder is opened; ``check`` waits for the probe
+    (before anything is written); ``results`` yields what the pipeline returns; ``close`` stops the thread
+    and disconnects when this job started the connection."""
 
     def __init__(self, address: str | None, runtime_env: dict | None = None):
+        import threading
         import time
 
         t = time.perf_counter()
@@ -268,6 +272,10 @@ class RayConnection:
         self.owned = not self.ray.is_initialized()
         connect(address, runtime_env)
         self.connect_s = time.perf_counter() - t
+        self.by_key: dict[str, Unit] = {}
+        self._stop = threading.Event()
+        self._thread = None
+        self._queue = None
         try:
             self.probe = submit_probe(self.ray)
         except BaseException:
@@ -285,16 +293,86 @@ class RayConnection:
                         cluster_cpus=int(ray.cluster_resources().get("CPU", 0)),
                         nodes=sum(1 for n in ray.nodes() if n.get("Alive")), worker_versions=probe["versions"])
 
+    def start(self, units: list[Unit], options: BatchOptions, sha: str, workers: int | None, batch_size: int,
+              info: dict | None = None) -> None:
+        import queue
+        import threading
+
+        self.by_key = {u.key: u for u in units}
+        ds = _ray_dataset(self.ray, units, options, sha, workers, batch_size, info)
+        if ds is None:
+            return
+        q: queue.Queue = queue.Queue(maxsize=2)
+        stop = self._stop
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def pump() -> None:
+            try:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                    if not put(batch):
+                        return
+                item = None  # the end
+            except BaseException as e:  # noqa: BLE001 - handed to the driver's thread
+                item = e
+            put(item)
+
+        self._queue = q
+        self._thread = threading.Thread(target=pump, name="ferlab-ray-results", daemon=True)
+        self._thread.start()
+
+    def results(self, todo: list[Unit]) -> Iterator[tuple[Unit, UnitResult]]:
+        """(unit, result) for the units of ``todo`` (the output folder's list, read once it was opened)."""
+        import json
+        import queue
+
+        missing = [u.key for u in todo if u.key not in self.by_key]
+        if missing:
+            raise FerlabError(f"{len(missing)} input(s) became due while the job started (the output folder was "
+                              f"changed meanwhile?), e.g. {missing[0]}: run the job again")
+        if self._queue is None:
+            return
+        wanted = {u.key for u in todo}
+        while True:
+            try:
+                batch = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                if self._thread is not None and not self._thread.is_alive() and self._queue.empty():
+                    raise RuntimeError("the thread reading the Ray job's results ended") from None
+                continue
+            if batch is None:
+                return
+            if isinstance(batch, BaseException):
+                raise batch
+            for i, key in enumerate(batch["key"]):
+                u = self.by_key.get(str(key))
+                if u is None or u.key not in wanted:  # done by an earlier run meanwhile: its rows are there
+                    continue
+                err = str(batch["error"][i]) or None
+                yield u, UnitResult(str(key), [tuple(r) for r in json.loads(str(batch["rows"][i]))] if not err else [],
+                                    error=err, error_kind=str(batch["error_kind"][i]) or None,
+                                    frames=int(batch["frames"][i]), worker=str(batch["worker"][i]))
+
     def close(self) -> None:
+        self._stop.set()
         if self.owned and self.ray.is_initialized():
             self.ray.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
 
 
-def ray_results(units: list[Unit], options: BatchOptions, sha: str, workers: int | None, batch_size: int,
-                conn: RayConnection, info: dict | None = None) -> Iterator[tuple[Unit, UnitResult]]:
+def ray_results(todo: list[Unit], conn: RayConnection) -> Iterator[tuple[Unit, UnitResult]]:
     ray = conn.ray
     try:
-        yield from _ray_job(ray, units, options, sha, workers, batch_size, info)
+        yield from conn.results(todo)
     except (ray.exceptions.RayError, RuntimeError, ConnectionError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise FerlabError(f"the Ray job failed ({type(e).__name__}: {first}); the parts committed so far are kept "
@@ -303,12 +381,13 @@ def ray_results(units: list[Unit], options: BatchOptions, sha: str, workers: int
         conn.close()
 
 
-def _ray_job(ray, units, options, sha, workers, batch_size, info) -> Iterator[tuple[Unit, UnitResult]]:
+def _ray_dataset(ray, units, options, sha, workers, batch_size, info):
+    """The job as a Ray Data pipeline (None: nothing to do): block items -> ``RayTaskMapper`` actors."""
     import json
 
     tasks = make_tasks(units, batch_size)
     if not tasks:
-        return
+        return None
     cpus = int(ray.cluster_resources().get("CPU", 1))
     n_actors = workers or max(1, cpus - 1)  # one CPU stays free for Ray Data's own tasks
     n_actors = max(1, min(n_actors, len(tasks)))
@@ -316,22 +395,12 @@ def _ray_job(ray, units, options, sha, workers, batch_size, info) -> Iterator[tu
              for item in ray_items(tasks, batch_size, n_actors)]
     if info is not None:
         info.update(actors=n_actors, ray_items=len(items))
-    by_key = {u.key: u for u in units}
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     # one block per item up to a few per actor and then some (a block is Ray Data's unit of scheduling;
     # hundreds of thousands of blocks would cost more than they balance)
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), max(8 * n_actors, 256)))
-    ds = ds.map_batches(RayTaskMapper, fn_constructor_kwargs={"options": dict(options.__dict__), "sha": sha},
-                        batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
-                        batch_format="numpy")
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-        for i, key in enumerate(batch["key"]):
-            u = by_key.get(str(key))
-            if u is None:
-                continue
-            err = str(batch["error"][i]) or None
-            yield u, UnitResult(str(key), [tuple(r) for r in json.loads(str(batch["rows"][i]))] if not err else [],
-                                error=err, error_kind=str(batch["error_kind"][i]) or None,
-                                frames=int(batch["frames"][i]), worker=str(batch["worker"][i]))
+    return ds.map_batches(RayTaskMapper, fn_constructor_kwargs={"options": dict(options.__dict__), "sha": sha},
+                          batch_size=1, compute=ray.data.ActorPoolStrategy(size=n_actors), num_cpus=1,
+                          batch_format="numpy")

@@ -145,6 +145,8 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
         header = {"ferlab_version": __version__, "schema_version": SCHEMA_VERSION, "format": fmt,
                   "model_name": model_name, "model_sha256": sha, "classes": classes, "options": opts.row_options()}
         if conn is not None:
+            # the actors start (and load the model) while the probe runs and the folder is opened
+            conn.start(OutputStore(out, header, fmt).peek_todo(units), opts, sha, workers, batch_size, info)
             conn.check(info)  # a cluster that cannot run ferlab fails here, before any write
         store = OutputStore(out, header, fmt).open()
     except BaseException:
@@ -166,7 +168,7 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
             info.update(workers=n_workers if n_workers > 1 else 1)
             results = local_results(todo, opts, sha, n_workers, batch_size)
         else:
-            results = ray_results(todo, opts, sha, workers, batch_size, conn, info)
+            results = ray_results(todo, conn)
         bar = None
         if progress:
             from tqdm import tqdm

@@ -180,8 +180,8 @@ class OutputStore:
             raise FerlabError(f"{self.out} was written with {'; '.join(diffs)}: its rows would not mix with this "
                               "run's; use another --out (or the same model, version and options)")
 
-    def _recover(self) -> None:
-        """Read the manifest; delete temporary files and data files that no manifest record names."""
+    def _read_manifest(self) -> set[str]:
+        """Read the manifest into ``done``; returns the files its records name."""
         named: set[str] = set()
         mdir = self.out / MANIFEST
         records = sorted(mdir.glob("part-*.json")) if mdir.is_dir() else []
@@ -194,6 +194,20 @@ class OutputStore:
             for u in rec.get("units", []):
                 self.done[u["key"]] = u
             self.seq = max(self.seq, int(rec.get("seq", 0)) + 1)
+        return named
+
+    def peek_todo(self, units: list[Unit]) -> list[Unit]:
+        """What ``split_todo`` will most likely say once the folder is opened, read without locking or
+        writing anything (the Ray engine starts its actors meanwhile; ``open`` then decides)."""
+        try:
+            self._read_manifest()
+        except (FerlabError, OSError, KeyError, TypeError, ValueError):
+            return list(units)
+        return self.split_todo(units)[0]
+
+    def _recover(self) -> None:
+        """Read the manifest; delete temporary files and data files that no manifest record names."""
+        named = self._read_manifest()
         for root, _, names in os.walk(self.out):
             for name in names:
                 p = Path(root) / name

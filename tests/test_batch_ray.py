@@ -62,6 +62,9 @@ class LocalCluster:
                     # Ray starts workers at nice 15: on a machine shared with training runs the actors would
                     # get a few percent of a core; the pool's workers (the reference) run at nice 0
                     "RAY_worker_niceness": "0",
+                    # a ~/.ray/auth_token on this machine (a private ray.init() writes one) would turn on token
+                    # authentication for `ray start`: this cluster lives on a loopback of its own
+                    "RAY_AUTH_MODE": "disabled",
                     # a starved machine must not make the GCS declare a live node dead (defaults: ~15-30 s)
                     "RAY_health_check_period_ms": "10000", "RAY_health_check_timeout_ms": "60000",
                     "RAY_health_check_failure_threshold": "30", "RAY_gcs_rpc_server_reconnect_timeout_s": "600"}

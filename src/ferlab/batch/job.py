@@ -10,7 +10,7 @@ from .. import __version__
 from ..errors import FerlabError
 from .engines import RayConnection, _import_ray, check_address, local_results, ray_results
 from .inputs import Unit, gather_paths, plan_units
-from .store import OutputStore, describe_model
+from .store import OutputStore, describe_model, warm_up_parquet
 from .work import SCHEMA_VERSION, BatchOptions, UnitResult
 
 ENGINES = ("local", "ray")
@@ -121,6 +121,8 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
     opts = BatchOptions(**options)
     fmt = format
     _check_options(engine, fmt, workers, batch_size, part_inputs, flush_seconds, opts)
+    if fmt == "parquet":
+        warm_up_parquet()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [str(inputs)]
     model_name, sha, classes = describe_model(opts.model)

@@ -104,6 +104,22 @@ def describe_model(model: str) -> tuple[str, str, list[str]]:
     return str(card.get("name", Path(path).stem)), str(sha), list(card["classes"])
 
 
+def warm_up_parquet() -> None:
+    """Import what the first Parquet part needs in a background thread: pyarrow's first ``pa.array`` imports
+    pandas (0.3 s on an idle core, 1.2 s on a busy one), which stalled the driver's first commit."""
+    import threading
+
+    def warm() -> None:
+        try:
+            import pyarrow as pa
+
+            pa.array([0.0], type=pa.float32())
+        except Exception:  # noqa: BLE001 - only a head start; the commit reports real problems
+            pass
+
+    threading.Thread(target=warm, name="ferlab-parquet-warm-up", daemon=True).start()
+
+
 class OutputStore:
     """An output folder opened for writing: locked, checked against the job, cleaned of unfinished parts."""
 

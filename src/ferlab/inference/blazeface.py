@@ -1,8 +1,9 @@
 """BlazeFace (MediaPipe, Apache-2.0) face detection on ONNX Runtime: numpy + OpenCV decoding, no torch.
 
 The bundled graphs (``inference/models/blazeface_{short,full}.onnx``, converted by
-``scripts/convert_blazeface.py``; cards beside them, sha256 checked on load) take one RGB image letterboxed
-to a square (128 px short range, 192 px full range) in [-1, 1] and return, per SSD anchor, a score logit
+``scripts/convert_blazeface.py``; cards beside them, sha256 checked on load) take RGB images in [-1, 1],
+natively letterboxed to a square (128 px short range, 192 px full range; any batch, and any height and width
+that are multiples of the card's ``stride_multiple``), and return, per SSD anchor, a score logit
 and 16 regressors: box centre offset, box size, and six keypoints (right eye, left eye, nose tip, mouth
 centre, right and left ear tragion; "right" is the person's right, on the image's left for a frontal face).
 

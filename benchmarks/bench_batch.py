@@ -82,6 +82,19 @@ def make_data(root: Path, n_crops: int, n_photos: int, video_seconds: float) -> 
     return {"crops": crops, "photos": photos, "video": video.parent, "video_frames": n_frames}
 
 
+def load_or_make_data(root: Path, n_crops: int, n_photos: int, video_seconds: float) -> dict:
+    """``make_data`` into ``root``, or the data already there when it was made with the same sizes."""
+    spec = {"crops": n_crops, "photos": n_photos, "video_seconds": video_seconds}
+    stamp = root / "spec.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("spec") == spec:
+        return {**{k: Path(v) for k, v in json.loads(stamp.read_text())["paths"].items()},
+                "video_frames": int(round(video_seconds * 25))}
+    shutil.rmtree(root, ignore_errors=True)
+    data = make_data(root, n_crops, n_photos, video_seconds)
+    stamp.write_text(json.dumps({"spec": spec, "paths": {k: str(v) for k, v in data.items() if k != "video_frames"}}))
+    return data
+
+
 # -- machine ---------------------------------------------------------------------------------------------------
 
 def cpu_info() -> dict:
@@ -378,6 +391,8 @@ def main() -> None:
     ap.add_argument("--model", default="default")
     ap.add_argument("--no-ray", action="store_true")
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma list of {', '.join(CONFIGS)}")
+    ap.add_argument("--data", default=None, metavar="DIR",
+                    help="keep the made inputs in DIR and reuse them when they match (make them before a quiet run)")
     ap.add_argument("--no-stages", action="store_true", help="skip the one-thread stage times")
     ap.add_argument("--kinds", default="crops,photos,video", help="comma list of crops, photos, video")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "batch.json"))
@@ -442,7 +457,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="ferlab-bench-batch-") as tmp:
         work = Path(tmp)
-        data = make_data(work / "data", a.crops, a.photos, a.video_seconds)
+        data = load_or_make_data(Path(a.data) if a.data else work / "data", a.crops, a.photos, a.video_seconds)
         for name in configs:
             if name == "one_process":
                 results[name] = measure("one process", data, work, a.repeats, ["--workers", "1"], kinds)

@@ -367,3 +367,21 @@ def test_annotate_keypoints_and_no_face_note(astro_bgr):
              keypoints=((115, 70), (145, 70), (130, 85), (130, 100), (100, 75), (160, 75)))
     out = annotate(blank, [f], bars=False)
     assert out[70, 115].sum() > 0 and out[100, 130].sum() > 0  # eyes and mouth marked
+
+
+def test_pipeline_sessions_do_not_busy_wait():
+    """The detector and the classifier take turns on the same cores, so neither's threads may spin between runs
+    (spinning made the 2-core live path bimodal: 7-8 ms a frame instead of 3.4 ms in a third of the runs,
+    benchmarks/bench_detect.py); a classifier alone keeps ONNX Runtime's default."""
+    from ferlab.inference.classifier import OnnxClassifier
+
+    def spinning(session) -> str:
+        try:
+            return session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+        except Exception:  # noqa: BLE001 - unset: ONNX Runtime raises
+            return "default"
+
+    rec = Recognizer("fast", threads=1)
+    assert spinning(rec.classifier.session) == "0"
+    assert spinning(rec.detector.short.session) == "0"
+    assert spinning(OnnxClassifier("fast", threads=1).session) in ("default", "1")

@@ -277,7 +277,8 @@ class BlazeFaceDetector(Detector):
         self.min_size = int(min_size) if min_size else 0
         self.max_faces = int(max_faces) if max_faces else None
         self.framing = FRAMING.get(self.range, {"scale": 1.0, "dx": 0.0, "dy": 0.0})
-        self.session = cpu_session(path, resolve_threads(threads), "BlazeFace ONNX model")
+        # it always takes turns with a classifier: no busy-waiting threads (session.cpu_session)
+        self.session = cpu_session(path, resolve_threads(threads), "BlazeFace ONNX model", spin=False)
         self.input_name = self.session.get_inputs()[0].name
         outs = self.session.get_outputs()
         names = card.get("outputs", {})

@@ -20,14 +20,16 @@ from .session import MAX_THREADS, cpu_session, resolve_threads  # noqa: F401  (M
 class OnnxClassifier:
     """``OnnxClassifier("default").predict_proba(faces)`` with faces uint8 (N, S, S) grayscale crops."""
 
-    def __init__(self, model: str | os.PathLike = "default", threads: int | None = None, calibrated: bool = True):
+    def __init__(self, model: str | os.PathLike = "default", threads: int | None = None, calibrated: bool = True,
+                 spin: bool = True):
+        """``spin``: see ``session.cpu_session`` (False when it takes turns with a face detector)."""
         self.path, self.card = resolve(model)
         self.name = self.card.get("name", str(model))
         self.classes: list[str] = list(self.card["classes"])
         self.input_size: int = int(self.card["input_size"])
         self.temperature: float = float(self.card.get("temperature", 1.0)) if calibrated else 1.0
         self.threads = resolve_threads(threads)
-        self.session = cpu_session(self.path, self.threads, "ONNX model")
+        self.session = cpu_session(self.path, self.threads, "ONNX model", spin=spin)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         side = inp.shape[-1] if len(inp.shape) == 4 else None

@@ -259,7 +259,7 @@ class Recognizer:
                  search: str | None = None, **detector_options):
         if channel_order not in ("bgr", "rgb"):
             raise FerlabError(f"channel_order must be 'bgr' or 'rgb' (got {channel_order!r})")
-        self.classifier = OnnxClassifier(model, threads=threads, calibrated=calibrated)
+        self.classifier = OnnxClassifier(model, threads=threads, calibrated=calibrated, spin=False)
         self.card = self.classifier.card
         self.classes = self.classifier.classes
         self.input_size = self.classifier.input_size

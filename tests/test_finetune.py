@@ -74,6 +74,7 @@ def test_cards_name_the_labels_of_the_starting_weights(fer_sample, base_run, tmp
     """A fine-tuned model has seen the labels its starting weights were trained on: its card (and an
     ensemble's card) says which, so "extra labels" are never silent."""
     from ferlab.ensemble import export_ensemble
+    from ferlab.io import portable_path
     from ferlab.training.export import export_run
 
     run = tmp_path / "ft"
@@ -81,7 +82,8 @@ def test_cards_name_the_labels_of_the_starting_weights(fer_sample, base_run, tmp
     train(load_config(None, [f"data={fer_sample}", *TINY, six, "epochs=1", "max_train_batches=2",
                              f"init={base_run / 'model.safetensors'}"]), run, progress=False)
     card = export_run(run, tmp_path / "ft.onnx", calibrate=False)
-    assert card["training"]["initialised_from"] == {"weights": str(base_run / "model.safetensors"),
+    # recorded as a portable path: relative when pytest's tmp folder lies beside the checkout (a clone in /tmp)
+    assert card["training"]["initialised_from"] == {"weights": portable_path(base_run / "model.safetensors"),
                                                     "labels": "fer2013"}
     assert export_run(base_run, tmp_path / "base.onnx", calibrate=False)["training"]["initialised_from"] is None
     ens = export_ensemble([run, tmp_path / "ft.onnx"], tmp_path / "ens.onnx", calibrate=False)

@@ -20,12 +20,15 @@ class WeightAverage:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
+        # (average, trained) tensor pairs, made once: the trained model's tensors keep their identity
+        self._pairs = list(zip(self.module.state_dict().values(), model.state_dict().values()))
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self) -> None:
+        """One step of the average, after an optimiser step of the model it was made from."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for avg, cur in zip(self.module.state_dict().values(), model.state_dict().values()):
+        for avg, cur in self._pairs:
             if avg.is_floating_point():
                 avg.lerp_(cur.detach(), 1.0 - d)
             else:

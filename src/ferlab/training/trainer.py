@@ -187,7 +187,7 @@ class Trainer:
             loss.backward()
             loop.opt.step()
             if loop.ema is not None:
-                loop.ema.update(loop.model)
+                loop.ema.update()
             bs = len(idx)
             tot_loss += loss.item() * bs
             tot_correct += int((logits.argmax(1) == y.argmax(1)).sum())

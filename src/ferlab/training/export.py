@@ -160,6 +160,7 @@ def _export_and_card(model, summary: dict, cfg: TrainConfig, name: str, onnx_pat
             "images_per_s": round(summary.get("images_per_s_median", 0)), "recipe": cfg.to_dict(),
             "external_data": bool(cfg.extra_data),
             "initialised_from": pretraining(cfg.init),
+            **({"soup": summary["soup"]} if "soup" in summary else {}),
         },
         extra={"int8_scheme": DEFAULT_INT8 if quantize == "int8" else None},
     ).to_dict()

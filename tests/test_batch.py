@@ -445,3 +445,62 @@ def test_a_second_job_on_the_same_folder_is_refused(data, tmp_path):
         r = run_cli("batch", data["photos"], "--out", out, "--model", MODEL, "-q")
     assert r.returncode == 2 and "another ferlab batch job is writing" in r.stderr
     assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
+@pytest.fixture(scope="module")
+def small_faces(tmp_path_factory) -> Path:
+    """Two photos of eight 36 px faces each: the thorough photo search finds them, the fast one does not."""
+    import cv2
+    from helpers_models import frame_of_faces
+
+    folder = tmp_path_factory.mktemp("small_faces")
+    for i in range(2):
+        cv2.imwrite(str(folder / f"faces{i}.png"), frame_of_faces(36))
+    return folder
+
+
+def test_search_reaches_the_workers_and_is_recorded(small_faces, tmp_path):
+    """--search thorough reaches the Recognizer of this process (--workers 1) and of the pool's worker
+    processes (--workers 2, one image a task), is recorded in the job, and a re-run with another search is
+    refused like any other changed option."""
+    outs = {"fast": ("--workers", 1), "thorough": ("--workers", 1, "--search", "thorough"),
+            "thorough-pool": ("--workers", 2, "--batch-size", 1, "--search", "thorough")}
+    faces = {}
+    for name, args in outs.items():
+        r = run_cli("batch", small_faces, "--out", tmp_path / name, "--model", MODEL, "-q", *args)
+        assert r.returncode == 0, r.stderr
+        check_exactly_once(tmp_path / name)
+        faces[name] = len(read_faces(tmp_path / name))
+        header = json.loads((tmp_path / name / "_ferlab_batch.json").read_text())
+        assert header["options"]["search"] == name.split("-")[0]
+    assert faces["fast"] <= 4 and faces["thorough"] >= 14 and faces["thorough-pool"] == faces["thorough"]
+    r = run_cli("batch", small_faces, "--out", tmp_path / "thorough", "--model", MODEL, "-q")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "option search='thorough' (this run: 'fast')" in r.stderr and "another --out" in r.stderr
+    # a folder whose record predates --search was written with the fast search: it resumes
+    hp = tmp_path / "fast" / "_ferlab_batch.json"
+    header = json.loads(hp.read_text())
+    del header["options"]["search"]
+    hp.write_text(json.dumps(header))
+    r = run_cli("batch", small_faces, "--out", tmp_path / "fast", "--model", MODEL, "-q")
+    assert r.returncode == 0 and "already done" in r.stderr, r.stderr
+    r = run_cli("batch", small_faces, "--out", tmp_path / "bad", "--model", MODEL, "--search", "slow")
+    assert r.returncode == 2 and "invalid choice: 'slow'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "bad").exists()
+
+
+def test_search_reaches_ray_actors_and_predictors(small_faces):
+    """The Ray engine's actor class and ``Predictor`` build their Recognizer with the job's search (the
+    options travel as ``BatchOptions.__dict__``, as ``_ray_dataset`` sends them)."""
+    from ferlab.batch import BatchOptions, Predictor
+    from ferlab.errors import FerlabError
+
+    paths = np.array([str(small_faces / "faces0.png")], dtype=object)
+    assert len(Predictor(model=MODEL, search="thorough")({"path": paths})["label"]) >= 7
+    with pytest.raises(FerlabError, match="search must be 'fast' or 'thorough'"):
+        BatchOptions(search="slow")
+    pytest.importorskip("ray")
+    from ferlab.batch.engines import RayTaskMapper
+
+    actor = RayTaskMapper(dict(BatchOptions(model=MODEL, search="thorough").__dict__), "")
+    assert actor.worker.rec.detector.search == "thorough"

@@ -287,3 +287,37 @@ def test_mp4_is_h264_with_pyav_else_warns(tiny, clip, tmp_path, monkeypatch):
     s = process_video(clip, out, model=tiny, max_frames=4, warn=warnings.append)
     assert s["video_codec"] == "mp4v" and len(warnings) == 1 and ".webm" in warnings[0]
     assert _fourcc(out)[1] == 4
+
+
+@pytest.fixture(scope="module")
+def small_faces_clip(tmp_path_factory):
+    """4 still frames of eight 36 px faces: the thorough photo search finds them, the fast one does not."""
+    from helpers_models import frame_of_faces
+
+    path = tmp_path_factory.mktemp("video") / "small_faces.mp4"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (640, 480))
+    assert vw.isOpened()
+    for _ in range(4):
+        vw.write(frame_of_faces(36))
+    vw.release()
+    return path
+
+
+def test_search_option_on_every_frame(tiny, small_faces_clip, tmp_path, capsys):
+    import json
+
+    s = process_video(small_faces_clip, model=tiny)
+    assert s["search"] == "fast" and len(s["tracks"]) <= 2
+    js = tmp_path / "s.json"
+    assert main(["video", str(small_faces_clip), "--model", tiny, "--search", "thorough", "--json", str(js)]) == 0
+    s = json.loads(js.read_text())
+    assert s["search"] == "thorough" and len(s["tracks"]) >= 7
+    capsys.readouterr()
+    # --fast runs the live pass, which has no photo search: thorough with it is one line, before any frame
+    assert main(["video", str(small_faces_clip), "--model", tiny, "--fast", "--search", "thorough"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "do not go together" in err[0]
+    with pytest.raises(SystemExit) as e:
+        main(["video", str(small_faces_clip), "--model", tiny, "--search", "slow"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "invalid choice: 'slow'" in err and "Traceback" not in err

@@ -114,7 +114,7 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
     batch_size: images per task.  part_inputs / flush_seconds: a part (data files + manifest record) is
         committed every that many finished inputs or seconds.
     options: ``BatchOptions`` (model, detector, min_face, max_side, margin, video_fps, segment_seconds,
-        on_no_face, threads).
+        on_no_face, search, threads).
     Returns a summary dict (also written to ``out/_summary.json``).
     """
     say = log or (lambda msg: print(msg, file=sys.stderr))

@@ -31,7 +31,7 @@ from ..errors import FerlabError
 from ..io import file_digest
 from ..zoo import resolve
 from .inputs import Unit
-from .work import ERROR_COLUMNS, UnitResult, face_columns
+from .work import ERROR_COLUMNS, BatchOptions, UnitResult, face_columns
 
 HEADER = "_ferlab_batch.json"
 MANIFEST = "_manifest"
@@ -189,9 +189,11 @@ class OutputStore:
                     a = f"{old.get('model_name')} (sha256 {str(a)[:12]})"
                     b = f"{new.get('model_name')} (sha256 {str(b)[:12]})"
                 diffs.append(f"{what} {a} (this run: {b})")
+        defaults = BatchOptions().row_options()  # an option added since the folder was written: it had the default
         for k, v in new.get("options", {}).items():
-            if k != "model" and old.get("options", {}).get(k) != v:
-                diffs.append(f"option {k}={old.get('options', {}).get(k)!r} (this run: {v!r})")
+            was = old.get("options", {}).get(k, defaults.get(k))
+            if k != "model" and was != v:
+                diffs.append(f"option {k}={was!r} (this run: {v!r})")
         if diffs:
             raise FerlabError(f"{self.out} was written with {'; '.join(diffs)}: its rows would not mix with this "
                               "run's; use another --out (or the same model, version and options)")

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import FerlabError
 from ..imageio import decode_image
+from ..inference.blazeface import DEFAULT_SEARCH, check_search
 from ..inference.recognizer import Recognizer
 from ..inference.video import open_video
 from .inputs import Unit
@@ -48,7 +49,11 @@ class BatchOptions:
     video_fps: float | None = None       # frames sampled per second of video (None: every frame)
     segment_seconds: float = 60.0        # videos are split into units of this length
     on_no_face: str = "skip"             # images without a detected face: "skip" (no row) or "whole"
+    search: str = DEFAULT_SEARCH         # the default detector's photo search (images, video frames)
     threads: int | None = None           # ONNX Runtime threads per worker (not part of the results)
+
+    def __post_init__(self):
+        self.search = check_search(self.search)
 
     def row_options(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "threads"}
@@ -90,7 +95,8 @@ class UnitWorker:
             raise FerlabError(f"on_no_face must be 'skip' or 'whole' (got {o.on_no_face!r})")
         kw = {"detector": o.detector} if o.detector else {}
         self.rec = Recognizer(model=o.model, min_face=o.min_face, max_side=o.max_side, margin=o.margin,
-                              threads=o.threads, whole_image_fallback=o.on_no_face == "whole", **kw)
+                              threads=o.threads, whole_image_fallback=o.on_no_face == "whole", search=o.search,
+                              **kw)
         import inspect
 
         self._per_call = "on_no_face" in inspect.signature(self.rec.predict_batch).parameters

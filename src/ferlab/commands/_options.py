@@ -82,6 +82,16 @@ SEED = int_in(0, 2**32 - 1)
 SEARCH_CHOICES = ("fast", "thorough")
 
 
+def add_search(p: argparse.ArgumentParser, where: str, note: str = "") -> None:
+    """The ``--search`` option of the commands that run the photo search on ``where`` (batch, video): one
+    definition, its choices ``SEARCH_CHOICES`` (a bad value is argparse's one line, exit 2); ``note`` ends
+    the help text."""
+    p.add_argument("--search", choices=SEARCH_CHOICES, default="fast",
+                   help=f"default detector's photo search on {where}: fast (default: the short-range model on the "
+                        "image and on the image enlarged) or thorough (also the full-range model: faces down to "
+                        f"~32 px in a 640x480 image, about 4x the time){note}")
+
+
 def check_output(path: str | os.PathLike | None, option: str, *, folder: bool = False,
                  allow_stdout: bool = False) -> None:
     """Refuse an output path that cannot be written, before any work: an existing folder where a file is

@@ -8,6 +8,7 @@ from ._options import (
     PIXELS,
     THREADS,
     add_progress,
+    add_search,
     check_output,
     float_in,
     int_in,
@@ -44,6 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--margin", type=MARGIN, default=None, help="face-crop margin (default: the model card's)")
     p.add_argument("--on-no-face", default="skip", choices=["skip", "whole"],
                    help="images where no face is found: no row (skip, default) or classify the whole image")
+    add_search(p, "images and video frames")
     p.add_argument("--video-fps", type=float_in(0, 1000, lo_open=True), default=None, metavar="F",
                    help="frames of video sampled per second (default: every frame)")
     p.add_argument("--segment-seconds", type=float_in(0, 86_400, lo_open=True), default=60.0, metavar="S",
@@ -87,7 +89,7 @@ def run(args) -> int:
                   format=args.format, list_files=lists, batch_size=args.batch_size, part_inputs=args.part_inputs,
                   flush_seconds=args.flush_seconds, progress=progress_of(args), model=args.model,
                   detector=args.detector, min_face=args.min_face, max_side=args.max_side, margin=args.margin,
-                  on_no_face=args.on_no_face, video_fps=args.video_fps,
+                  on_no_face=args.on_no_face, search=args.search, video_fps=args.video_fps,
                   segment_seconds=args.segment_seconds, threads=args.threads)
     rate = s["processed"] / max(s["seconds"], 1e-9)
     print(f"{s['out']}: {s['processed']} input unit(s) processed ({s['skipped_done']} already done), "

@@ -6,7 +6,17 @@ import json
 import sys
 from pathlib import Path
 
-from ._options import MIN_FACE, PIXELS, SMOOTHING, THREADS, add_progress, check_output, int_in, progress_of
+from ._options import (
+    MIN_FACE,
+    PIXELS,
+    SMOOTHING,
+    THREADS,
+    add_progress,
+    add_search,
+    check_output,
+    int_in,
+    progress_of,
+)
 
 
 def add_parser(sub) -> None:
@@ -30,6 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fast", action="store_true",
                    help="one quick detector pass a frame (webcam speed, faces near the camera) instead of the "
                         "still-image search that also finds small faces")
+    add_search(p, "every frame", note="; not with --fast, whose one live pass a frame has no photo search")
     p.add_argument("--min-hits", type=int, default=3, metavar="N",
                    help="detections before a face track is shown (default 3: one-frame false positives never are)")
     p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX", help="smallest face to find (40 px)")
@@ -43,12 +54,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..errors import FerlabError
-    from ..inference.video import process_video
+    from ..inference.video import check_video_search, process_video
     from ..io import atomic_write
 
     if args.detector.strip().lower() in ("none", "whole", "whole-image"):
         raise FerlabError("--detector none makes no sense for a video (there would be nothing to track); "
                           "use blazeface, haar, haar+profile or a YuNet .onnx path")
+    check_video_search(args.search, args.fast)
     for option in ("out", "csv", "timeline", "json"):  # before the video is read, not after
         check_output(getattr(args, option), f"--{option}")
     if not (args.out or args.csv or args.timeline or args.json):
@@ -56,7 +68,7 @@ def run(args) -> int:
     s = process_video(args.input, args.out, args.csv, every=args.every, timeline_png=args.timeline,
                       model=args.model, detector=args.detector, min_face=args.min_face, max_side=args.max_side,
                       smoothing=args.smoothing, max_frames=args.max_frames, progress=progress_of(args),
-                      threads=args.threads, min_hits=args.min_hits, fast=args.fast,
+                      threads=args.threads, min_hits=args.min_hits, fast=args.fast, search=args.search,
                       warn=lambda line: print(f"ferlab video: warning: {line}", file=sys.stderr))
     print(f"{s['video']}: {s['frames']} frames ({s['duration_s']:.1f} s at {s['fps']:g} fps) in {s['seconds']:.1f} s "
           f"({s['ms_per_frame']:.1f} ms/frame), {len(s['tracks'])} face track(s)")

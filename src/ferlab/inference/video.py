@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import FerlabError
 from ..io import atomic_write
+from .blazeface import BlazeFaceAuto, check_search
 from .detect import DEFAULT_DETECTOR, Box, Detection, iou
 from .draw import annotate, color_for
 from .recognizer import Face, Recognizer
@@ -336,24 +337,39 @@ def plot_timeline(tracks: list[Track], classes: list[str], path: str | os.PathLi
         plt.close(fig)
 
 
+def check_video_search(search: str | None, fast: bool) -> str | None:
+    """``search`` checked (None stays None): "thorough" with ``fast`` is refused, the live pass has no search."""
+    if search is None:
+        return None
+    search = check_search(search)
+    if fast and search == "thorough":
+        raise FerlabError("--search thorough and --fast do not go together: --fast runs one live detector pass "
+                          "a frame, without the photo search", "bad_option")
+    return search
+
+
 def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
                   csv_path: str | os.PathLike | None = None, every: int = 1,
                   timeline_png: str | os.PathLike | None = None, *, recognizer: Recognizer | None = None,
                   model: str = "default", detector: str | None = None, min_face: int | None = None,
                   max_side: int | None = None, smoothing: float = 0.6, max_frames: int | None = None,
                   progress: bool = False, bars: bool = True, threads: int | None = None, min_hits: int = 3,
-                  warn=None, fast: bool = False) -> dict:
+                  warn=None, fast: bool = False, search: str | None = None) -> dict:
     """Recognise the faces of every frame of ``in_path``; write what is asked; return a summary dict.
     ``warn(line)`` receives warnings (e.g. an mp4 that browsers cannot play).  ``fast``: the detector's
-    live pass on each frame (webcam speed) instead of its still-image search (finds smaller faces)."""
+    live pass on each frame (webcam speed) instead of its still-image search (finds smaller faces).
+    ``search``: the default detector's photo search on each frame, "fast" (default) or "thorough" (as for
+    photos: ``Recognizer(search=...)``); "thorough" with ``fast`` is refused (the live pass has no search).
+    ``model``, ``detector``, ``min_face``, ``max_side``, ``threads`` and ``search`` make the Recognizer when
+    ``recognizer`` is not given."""
     import cv2
 
-
+    search = check_video_search(search, fast)
     src = Path(in_path)
     cap = open_video(src)
 
     rec = recognizer or Recognizer(model=model, detector=detector or DEFAULT_DETECTOR, min_face=min_face,
-                                   max_side=max_side, on_no_face="skip", threads=threads)
+                                   max_side=max_side, on_no_face="skip", threads=threads, search=search)
     stream = StreamRecognizer(rec, every=every, smoothing=smoothing, min_hits=min_hits, still=not fast)
     fps = cap.get(cv2.CAP_PROP_FPS)
     fps = fps if fps and math.isfinite(fps) and 0 < fps < 1000 else 25.0
@@ -443,7 +459,9 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
         summary_tracks.append({"track_id": t.id, "first_frame": t.first_frame, "last_frame": t.last_frame,
                                "frames": len(t.history), "mostly": rec.classes[int(np.argmax(mean))],
                                "mean_probabilities": {c: round(float(v), 4) for c, v in zip(rec.classes, mean)}})
-    return {"video": str(src), "detector": rec.detector.name + (" (live pass)" if fast else ""), "video_codec": codec if "video" in outs else None,
+    search_ran = rec.detector.search if isinstance(rec.detector, BlazeFaceAuto) and not fast else None
+    return {"video": str(src), "detector": rec.detector.name + (" (live pass)" if fast else ""), "search": search_ran,
+            "video_codec": codec if "video" in outs else None,
             "frames": n, "frames_in_header": total, "fps": round(fps, 3), "width": w, "height": h,
             "duration_s": round(n / fps, 3), "every": every, "seconds": round(seconds, 3),
             "ms_per_frame": round(1000 * seconds / max(n, 1), 2), "tracks": summary_tracks,

@@ -83,7 +83,7 @@ SEARCH_CHOICES = ("fast", "thorough")
 
 
 def add_search(p: argparse.ArgumentParser, where: str, note: str = "") -> None:
-    """The ``--search`` option of the commands that run the photo search on ``where`` (batch, video): one
+    """The ``--search`` option of the commands that run the photo search on ``where`` (predict, serve, batch, video): one
     definition, its choices ``SEARCH_CHOICES`` (a bad value is argparse's one line, exit 2); ``note`` ends
     the help text."""
     p.add_argument("--search", choices=SEARCH_CHOICES, default="fast",

@@ -11,10 +11,10 @@ from ._options import (
     MARGIN,
     MIN_FACE,
     PIXELS,
-    SEARCH_CHOICES,
     STDOUT,
     THREADS,
     add_progress,
+    add_search,
     check_output,
     progress_of,
     write_output,
@@ -33,10 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--on-no-face", choices=["skip", "whole"], default="skip",
                    help="when no face is found: skip (report 'no face found', default) or whole (classify the "
                         "whole image). Images of 64 px or less are face crops and always classified whole")
-    p.add_argument("--search", choices=SEARCH_CHOICES, default="fast",
-                   help="default detector's photo search: fast (default: the short-range model on the image and on "
-                        "the image enlarged) or thorough (also the full-range model: faces down to ~32 px in a "
-                        "640x480 photo, about 4x the time)")
+    add_search(p, "each image")
     p.add_argument("--align", dest="align", action="store_true", default=None,
                    help="rotate face crops to level the eyes (off by default: it costs accuracy on upright faces, "
                         "see benchmarks/README.md)")

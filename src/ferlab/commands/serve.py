@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 
-from ._options import SEARCH_CHOICES, SMOOTHING, THREADS, float_in, int_in
+from ._options import SMOOTHING, THREADS, add_search, float_in, int_in
 
 
 def add_parser(sub) -> None:
@@ -23,10 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--detector", default="blazeface",
                    help="face detector: blazeface (default), blazeface-short, blazeface-full, haar, haar+profile, "
                         "none or a YuNet .onnx")
-    p.add_argument("--search", choices=SEARCH_CHOICES, default="fast",
-                   help="uploaded photos, default detector: fast (default: the short-range model on the photo and on "
-                        "the photo enlarged) or thorough (also the full-range model: smaller faces, about 4x the "
-                        "time); a request may choose with ?search=")
+    add_search(p, "uploaded photos", note="; a request may choose with ?search=")
     p.add_argument("--workers", type=int_in(1, 64), default=None,
                    help="concurrent inferences (default: CPU cores, at most 4)")
     p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads per inference")

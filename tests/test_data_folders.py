@@ -87,7 +87,7 @@ def test_generic_folder_any_size_colour_format(sample, tmp_path):
     _save(face, root / "contempt" / "c1.png")
     _save(face, root / "contempt" / "c2.png")
     (root / "anger" / "notes.txt").write_text("not an image")
-    ds = load_folder(root, crop="center")
+    ds = load_folder(root)  # no cropper: centre square
     assert ds.images.shape == (4, 48, 48) and ds.images.dtype == np.uint8
     assert set(ds.split) == {"Training"}
     names = {i: ds.classes[lab] for i, lab in zip(ds.ids, ds.labels)}
@@ -201,12 +201,18 @@ def test_class_folders_of_fer2013_files_keep_their_split(sample, tmp_path):
     assert any("2 extra images come from a test split" in w for w in merged.warnings)
 
 
-def test_photos_are_cropped_by_the_face_detector_like_at_prediction(sample, tmp_path):
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _photo_folder(sample, root: Path) -> np.ndarray:
+    """A labelled photo folder (astronaut, the astronaut shifted into a corner, a landscape, a 48 px FER face);
+    returns the crop ``ferlab predict`` makes of the astronaut."""
     import cv2
 
-    examples = Path(__file__).resolve().parents[1] / "examples"
-    root = tmp_path / "aux"
-    astro = cv2.imread(str(examples / "astronaut.jpg"))
+    from ferlab.inference.detect import make_detector
+    from ferlab.inference.recognizer import DEFAULT_MARGIN, crop_detection
+
+    astro = cv2.imread(str(EXAMPLES / "astronaut.jpg"))
     (root / "happy").mkdir(parents=True)
     (root / "sad").mkdir()
     cv2.imwrite(str(root / "happy" / "astro.png"), astro)
@@ -214,29 +220,54 @@ def test_photos_are_cropped_by_the_face_detector_like_at_prediction(sample, tmp_
     wide = np.full((512, 1200, 3), 90, np.uint8)
     wide[:, 688:] = astro
     cv2.imwrite(str(root / "happy" / "wide.png"), wide)
-    cv2.imwrite(str(root / "sad" / "landscape.png"), cv2.imread(str(examples / "no_face.png")))
+    cv2.imwrite(str(root / "sad" / "landscape.png"), cv2.imread(str(EXAMPLES / "no_face.png")))
     _save(_first_of(sample, "sad", 1)[0], root / "sad" / "fer48.png")  # a 48 px face crop: resized only
-    ds = load_folder(root)
-    ids = list(ds.ids)
-    assert sorted(ids) == ["happy/astro.png", "happy/wide.png", "sad/fer48.png"]
-    assert any("skipped 1 photos where the face detector found no face" in w for w in ds.warnings)
-    from ferlab.inference.detect import make_detector
-    from ferlab.inference.recognizer import DEFAULT_MARGIN, crop_detection
-
     det = make_detector("blazeface").detect(astro)[0]
-    expected = crop_detection(astro, det, DEFAULT_MARGIN, 48)
-    got = ds.images[ids.index("happy/astro.png")]
+    return crop_detection(astro, det, DEFAULT_MARGIN, 48)
+
+
+def _assert_face_cropped(ds, expected: np.ndarray, prefix: str = "") -> float:
+    """The photos of ``_photo_folder`` in ``ds`` are face crops (the landscape, without a face, is skipped);
+    returns the error of the shifted face."""
+    ids = list(ds.ids)
+    assert sorted(i for i in ids if i.startswith(prefix)) == [prefix + n for n in
+                                                              ("happy/astro.png", "happy/wide.png", "sad/fer48.png")]
+    got = ds.images[ids.index(prefix + "happy/astro.png")]
     assert np.abs(got.astype(int) - expected).mean() < 1  # the crop ferlab predict would classify
-    shifted = ds.images[ids.index("happy/wide.png")]
-    d_shifted = np.abs(shifted.astype(int) - expected).mean()
-    centre = load_folder(root, crop="center")
+    return float(np.abs(ds.images[ids.index(prefix + "happy/wide.png")].astype(int) - expected).mean())
+
+
+def test_photos_are_cropped_by_the_face_cropper_like_at_prediction(sample, tmp_path):
+    from ferlab.inference.recognizer import FaceCropper
+
+    root = tmp_path / "aux"
+    expected = _photo_folder(sample, root)
+    ds = load_folder(root, cropper=FaceCropper())
+    d_shifted = _assert_face_cropped(ds, expected)
+    assert any("skipped 1 photos where the face detector found no face" in w for w in ds.warnings)
+    centre = load_folder(root)  # no cropper: centre squares
     d_centre = np.abs(centre.images[list(centre.ids).index("happy/wide.png")].astype(int) - expected).mean()
     # found where it is (a box a few pixels off: other tiles), where a centre crop misses the face
     assert len(centre) == 4 and d_shifted < 20 and d_centre > d_shifted + 10, (d_shifted, d_centre)
-    with pytest.raises(DataError, match="crop"):
-        load_folder(root, crop="middle")
     only_landscape = tmp_path / "none"
     (only_landscape / "sad").mkdir(parents=True)
-    cv2.imwrite(str(only_landscape / "sad" / "l.png"), cv2.imread(str(examples / "no_face.png")))
+    (only_landscape / "sad" / "l.png").write_bytes((EXAMPLES / "no_face.png").read_bytes())
     with pytest.raises(DataError, match="no face found"):
-        load_folder(only_landscape)
+        load_folder(only_landscape, cropper=FaceCropper())
+
+
+def test_photo_folders_are_face_cropped_where_users_load_them(sample, fer_sample, tmp_path, capsys):
+    """``ferlab data`` and training (a recipe's ``data`` or ``extra_data``) pass the face cropper in."""
+    pytest.importorskip("torch")
+    from ferlab.training.build import prepare_data
+    from ferlab.training.config import TrainConfig
+
+    root = tmp_path / "aux"
+    expected = _photo_folder(sample, root)
+    assert main(["data", "info", str(root)]) == 0
+    assert "skipped 1 photos where the face detector found no face" in capsys.readouterr().out
+    train, _ = prepare_data(TrainConfig(data=str(fer_sample), extra_data=[str(root)]))
+    assert _assert_face_cropped(train, expected, prefix="aux/") < 20
+    train, _ = prepare_data(TrainConfig(data=str(root), train_split="Training", val_fraction=0.0,
+                                        val_split="Training"))
+    assert _assert_face_cropped(train, expected) < 20

@@ -48,14 +48,7 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("ferlab", "ferlab.inference.recognizer", "layer"):
         "the package's face: ``ferlab.Recognizer`` is re-exported lazily (PEP 562) so ``import ferlab`` "
         "stays light; nothing imports it from there",
-    ("ferlab.data.folders", "ferlab.inference.detect", "apart"):
-        "auxiliary training photos are framed by the prediction-time face detector (issue 12); the cropper "
-        "is to be passed in by training.build instead",
-    ("ferlab.data.folders", "ferlab.inference.recognizer", "apart"):
-        "as above: crop_detection / FACE_CROP_PX",
     ("ferlab", "ferlab.inference.recognizer", "late"): "the lazy re-export above",
-    ("ferlab.data.folders", "ferlab.inference.detect", "late"): "lazy while it crosses to inference (above)",
-    ("ferlab.data.folders", "ferlab.inference.recognizer", "late"): "lazy while it crosses to inference (above)",
 }
 
 

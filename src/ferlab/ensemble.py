@@ -34,6 +34,7 @@ from .errors import FerlabError
 from .evaluation.evaluate import duplicate_mask, load_model, predict_probs
 from .evaluation.metrics import _clean, evaluate_predictions
 from .evaluation.report import write_report
+from .inference.recognizer import FaceCropper
 from .io import atomic_write, command_line, portable_path
 from .labels import scoring_labels
 from .training.rundir import RunDir
@@ -114,7 +115,7 @@ def _load_split(data, split: str, labels: str, classes: list[str]):
     if labels.startswith("ferplus"):
         guess = Path(data).parent.parent / "ferplus" / "fer2013new.csv"
         votes = guess if guess.is_file() else None
-    ds = load_dataset(data, labels=labels, votes=votes)
+    ds = load_dataset(data, labels=labels, votes=votes, cropper=FaceCropper())
     part = ds.by_split(split)
     idx = {c.lower(): i for i, c in enumerate(classes)}
     remap = np.array([idx.get(c.lower(), -1) for c in ds.classes] + [-1], dtype=np.int64)

@@ -32,6 +32,7 @@ from .data.splits import select_classes
 from .errors import FerlabError
 from .evaluation.metrics import _clean, evaluate_predictions
 from .evaluation.report import write_report
+from .inference.recognizer import FaceCropper
 from .io import atomic_write, command_line
 from .labels import scoring_labels
 
@@ -124,7 +125,7 @@ def _load(run_dir, data, val_split: str, test_split: str):
     model, summary, cfg = load_run(run_dir)
     labels = scoring_labels(cfg.labels)
     data = data or cfg.data
-    ds = load_dataset(data, labels=labels, votes=cfg.model_options.get("_votes"))
+    ds = load_dataset(data, labels=labels, votes=cfg.model_options.get("_votes"), cropper=FaceCropper())
     if cfg.classes:
         ds = select_classes(ds, cfg.classes)
     if [c.lower() for c in ds.classes] != [c.lower() for c in summary["classes"]]:

@@ -9,7 +9,7 @@ from ..errors import DataError
 from .dataset import SPLITS, FERDataset
 from .fer2013 import load_fer2013_csv
 from .ferplus import apply_ferplus_labels
-from .folders import load_folder
+from .folders import Cropper, load_folder
 
 __all__ = ["FERDataset", "LABEL_MODES", "SPLITS", "load_dataset"]
 
@@ -18,10 +18,12 @@ LABEL_MODES = ("fer2013", "ferplus-majority", "ferplus-probability", "ferplus-cr
 
 
 def load_dataset(path: str | os.PathLike, labels: str = "fer2013", votes: str | os.PathLike | None = None,
-                 skip_bad: bool = False) -> FERDataset:
+                 skip_bad: bool = False, cropper: Cropper | None = None) -> FERDataset:
     """Load any supported dataset: a fer2013 CSV (plain/.gz), optionally relabelled with FER+ votes
     (``labels="ferplus-majority"`` etc.; ``ferplus7-<mode>`` for the 7 FER2013 classes; ``votes`` =
-    fer2013new.csv, found beside the CSV or in ../ferplus/ when not given), or a folder release."""
+    fer2013new.csv, found beside the CSV or in ../ferplus/ when not given), or an image folder
+    (``folders.load_folder``; ``cropper`` crops the photos of a labelled folder: the floors above pass
+    ``inference.recognizer.FaceCropper()``, the crop of ``ferlab predict``; ``None``: centre square)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")
@@ -31,8 +33,7 @@ def load_dataset(path: str | os.PathLike, labels: str = "fer2013", votes: str | 
     if p.is_dir():
         if labels != "fer2013":
             raise DataError(f"{p}: FER+ labels ({labels}) apply to the FER2013 CSV, not to an image folder")
-
-        return load_folder(p, skip_bad=skip_bad)
+        return load_folder(p, skip_bad=skip_bad, cropper=cropper)
 
     ds = load_fer2013_csv(p, skip_bad=skip_bad)
     if labels == "fer2013":

@@ -11,16 +11,17 @@ Two layouts are recognised:
    validation part carved from Training then, and say so when reporting).  Here a class folder that is not
    an expression name is an error (a typo would silently lose a class).
 2. **Any labelled folder** ``root/<class>/...`` (AffectNet, RAF-DB, CK+, KDEF exports...): images of any
-   size, colour and accepted format (see ``ferlab.imageio``) become 48x48 grayscale.  With ``crop="detect"``
-   (the default) each photo is cropped the way ``ferlab predict`` crops faces: the face detector
-   (BlazeFace; the largest face when there are several), the FER framing plus the default margin, and eye
-   alignment when it is the default (``DEFAULT_ALIGN``), so training sees what prediction sees; photos where no face is found are skipped and
-   counted in ``ds.warnings``; images of at most 64 px a side are face crops already and are only resized.
-   ``crop="center"``: the former behaviour (centre square crop, then ``cv2.resize`` with INTER_AREA).  Class folder names are mapped to the dataset's classes
-   through the common spellings (``labels.ALIASES``: "happiness", "Angry", "fearful"...); folders that map
-   to no class (e.g. "contempt" for FER2013 classes) are dropped, with a count in ``ds.warnings``.  Such
-   auxiliary data has split "Training", except files named ``PublicTest_*`` / ``PrivateTest_*`` (FER2013
-   images, e.g. when ``root`` is the release's test/ folder itself), which keep their split.
+   size, colour and accepted format (see ``ferlab.imageio``) become 48x48 grayscale.  With a ``cropper``
+   (a callable: BGR photo -> 48x48 grey face crop; ``None`` for "a face crop already": only resized; an empty
+   array for "no face here") each photo is cropped by it: the callers on the floors above pass
+   ``ferlab.inference.recognizer.FaceCropper``, which crops the way ``ferlab predict`` does, so training sees
+   what prediction sees; photos without a face are skipped and counted in ``ds.warnings``.  Without one
+   (``cropper=None``): centre square crop, then ``cv2.resize`` with INTER_AREA.  Class folder names are mapped
+   to the dataset's classes through the common spellings (``labels.ALIASES``: "happiness", "Angry",
+   "fearful"...); folders that map to no class (e.g. "contempt" for FER2013 classes) are dropped, with a
+   count in ``ds.warnings``.  Such auxiliary data has split "Training", except files named
+   ``PublicTest_*`` / ``PrivateTest_*`` (FER2013 images, e.g. when ``root`` is the release's test/ folder
+   itself), which keep their split.
 
 In both layouts ``ids`` are the file paths relative to ``root``, an unreadable or truncated image is a
 ``DataError`` naming the file (with ``skip_bad``: a counted warning), and a folder without images is a
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,8 @@ SPLIT_FOLDERS: dict[str, str] = {
 }
 FILE_PREFIXES: tuple[str, ...] = ("Training", "PublicTest", "PrivateTest")
 PROGRESS_MIN_FILES = 2000
+#: BGR photo -> grey face crop of the dataset's size; None: a face crop already; an empty array: no face
+Cropper = Callable[[np.ndarray], np.ndarray | None]
 
 
 def _class_index(name: str, classes: Sequence[str]) -> int | None:
@@ -103,27 +106,6 @@ def to_48_gray(img: np.ndarray, size: int = 48) -> np.ndarray:
     return np.ascontiguousarray(img, dtype=np.uint8)
 
 
-class _FaceCropper:
-    """Photo -> 48x48 grey face crop the way the Recognizer crops (detector, framing, margin, alignment)."""
-
-    def __init__(self, detector: str = "blazeface", size: int = 48):
-        from ..inference.detect import make_detector  # the one face detector of ferlab (lazily: no cycle)
-
-        self.detector = make_detector(detector)
-        self.size = size
-
-    def __call__(self, bgr: np.ndarray) -> np.ndarray | None:
-        from ..inference.recognizer import FACE_CROP_PX, crop_detection
-
-        if max(bgr.shape[:2]) <= FACE_CROP_PX:
-            return None  # a face crop already: the caller resizes it
-        dets = self.detector.detect(bgr)
-        if not dets:
-            return np.zeros((0,), np.uint8)
-        best = max(dets, key=lambda d: d.box[2] * d.box[3])
-        return crop_detection(bgr, best, size=self.size)
-
-
 def _split_of(path: Path, default: str) -> str:
     for prefix in FILE_PREFIXES:
         if path.name.startswith(prefix + "_"):
@@ -132,18 +114,15 @@ def _split_of(path: Path, default: str) -> str:
 
 
 def load_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None, skip_bad: bool = False,
-                size: int = 48, progress: bool | None = None, crop: str = "detect",
-                detector: str = "blazeface") -> FERDataset:
+                size: int = 48, progress: bool | None = None, cropper: Cropper | None = None) -> FERDataset:
     """Load a FER2013 folder release or any labelled image folder (see the module docstring).
 
     ``classes``: the class names to label with (default the 7 FER2013 classes; e.g. the classes of the
     dataset this folder is added to); folders are matched by name or common spelling.
     ``progress``: tqdm bar on stderr (default: for folders of 2,000+ images).
-    ``crop``: labelled photo folders only: ``"detect"`` (face detector + alignment, as at prediction) or
-    ``"center"`` (centre square).  ``detector``: the face detector for ``crop="detect"``.
+    ``cropper``: labelled photo folders only (a FER2013 release holds face crops): crops each photo (see the
+    module docstring); ``None``: centre square.
     """
-    if crop not in ("detect", "center"):
-        raise DataError(f"crop must be 'detect' or 'center' (got {crop!r})")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder" if not root.exists() else f"{root}: not a folder")
@@ -189,7 +168,7 @@ def load_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
     images = np.empty((len(jobs), size, size), dtype=np.uint8)
     ok = np.zeros(len(jobs), dtype=bool)
     bad: list[str] = []
-    cropper = _FaceCropper(detector, size) if crop == "detect" and not release else None
+    cropper = None if release else cropper
     no_face = 0
     for k, (f, _, _) in enumerate(tqdm(jobs, desc=f"reading {root.name}", unit="img", disable=not show,
                                        file=sys.stderr, leave=False)):

@@ -33,6 +33,7 @@ from ..data import load_dataset
 from ..errors import FerlabError
 from ..hardware import machine_info
 from ..inference.classifier import OnnxClassifier
+from ..inference.recognizer import FaceCropper
 from ..io import atomic_write, command_line, portable_path
 from ..labels import scoring_labels
 from ..training.rundir import RunDir
@@ -212,7 +213,7 @@ def _rows(m: _Model, data, split: str, labels: str, votes, clean_only: bool):
     if votes is None and labels.startswith("ferplus"):
         guess = Path(data).parent.parent / "ferplus" / "fer2013new.csv"
         votes = guess if guess.is_file() else None
-    ds = load_dataset(data, labels=labels, votes=votes)
+    ds = load_dataset(data, labels=labels, votes=votes, cropper=FaceCropper())
     test = ds.by_split(split)
     notes: list[str] = []
     clean_mask = None

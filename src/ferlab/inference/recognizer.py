@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -197,7 +198,7 @@ def crop_detection(image: np.ndarray, det, margin: float = DEFAULT_MARGIN, size:
                    align: bool = DEFAULT_ALIGN) -> np.ndarray:
     """Grey ``size`` x ``size`` crop of one face the way the Recognizer crops it: a ``Detection`` (its face
     frame, and with ``align`` its eye keypoints: rotated so the eyes are level) or a plain (x, y, w, h) box,
-    grown by ``margin``.  Also used to crop labelled training photos (``data.folders``)."""
+    grown by ``margin``.  Also used to crop labelled training photos (``FaceCropper``)."""
     gray = _gray(image)
     if not isinstance(det, Detection):
         return crop_face(gray, det, margin, size)
@@ -230,6 +231,31 @@ def whole_image_crop(image: np.ndarray, size: int = 48) -> np.ndarray:
         pads = (a, b, 0, 0) if h < w else (0, 0, a, b)
         gray = cv2.copyMakeBorder(gray, *pads, cv2.BORDER_REPLICATE)
     return _resize(gray, size)
+
+
+class FaceCropper:
+    """Labelled photo (BGR) -> 48x48 grey face crop the way the Recognizer crops it (detector, the largest face,
+    framing, default margin and alignment), so that a model trained or evaluated on a photo folder sees what
+    ``ferlab predict`` shows it.  The cropper ``data.load_dataset`` / ``data.folders.load_folder`` take: returns
+    ``None`` for a face crop already (at most ``FACE_CROP_PX`` a side: the caller only resizes it) and an empty
+    array when no face is found.  The detector is made on first use (a CSV dataset never needs it)."""
+
+    def __init__(self, detector: str | os.PathLike | Detector = DEFAULT_DETECTOR, size: int = 48):
+        self.detector_name = detector
+        self.size = size
+
+    @cached_property
+    def detector(self) -> Detector:
+        return make_detector(self.detector_name)
+
+    def __call__(self, bgr: np.ndarray) -> np.ndarray | None:
+        if max(bgr.shape[:2]) <= FACE_CROP_PX:
+            return None
+        dets = self.detector.detect(bgr)
+        if not dets:
+            return np.zeros((0,), np.uint8)
+        best = max(dets, key=lambda d: d.box[2] * d.box[3])
+        return crop_detection(bgr, best, size=self.size)
 
 
 class Recognizer:

@@ -17,6 +17,7 @@ from ..data.balance import balance_dataset
 from ..data.folders import load_folder, merge_training
 from ..data.splits import select_classes, stratified_split
 from ..errors import FerlabError
+from ..inference.recognizer import FaceCropper
 from ..labels import FER2013_CLASSES, FERPLUS_CLASSES
 from ..models import create_model
 from ..models.weights import load_state_dict
@@ -55,16 +56,17 @@ def _split_train_val(ds, cfg: TrainConfig):
 
 
 def prepare_data(cfg: TrainConfig):
-    """(train, validation) datasets of a recipe."""
-
-    ds = load_dataset(cfg.data, labels=cfg.labels, votes=cfg.model_options.get("_votes"))
+    """(train, validation) datasets of a recipe; the photos of labelled folders (``data``, ``extra_data``)
+    are face-cropped the way ``ferlab predict`` crops them (``FaceCropper``)."""
+    cropper = FaceCropper()
+    ds = load_dataset(cfg.data, labels=cfg.labels, votes=cfg.model_options.get("_votes"), cropper=cropper)
     if cfg.classes:
         ds = select_classes(ds, cfg.classes)
     train, val = _split_train_val(ds, cfg)
     train = train.subset(train.labels >= 0) if train.soft is None else train
     if cfg.extra_data:
         for folder in cfg.extra_data:
-            train = merge_training(train, load_folder(folder, classes=train.classes))
+            train = merge_training(train, load_folder(folder, classes=train.classes, cropper=cropper))
     if cfg.balance != "none":
         train = balance_dataset(train, cfg.balance, counts=cfg.balance_counts, seed=cfg.seed)
     return train, val

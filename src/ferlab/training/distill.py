@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..data import load_dataset
 from ..errors import FerlabError
+from ..inference.recognizer import FaceCropper
 from ..io import atomic_write, file_digest, portable_path
 
 
@@ -38,7 +39,7 @@ def teacher_logits(members: list[str], data: str, split: str = "Training", label
         raise FerlabError("teachers run on the student's training split only, never on PrivateTest")
     if not members:
         raise FerlabError("give at least one teacher run directory")
-    ds = load_dataset(data, labels=labels).by_split(split)
+    ds = load_dataset(data, labels=labels, cropper=FaceCropper()).by_split(split)
     probs = []
     for m in members:
         model, summary, cfg = load_run(m)

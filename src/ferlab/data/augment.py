@@ -29,21 +29,6 @@ def random_crop(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
     return torch.gather(x, 3, cols)
 
 
-def center_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    h, w = x.shape[-2:]
-    top, left = (h - size) // 2, (w - size) // 2
-    return x[..., top:top + size, left:left + size]
-
-
-def ten_crop(x: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, C, H, W) -> (10, N, C, size, size): four corners + centre, and their mirror images."""
-    h, w = x.shape[-2:]
-    crops = [x[..., :size, :size], x[..., :size, w - size:], x[..., h - size:, :size],
-             x[..., h - size:, w - size:], center_crop(x, size)]
-    crops += [c.flip(-1) for c in crops]
-    return torch.stack(crops)
-
-
 def hflip(x: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
     m = torch.rand(x.shape[0], generator=g) < p
     if m.any():

@@ -5,10 +5,12 @@
 
 - ``none``: the centre view the model was trained for;
 - ``flip``: the mean softmax of the image and its mirror image;
-- ``tencrop``: the mean softmax over the four corner crops, the centre crop and their mirrors.  For an ONNX
-  model the graph takes the full 48x48 image and crops its centre internally (``crop_inside_graph`` on the
-  card), so each crop is placed at the centre of a 48x48 canvas: the graph's own centre crop then returns
-  exactly that crop.  A model without an internal crop (crop = 48) cannot be ten-cropped.
+- ``tencrop``: the mean softmax over the four corner crops, the centre crop and their mirrors.
+
+The views are cut by ``ferlab.tta`` (the same function the torch forward pass uses).  An ONNX model's graph
+takes the full 48x48 image and crops its centre internally (``crop_inside_graph`` on the card), so each view is
+placed at the centre of a 48x48 canvas: the graph's own centre crop then returns exactly that view.  A model
+without an internal crop (crop = 48) cannot be ten-cropped.
 
 ONNX models are scored with the temperature of their model card (softmax(logits / T)); torch runs have no
 fitted temperature (T = 1).  Besides the usual metrics the result gives the accuracy on the "clean" test
@@ -37,10 +39,10 @@ from ..inference.recognizer import FaceCropper
 from ..io import atomic_write, command_line, portable_path
 from ..labels import scoring_labels
 from ..training.rundir import RunDir
+from ..tta import boxes, check_tta, view
 from .metrics import EvalResult, evaluate_predictions
 from .report import write_report
 
-TTA_MODES = ("none", "flip", "tencrop")
 CHUNK = 512  # images per progress step
 
 
@@ -100,32 +102,21 @@ def _bar(total: int, desc: str, on: bool):
 
 
 def _onnx_views(x: np.ndarray, tta: str, crop: int, graph_flips: bool) -> list[np.ndarray]:
-    """The views of uint8 images (n, S, S) to feed an ONNX graph that centre-crops ``crop`` internally."""
-    if tta == "none":
-        return [x]
-    if tta == "flip":
-        return [x] if graph_flips else [x, x[:, :, ::-1]]
+    """The views (``ferlab.tta``) of uint8 images (n, S, S), each on an S x S canvas where the ONNX graph's own
+    centre crop of ``crop`` finds it; without the mirrored ones where the graph averages each with its mirror."""
     s = x.shape[-1]
-    if crop >= s:
+    if tta == "tencrop" and crop >= s:
         raise FerlabError(f"ten-crop needs a model that crops inside its graph; this one takes the full {s}x{s} "
                           "image (crop_inside_graph missing or equal to input_size): use --tta none or flip")
     off = (s - crop) // 2
-    d = s - crop
-    corners = [(0, 0), (0, d), (d, 0), (d, d), (off, off)]
-    views = []
-    for mirror in ((False,) if graph_flips else (False, True)):
-        for top, left in corners:
-            c = x[:, top:top + crop, left:left + crop]
-            if mirror:
-                c = c[:, :, ::-1]
-            views.append(np.pad(c, ((0, 0), (off, s - crop - off), (off, s - crop - off)), mode="edge"))
-    return views
+    pad = ((0, 0), (off, s - crop - off), (off, s - crop - off))
+    return [np.pad(view(x, b, crop), pad, mode="edge") for b in boxes(s, s, crop, tta)
+            if not (graph_flips and b.mirror)]
 
 
 def predict_probs(m: _Model, images: np.ndarray, tta: str = "none", progress: bool = True) -> np.ndarray:
     """Class probabilities (N, C) of uint8 images (N, S, S), averaged over the TTA views."""
-    if tta not in TTA_MODES:
-        raise FerlabError(f"unknown test-time augmentation {tta!r} (none, flip, tencrop)")
+    check_tta(tta)
     n = len(images)
     out = []
     bar = _bar(n, f"evaluate {m.name} ({tta})", progress)
@@ -249,8 +240,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, split: str = "Pr
     ``record_card``: store the headline metrics in the ONNX model's card under metrics[<split>_<tta>].
     The returned result's ``meta`` holds the model, data, split, TTA, command and report path."""
     t0 = time.time()
-    if tta not in TTA_MODES:
-        raise FerlabError(f"unknown test-time augmentation {tta!r} (none, flip, tencrop)")
+    check_tta(tta)
     if record_card and is_run_dir(model):
         raise FerlabError(f"{model}: --record-card writes an ONNX model card; export the run first "
                           "(ferlab export) and evaluate the .onnx file")

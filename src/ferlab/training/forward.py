@@ -4,7 +4,8 @@ An exported graph (``training.export.Preprocessed``) takes float32 grey levels 0
 training input size, normalises them with the card's constants (``ferlab.card``) and runs the network; these
 functions do the same on uint8 images in torch, for validation during training, ``ferlab evaluate`` on a run
 directory, teachers for distillation and CNN features.  Test-time augmentation (``tta``): ``none`` (the centre
-view), ``flip`` (mean softmax of the view and its mirror), ``tencrop`` (four corners, centre and mirrors).
+view), ``flip`` (mean softmax of the view and its mirror), ``tencrop`` (four corners, centre and mirrors); the
+views are cut by ``ferlab.tta``, the same function the ONNX evaluation uses.
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import torch.nn.functional as F
 from .. import hardware
 from ..card import NORM_MEAN, NORM_STD
 from ..errors import FerlabError
+from ..tta import check_tta
+from ..tta import views as tta_views
 
 __all__ = ["NORM_MEAN", "NORM_STD", "autocast", "extract_features", "normalize", "predict_logits", "resolve_amp",
            "views"]
-
-TTA_MODES = ("none", "flip", "tencrop")
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -103,18 +104,9 @@ def autocast(cfg=None, *, amp: str | None = None, device: str | None = None):
     return torch.autocast(device_type="cpu", enabled=False)
 
 
-def views(x: torch.Tensor, input_size: int, tta: str = "none") -> torch.Tensor:
-    """(V, N, 1, s, s) views of float images (N, 1, H, W) for ``tta``."""
-    from ..data.augment import center_crop, ten_crop
-
-    if tta == "tencrop":
-        return ten_crop(x, input_size)
-    if tta == "flip":
-        c = center_crop(x, input_size)
-        return torch.stack([c, c.flip(-1)])
-    if tta == "none":
-        return center_crop(x, input_size)[None]
-    raise FerlabError(f"unknown test-time augmentation {tta!r} (none, flip, tencrop)")
+def views(images: np.ndarray | torch.Tensor, input_size: int, tta: str = "none", device: str = "cpu") -> torch.Tensor:
+    """(V, N, 1, s, s) float views of images (N, H, W) for ``tta``, cut by ``ferlab.tta.views``."""
+    return torch.from_numpy(tta_views(np.asarray(images), input_size, tta)).to(device).float()[:, :, None]
 
 
 @torch.no_grad()
@@ -123,13 +115,14 @@ def predict_logits(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
     """Logits for uint8 images (N, H, W): centre crop to ``input_size``; ``tta`` = none | flip | tencrop
     (TTA averages softmax probabilities and returns their log)."""
     model.eval()
-    x_all = torch.as_tensor(images_u8)
+    x_all = np.asarray(images_u8)
+    check_tta(tta)
     if amp == "auto" and len(x_all):  # measured on this model and a real batch: bf16 only where it is faster
-        amp = resolve_amp(amp, device, model, normalize(views(x_all[:batch_size].float()[:, None].to(device),
-                                                              input_size, tta).flatten(0, 1)), backward=False)["used"]
+        amp = resolve_amp(amp, device, model, normalize(views(x_all[:batch_size], input_size, tta, device)
+                                                        .flatten(0, 1)), backward=False)["used"]
     out = []
     for i in range(0, len(x_all), batch_size):
-        v_all = views(x_all[i:i + batch_size].float()[:, None].to(device), input_size, tta)
+        v_all = views(x_all[i:i + batch_size], input_size, tta, device)
         v, n = v_all.shape[0], v_all.shape[1]
         with autocast(amp=amp, device=device):
             logits = model(normalize(v_all.flatten(0, 1))).float()
@@ -143,16 +136,14 @@ def predict_logits(model: torch.nn.Module, images_u8: np.ndarray | torch.Tensor,
 
 def extract_features(model, images_u8: np.ndarray, input_size: int = 44, batch_size: int = 256) -> np.ndarray:
     """Penultimate-layer features (N, F) of uint8 images (N, H, W): centre crop, normalise, forward_features."""
-    from ..data.augment import center_crop
-
     if not hasattr(model, "forward_features"):
         raise FerlabError(f"{type(model).__name__} has no forward_features: cannot take its features")
     model.eval()
     out = []
-    x_all = torch.as_tensor(np.asarray(images_u8))
+    x_all = np.asarray(images_u8)
     with torch.no_grad():
         for i in range(0, len(x_all), batch_size):
-            x = center_crop(x_all[i:i + batch_size].float()[:, None], input_size)
+            x = views(x_all[i:i + batch_size], input_size)[0]
             out.append(model.forward_features(normalize(x)).float().reshape(len(x), -1).numpy())
     if not out:
         return np.zeros((0, 0), np.float32)

@@ -27,11 +27,8 @@ import asyncio
 import json
 import os
 import random
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,15 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_serving import free_port, test_image, wait_healthy  # noqa: E402
+from bench_serving import running_server, test_image, wait_healthy  # noqa: E402
 from fuzz_images import machine  # noqa: E402
-
-
-def start_server(port: int, model: str, workers: int, log) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ferlab.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--model", model,
-           "--log-level", "warning", "--workers", str(workers)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
 
 def pct(values, q) -> float | None:
@@ -267,51 +257,37 @@ def main() -> int:
     args = ap.parse_args()
 
     body = test_image()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     report: dict = {"benchmark": "ferlab serve under overload and hostile clients",
                     "command": "python benchmarks/bench_overload.py " + " ".join(sys.argv[1:]),
                     "model": args.model, "workers": args.workers, "image_bytes": len(body)}
-    with tempfile.TemporaryFile("w+") as log:
-        proc = start_server(port, args.model, args.workers, log)
-        try:
-            wait_healthy(url, proc)
-            report["load_avg_before"] = [round(v, 2) for v in os.getloadavg()]
-            print("unloaded...", file=sys.stderr)
-            unloaded = asyncio.run(closed_loop(url, body, 1, args.duration / 2))
-            report["unloaded"] = unloaded
-            print("sustainable...", file=sys.stderr)
-            sustain = asyncio.run(closed_loop(url, body, args.workers, args.duration))
-            report["sustainable"] = sustain
-            rate = max(0.5, sustain["requests_per_s"])
-            print(f"overload at 2 x {rate} req/s...", file=sys.stderr)
-            over = asyncio.run(open_loop(url, body, 2 * rate, args.duration))
-            p99u = unloaded["latency_ms"]["p99"]
-            p99a = over["accepted_latency_ms"]["p99"]
-            over["accepted_p99_over_unloaded_p99"] = round(p99a / p99u, 2) if p99u and p99a else None
-            report["overload_2x"] = over
-            print("64 clients...", file=sys.stderr)
-            report["clients_64"] = asyncio.run(closed_loop(url, body, 64, args.duration))
-            print("half-sent headers...", file=sys.stderr)
-            report["half_sent_headers"] = half_sent_headers(port, 500, 15.0)
-            print("slow body...", file=sys.stderr)
-            report["slow_body"] = slow_body(port)
-            print("idle websockets...", file=sys.stderr)
-            report["idle_websockets"] = asyncio.run(idle_websockets(port, 1000))
-            print("hostile images...", file=sys.stderr)
-            report["hostile_images"] = asyncio.run(hostile_images(url, proc.pid))
-            report["healthy_after"] = wait_healthy(url, proc, timeout=30)["status"]
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            log.seek(0)
-            server_log = log.read()
-    report["tracebacks_in_server_log"] = server_log.count("Traceback")
+    with running_server(args.model, args.workers) as server:
+        url, port, proc = server.url, server.port, server.proc
+        report["load_avg_before"] = [round(v, 2) for v in os.getloadavg()]
+        print("unloaded...", file=sys.stderr)
+        unloaded = asyncio.run(closed_loop(url, body, 1, args.duration / 2))
+        report["unloaded"] = unloaded
+        print("sustainable...", file=sys.stderr)
+        sustain = asyncio.run(closed_loop(url, body, args.workers, args.duration))
+        report["sustainable"] = sustain
+        rate = max(0.5, sustain["requests_per_s"])
+        print(f"overload at 2 x {rate} req/s...", file=sys.stderr)
+        over = asyncio.run(open_loop(url, body, 2 * rate, args.duration))
+        p99u = unloaded["latency_ms"]["p99"]
+        p99a = over["accepted_latency_ms"]["p99"]
+        over["accepted_p99_over_unloaded_p99"] = round(p99a / p99u, 2) if p99u and p99a else None
+        report["overload_2x"] = over
+        print("64 clients...", file=sys.stderr)
+        report["clients_64"] = asyncio.run(closed_loop(url, body, 64, args.duration))
+        print("half-sent headers...", file=sys.stderr)
+        report["half_sent_headers"] = half_sent_headers(port, 500, 15.0)
+        print("slow body...", file=sys.stderr)
+        report["slow_body"] = slow_body(port)
+        print("idle websockets...", file=sys.stderr)
+        report["idle_websockets"] = asyncio.run(idle_websockets(port, 1000))
+        print("hostile images...", file=sys.stderr)
+        report["hostile_images"] = asyncio.run(hostile_images(url, proc.pid))
+        report["healthy_after"] = wait_healthy(url, proc, timeout=30)["status"]
+    report["tracebacks_in_server_log"] = server.log.count("Traceback")
     report["machine"] = machine()
     report["date"] = time.strftime("%Y-%m-%d %H:%M")
     out = Path(args.out)

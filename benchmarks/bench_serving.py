@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -31,6 +32,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +72,53 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, model: str, workers: int | None, log, max_queue: int = 64,
-                 search: str = "fast") -> subprocess.Popen:
+def start_server(port: int, model: str, workers: int | None, log, max_queue: int | None = None,
+                 search: str | None = None) -> subprocess.Popen:
+    """``ferlab serve`` on 127.0.0.1:``port`` in its own process group, its output to ``log``; the options
+    left at None are the server's own defaults."""
     cmd = [sys.executable, "-m", "ferlab.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model", model, "--log-level", "warning", "--max-queue", str(max_queue), "--search", search]
+           "--model", model, "--log-level", "warning"]
     if workers:
         cmd += ["--workers", str(workers)]
+    if max_queue is not None:
+        cmd += ["--max-queue", str(max_queue)]
+    if search is not None:
+        cmd += ["--search", search]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+@dataclass
+class Server:
+    port: int
+    url: str
+    proc: subprocess.Popen
+    health: dict = field(default_factory=dict)  # the first /healthz answer
+    log: str = ""  # the server's output, set when the ``with`` block of running_server ends
+
+
+@contextlib.contextmanager
+def running_server(model: str, workers: int | None = None, max_queue: int | None = None,
+                   search: str | None = None) -> Iterator[Server]:
+    """``ferlab serve`` (see start_server) on a free port for the ``with`` block, once it answers /healthz;
+    stopped at the end, also on errors (SIGINT to its process group, SIGKILL after 15 s)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryFile("w+") as log:
+        server = Server(port, url, start_server(port, model, workers, log, max_queue, search))
+        try:
+            server.health = wait_healthy(url, server.proc)
+            yield server
+        finally:
+            if server.proc.poll() is None:
+                os.killpg(server.proc.pid, signal.SIGINT)
+                try:
+                    server.proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(server.proc.pid, signal.SIGKILL)
+                    server.proc.wait()
+            log.seek(0)
+            server.log = log.read()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -172,29 +214,14 @@ def main() -> int:
     args = ap.parse_args()
 
     body = test_image()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryFile("w+") as log:
-        proc = start_server(port, args.model, args.workers, log, args.max_queue, args.search)
-        try:
-            health = wait_healthy(url, proc)
-            machine = machine_info(libraries=("fastapi", "uvicorn", "httpx", "Pillow"))
-            print(f"server up on {url} (models {health['models']}); {args.clients} clients for {args.duration:.0f} s...",
-                  file=sys.stderr)
-            server0, client0 = cpu_seconds(proc.pid), time.process_time()
-            result = asyncio.run(load(url, body, args.clients, args.duration, args.timeout))
-            server_cpu, client_cpu = cpu_seconds(proc.pid) - server0, time.process_time() - client0
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            log.seek(0)
-            server_log = log.read()
-    errors_logged = [line for line in server_log.splitlines() if "Traceback" in line or " 500 " in line]
+    with running_server(args.model, args.workers, args.max_queue, args.search) as server:
+        machine = machine_info(libraries=("fastapi", "uvicorn", "httpx", "Pillow"))
+        print(f"server up on {server.url} (models {server.health['models']}); {args.clients} clients for "
+              f"{args.duration:.0f} s...", file=sys.stderr)
+        server0, client0 = cpu_seconds(server.proc.pid), time.process_time()
+        result = asyncio.run(load(server.url, body, args.clients, args.duration, args.timeout))
+        server_cpu, client_cpu = cpu_seconds(server.proc.pid) - server0, time.process_time() - client0
+    errors_logged = [line for line in server.log.splitlines() if "Traceback" in line or " 500 " in line]
     report = {
         "benchmark": "POST /v1/predict, one 640x480 JPEG with one face, concurrent keep-alive clients",
         "command": "python benchmarks/bench_serving.py " + " ".join(sys.argv[1:]),

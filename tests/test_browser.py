@@ -9,21 +9,19 @@ tmp_path and to ``test-output/`` in the repository root.
 from __future__ import annotations
 
 import base64
-import csv
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_images import face_photo
 from helpers_models import make_exported_tiny_model, serve_in_thread
 
 from ferlab.labels import FER2013_CLASSES
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
-ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
-FER_SAMPLE = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013_sample.csv"
 OUT_DIR = ROOT / "test-output"
 
 pytestmark = pytest.mark.browser
@@ -49,23 +47,6 @@ def playwright_sync():
 
 
 # ---------------------------------------------------------------------------------------- test assets
-def face_photo() -> np.ndarray:
-    """BGR photo with one face Haar finds: the astronaut example, else an upscaled, padded FER2013 face."""
-    import cv2
-
-    if ASTRONAUT.exists():
-        return cv2.imread(str(ASTRONAUT), cv2.IMREAD_COLOR)
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    with open(FER_SAMPLE) as f:
-        for row in csv.DictReader(f):
-            face = np.array(row["pixels"].split(), dtype=np.uint8).reshape(48, 48)
-            big = cv2.copyMakeBorder(cv2.resize(face, (200, 200), interpolation=cv2.INTER_CUBIC),
-                                     140, 140, 220, 220, cv2.BORDER_REPLICATE)
-            if len(cascade.detectMultiScale(big, 1.1, 5, minSize=(40, 40))) == 1:
-                return cv2.cvtColor(big, cv2.COLOR_GRAY2BGR)
-    pytest.fail("no face image available (examples/astronaut.jpg or the FER2013 sample)")
-
-
 def webcam_frames(photo: np.ndarray, n: int = 12, size: tuple[int, int] = (640, 480)) -> list[np.ndarray]:
     """``n`` 640x480 frames: the photo fitted on a dark background, drifting a few pixels (a live feel)."""
     import cv2

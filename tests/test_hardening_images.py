@@ -10,29 +10,17 @@ from __future__ import annotations
 
 import io
 import json
-import struct
 import subprocess
 import sys
 import textwrap
-import zlib
 
 import numpy as np
 import pytest
+from helpers_images import strip_png
 from PIL import Image
 
 from ferlab.errors import FerlabError
 from ferlab.imageio import MAX_ASPECT, MAX_SIDE, ImageError, check_size, decode_image, decode_image_reduced
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def strip_png(w: int, h: int) -> bytes:
-    """A valid 8-bit grey PNG of w x h mid-grey pixels: 207 bytes for 1 x 65535, 468 for 400000 x 1."""
-    raw = b"".join(b"\x00" + b"\x80" * w for _ in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b""))
 
 
 def noise_image(w: int, h: int, fmt: str, seed: int = 0) -> bytes:

@@ -8,17 +8,14 @@ is made deterministic by holding the only worker on an event, and the timeouts u
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import socket
-import struct
 import threading
 import time
 import warnings
-import zlib
 
-import numpy as np
 import pytest
+from helpers_images import png_bytes, strip_png
 from helpers_models import make_exported_tiny_model, serve_in_thread
 
 pytest.importorskip("fastapi")
@@ -30,24 +27,6 @@ with warnings.catch_warnings():
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 BASE = "http://localhost"
 WS = "ws://localhost/v1/stream"
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-
-def strip_png(w: int, h: int) -> bytes:
-    raw = b"".join(b"\x00" + b"\x80" * w for _ in range(h))
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b""))
-
-
-def png(w: int = 64, h: int = 48) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +51,7 @@ def client(models_dir):
 
 
 def post_png(c, data=None, **headers):
-    return c.post("/v1/predict", content=png() if data is None else data,
+    return c.post("/v1/predict", content=png_bytes() if data is None else data,
                   headers={"Content-Type": "image/png", **headers})
 
 
@@ -111,11 +90,11 @@ def test_websocket_with_foreign_host_and_origin_refused(client):
 @pytest.mark.parametrize("origin", ["https://evil.example", "null", "http://localhost.evil.example",
                                     "http://localhost:9999"])
 def test_cross_origin_posts_refused_whatever_the_content_type(client, origin):
-    for ctype, body in [("image/png", png()), ("text/plain", b"x"), ("application/octet-stream", png())]:
+    for ctype, body in [("image/png", png_bytes()), ("text/plain", b"x"), ("application/octet-stream", png_bytes())]:
         r = client.post("/v1/predict", content=body, headers={"Content-Type": ctype, "Origin": origin})
         assert r.status_code == 403, (origin, ctype, r.text)
         assert r.json()["kind"] == "origin_not_allowed"
-    r = client.post("/v1/predict", files={"file": ("a.png", png(), "image/png")}, headers={"Origin": origin})
+    r = client.post("/v1/predict", files={"file": ("a.png", png_bytes(), "image/png")}, headers={"Origin": origin})
     assert r.status_code == 403
 
 
@@ -160,13 +139,13 @@ def test_recognition_failure_is_json_422_not_500(models_dir, monkeypatch):
         assert "Insufficient memory" in r.json()["detail"]
         with c.websocket_connect(WS) as ws:
             ws.receive_json()
-            ws.send_bytes(png())
+            ws.send_bytes(png_bytes())
             msg = ws.receive_json()
             assert msg["type"] == "error" and msg["status"] == 422
 
 
 def test_bad_query_is_json(client):
-    r = client.post("/v1/predict?model=" + "x" * 5000, content=png(), headers={"Content-Type": "image/png"})
+    r = client.post("/v1/predict?model=" + "x" * 5000, content=png_bytes(), headers={"Content-Type": "image/png"})
     assert r.status_code == 404 and r.headers["content-type"].startswith("application/json")
 
 
@@ -205,7 +184,7 @@ def test_overload_answers_503_with_retry_after_at_once(models_dir, monkeypatch):
         assert c.get("/healthz").status_code == 200  # cheap endpoints still answer
         with c.websocket_connect(WS) as ws:  # a stream frame is dropped with a 503 error message
             ws.receive_json()
-            ws.send_bytes(png())
+            ws.send_bytes(png_bytes())
             assert ws.receive_json()["status"] == 503
         release.set()
         t.join(60)
@@ -308,7 +287,7 @@ def test_half_sent_headers_and_slow_bodies_are_cut(models_dir):
             assert all(a.startswith(b"HTTP/1.1 408") for a in answers if a)
             body_answer = _closed_within(slow_body, 120)
             assert body_answer is not None and b" 408 " in body_answer.split(b"\r\n")[0], body_answer
-            r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", content=png(),
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/predict", content=png_bytes(),
                            headers={"Content-Type": "image/png"}, timeout=30)
             assert r.status_code == 200  # served normally meanwhile
         finally:

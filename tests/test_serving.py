@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import binascii
-import csv
 import io
 import json
 import re
@@ -14,8 +12,8 @@ import warnings
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
+from helpers_images import ASTRONAUT, PNG_SIGNATURE, face_photo, png_bytes, png_chunk
 from helpers_models import make_exported_tiny_model, serve_in_thread
 
 pytest.importorskip("fastapi")
@@ -28,8 +26,6 @@ with warnings.catch_warnings():  # starlette's TestClient may warn about httpx v
 from ferlab.labels import FER2013_CLASSES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-ASTRONAUT = ROOT / "examples" / "astronaut.jpg"
-FER_SAMPLE = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013_sample.csv"
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 WS_URL = "ws://localhost/v1/stream"  # TestClient's default host "testserver" is not one the server answers to
@@ -42,32 +38,13 @@ def face_jpeg() -> bytes:
         return ASTRONAUT.read_bytes()
     import cv2
 
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-    with open(FER_SAMPLE) as f:
-        for row in csv.DictReader(f):
-            face = np.array(row["pixels"].split(), dtype=np.uint8).reshape(48, 48)
-            big = cv2.copyMakeBorder(cv2.resize(face, (200, 200), interpolation=cv2.INTER_CUBIC),
-                                     140, 140, 220, 220, cv2.BORDER_REPLICATE)
-            if len(cascade.detectMultiScale(big, 1.1, 5, minSize=(40, 40))) == 1:
-                return cv2.imencode(".jpg", big)[1].tobytes()
-    pytest.fail("no face image available (examples/astronaut.jpg or the FER2013 sample)")
-
-
-def png_bytes(w: int = 64, h: int = 48) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+    return cv2.imencode(".jpg", face_photo())[1].tobytes()
 
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG signature and a valid IHDR claiming ``width`` x ``height`` (no pixel data: nothing allocated)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    idat = zlib.compress(b"\0" * 16)
-    chunk += struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", binascii.crc32(b"IDAT" + idat))
-    return b"\x89PNG\r\n\x1a\n" + chunk
+    return (PNG_SIGNATURE + png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + png_chunk(b"IDAT", zlib.compress(b"\0" * 16)))
 
 
 # ------------------------------------------------------------------------------------------ fixtures

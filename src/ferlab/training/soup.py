@@ -10,11 +10,11 @@ measured here, next to theirs.  Batch-norm statistics are averaged like the weig
 
 from __future__ import annotations
 
+import copy
 import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..errors import FerlabError
@@ -28,7 +28,6 @@ SAME = ("model", "model_options", "input_size", "labels", "data", "val_split", "
 
 def make_soup(runs: list[str | os.PathLike], out: str | os.PathLike, progress: bool = True) -> dict:
     """Average the weights of ``runs`` into the run directory ``out``; returns its summary."""
-    from ..models.weights import load_state_dict
     from .build import load_run, prepare_data
     from .checkpoint import save_weights
     from .forward import predict_logits
@@ -42,23 +41,23 @@ def make_soup(runs: list[str | os.PathLike], out: str | os.PathLike, progress: b
             if getattr(c, k) != getattr(configs[0], k):
                 raise FerlabError(f"{d.path}: {k} differs from {dirs[0].path} ({getattr(c, k)!r} vs "
                                   f"{getattr(configs[0], k)!r}); a soup averages runs of one recipe and one start")
-    states = [load_state_dict(d.weights()) for d in dirs]
+    loaded = [load_run(d) for d in dirs]  # (model, summary, config) of each ingredient
+    states = [m.state_dict() for m, _, _ in loaded]
     if any(s.keys() != states[0].keys() for s in states[1:]):
         raise FerlabError("the runs' weights have different layers")
     mean = {k: (torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype) if v.is_floating_point() else v)
             for k, v in states[0].items()}
-    model, summary, cfg = load_run(dirs[0])
+    _, summary, cfg = loaded[0]
+    model = copy.deepcopy(loaded[0][0])
     model.load_state_dict(mean)
     model.eval()
     _, val = prepare_data(TrainConfig.from_dict({**cfg.to_dict(), "balance": "none", "extra_data": []}))
     t0 = time.perf_counter()
     scores = []
-    for m in [*(load_run(d)[0] for d in dirs), model]:
+    for name, m in [*((d.path, m) for d, (m, _, _) in zip(dirs, loaded)), ("soup", model)]:
         scores.append(round(float((predict_logits(m, val.images, cfg.input_size).argmax(1) == val.labels).mean()), 6))
         if progress:
-            print(f"{'soup' if m is model else dirs[len(scores) - 1].path}: {cfg.val_split} accuracy {scores[-1]:.2%}",
-                  flush=True)
-    summaries = [d.read_summary() for d in dirs]
+            print(f"{name}: {cfg.val_split} accuracy {scores[-1]:.2%}", flush=True)
     soup = {
         "ingredients": [portable_path(d.path) for d in dirs],
         "ingredient_val_acc": scores[:-1],
@@ -67,8 +66,9 @@ def make_soup(runs: list[str | os.PathLike], out: str | os.PathLike, progress: b
     }
     summary = {
         **summary, "selected": "soup", "selected_epoch": None, "selected_val_acc": scores[-1],
-        "selected_val_loss": None, "best_val_acc": max(scores), "seed": None,
-        "train_time_s": float(np.sum([s.get("train_time_s", 0) for s in summaries])),
+        "selected_val_loss": None, "best_val_acc": scores[-1], "best_epoch_acc": None, "best_val_loss": None,
+        "best_epoch_loss": None, "seed": None,  # the first ingredient's own epochs and seed are not the soup's
+        "train_time_s": float(sum(s.get("train_time_s", 0) for _, s, _ in loaded)),
         "soup": soup,
     }
     run = RunDir(out)

@@ -209,8 +209,8 @@ def _photo_folder(sample, root: Path) -> np.ndarray:
     returns the crop ``ferlab predict`` makes of the astronaut."""
     import cv2
 
+    from ferlab.inference.crop import DEFAULT_MARGIN, crop_detection
     from ferlab.inference.detect import make_detector
-    from ferlab.inference.recognizer import DEFAULT_MARGIN, crop_detection
 
     astro = cv2.imread(str(EXAMPLES / "astronaut.jpg"))
     (root / "happy").mkdir(parents=True)
@@ -238,7 +238,7 @@ def _assert_face_cropped(ds, expected: np.ndarray, prefix: str = "") -> float:
 
 
 def test_photos_are_cropped_by_the_face_cropper_like_at_prediction(sample, tmp_path):
-    from ferlab.inference.recognizer import FaceCropper
+    from ferlab.inference.crop import FaceCropper
 
     root = tmp_path / "aux"
     expected = _photo_folder(sample, root)

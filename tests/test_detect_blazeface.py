@@ -23,8 +23,9 @@ from ferlab.inference.blazeface import (
     ssd_anchors,
     weighted_nms,
 )
+from ferlab.inference.crop import crop_aligned, crop_face, eye_angle
 from ferlab.inference.detect import DEFAULT_DETECTOR, iou, make_detector
-from ferlab.inference.recognizer import Recognizer, crop_aligned, crop_face, eye_angle
+from ferlab.inference.recognizer import Recognizer
 
 TWO_FACES = ASTRONAUT.parent / "two_faces.jpg"
 NO_FACE = ASTRONAUT.parent / "no_face.png"

@@ -76,7 +76,7 @@ def test_whole_image_crop_and_face_crop_bounded_by_the_output():
     """Shrink before padding: a 1 x 400000 array (past imageio, e.g. from the Python API) costs ~nothing."""
     import tracemalloc
 
-    from ferlab.inference.recognizer import crop_face, whole_image_crop
+    from ferlab.inference.crop import crop_face, whole_image_crop
 
     strip = np.full((1, 400_000), 128, np.uint8)
     tracemalloc.start()
@@ -95,7 +95,7 @@ def test_small_images_are_cropped_exactly_as_before():
     """Within the bounds nothing changes (bit-identical crops of ordinary images)."""
     import cv2
 
-    from ferlab.inference.recognizer import whole_image_crop
+    from ferlab.inference.crop import whole_image_crop
 
     rng = np.random.default_rng(1)
     img = rng.integers(0, 255, (300, 500), dtype=np.uint8)

@@ -12,6 +12,7 @@ from helpers_models import ASTRONAUT, ZOO_DEFAULT, default_model_missing_reason,
 from PIL import Image
 
 from ferlab.errors import FerlabError
+from ferlab.inference.crop import DEFAULT_MARGIN, crop_face, face_square, whole_image_crop
 from ferlab.inference.detect import (
     RELIABLE_PX,
     Detection,
@@ -22,14 +23,7 @@ from ferlab.inference.detect import (
     make_detector,
     nms,
 )
-from ferlab.inference.recognizer import (
-    DEFAULT_MARGIN,
-    Face,
-    Recognizer,
-    crop_face,
-    face_square,
-    whole_image_crop,
-)
+from ferlab.inference.recognizer import Face, Recognizer
 
 ASTRO_FACE = (178, 67, 92, 92)  # Haar box of the astronaut's face (frontal cascade, full resolution)
 

@@ -34,7 +34,7 @@ from .errors import FerlabError
 from .evaluation.evaluate import duplicate_mask, load_model, predict_probs
 from .evaluation.metrics import _clean, evaluate_predictions
 from .evaluation.report import write_report
-from .inference.recognizer import FaceCropper
+from .inference.crop import FaceCropper
 from .io import atomic_write, command_line, portable_path
 from .labels import scoring_labels
 from .training.rundir import RunDir

@@ -32,7 +32,7 @@ from .data.splits import select_classes
 from .errors import FerlabError
 from .evaluation.metrics import _clean, evaluate_predictions
 from .evaluation.report import write_report
-from .inference.recognizer import FaceCropper
+from .inference.crop import FaceCropper
 from .io import atomic_write, command_line
 from .labels import scoring_labels
 

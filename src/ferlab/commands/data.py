@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
 
 def _load(args, skip_bad: bool | None = None):
     from ..data import load_dataset
-    from ..inference.recognizer import FaceCropper
+    from ..inference.crop import FaceCropper
 
     return load_dataset(args.path, labels=args.labels, votes=args.votes,
                         skip_bad=args.skip_bad if skip_bad is None else skip_bad, cropper=FaceCropper())

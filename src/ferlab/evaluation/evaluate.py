@@ -35,7 +35,7 @@ from ..data import load_dataset
 from ..errors import FerlabError
 from ..hardware import machine_info
 from ..inference.classifier import OnnxClassifier
-from ..inference.recognizer import FaceCropper
+from ..inference.crop import FaceCropper
 from ..io import atomic_write, command_line, portable_path
 from ..labels import scoring_labels
 from ..training.rundir import RunDir

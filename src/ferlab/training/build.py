@@ -17,7 +17,7 @@ from ..data.balance import balance_dataset
 from ..data.folders import load_folder, merge_training
 from ..data.splits import select_classes, stratified_split
 from ..errors import FerlabError
-from ..inference.recognizer import FaceCropper
+from ..inference.crop import FaceCropper
 from ..labels import FER2013_CLASSES, FERPLUS_CLASSES
 from ..models import create_model
 from ..models.weights import load_state_dict

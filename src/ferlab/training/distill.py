@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..data import load_dataset
 from ..errors import FerlabError
-from ..inference.recognizer import FaceCropper
+from ..inference.crop import FaceCropper
 from ..io import atomic_write, file_digest, portable_path
 
 

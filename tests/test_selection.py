@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ferlab.cli import main
-from ferlab.commands.compare import read_run, selected_checkpoint
 from ferlab.commands.train import selection_line
+from ferlab.evaluation.compare import read_run, selected_checkpoint
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)

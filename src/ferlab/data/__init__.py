@@ -23,7 +23,7 @@ def load_dataset(path: str | os.PathLike, labels: str = "fer2013", votes: str | 
     (``labels="ferplus-majority"`` etc.; ``ferplus7-<mode>`` for the 7 FER2013 classes; ``votes`` =
     fer2013new.csv, found beside the CSV or in ../ferplus/ when not given), or an image folder
     (``folders.load_folder``; ``cropper`` crops the photos of a labelled folder: the floors above pass
-    ``inference.recognizer.FaceCropper()``, the crop of ``ferlab predict``; ``None``: centre square)."""
+    ``inference.crop.FaceCropper()``, the crop of ``ferlab predict``; ``None``: centre square)."""
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file or folder")

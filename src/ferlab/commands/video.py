@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
                                    "ferlab video talk.mp4 --out talk_annotated.webm --csv talk.csv --timeline talk.png")
     p.add_argument("input", help="video file (mp4, avi, mov, mkv, webm... anything FFmpeg in OpenCV reads)")
     p.add_argument("--out", metavar="VIDEO", help="write the annotated video here: .webm (VP9, plays in browsers) or "
-                                                  ".mp4 (H.264 with the [video] extra, else mp4v)")
+                                                  ".mp4 (H.264 with the [video] extra, else mp4v); .m4v, "
+                                                  ".mov, .mkv, .avi: mp4v; other formats are refused")
     p.add_argument("--csv", metavar="FILE", help="write one row per face per frame")
     p.add_argument("--timeline", metavar="PNG", help="plot each face's expressions over time")
     p.add_argument("--json", metavar="FILE", help="write the summary (tracks, timing) as JSON")
@@ -54,7 +55,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..errors import FerlabError
-    from ..inference.video import check_video_search, process_video
+    from ..inference.video import check_video_out, check_video_search, process_video
     from ..io import atomic_write
 
     if args.detector.strip().lower() in ("none", "whole", "whole-image"):
@@ -63,6 +64,8 @@ def run(args) -> int:
     check_video_search(args.search, args.fast)
     for option in ("out", "csv", "timeline", "json"):  # before the video is read, not after
         check_output(getattr(args, option), f"--{option}")
+    if args.out:
+        check_video_out(args.out)  # a .gif would be one frame
     if not (args.out or args.csv or args.timeline or args.json):
         print("ferlab video: no --out/--csv/--timeline/--json given: printing the summary only", file=sys.stderr)
     s = process_video(args.input, args.out, args.csv, every=args.every, timeline_png=args.timeline,

@@ -16,16 +16,19 @@ output is written to a temporary file and renamed when complete.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import FerlabError
+from ..errors import FerlabError, OptionError
 from ..io import atomic_write
 from .blazeface import BlazeFaceAuto, check_search
 from .detect import DEFAULT_DETECTOR, Box, Detection, iou
@@ -190,15 +193,17 @@ class StreamRecognizer:
 
 class VideoSink:
     """An annotated-video writer chosen by suffix: ``.webm`` -> VP9 (OpenCV), ``.mp4`` -> H.264 (PyAV,
-    when installed) else mp4v (OpenCV; not playable in Chromium or Firefox: ``warning`` says so), other
-    suffixes (.avi, .mkv, .mov) -> mp4v.  ``codec`` names what is written."""
+    when installed) else mp4v (OpenCV; not playable in Chromium or Firefox: ``warning`` says so), the other
+    suffixes of ``VIDEO_OUT_SUFFIXES`` (.m4v, .mov, .mkv, .avi) -> mp4v; any other suffix is refused
+    (``check_video_out``: OpenCV would write a .gif as one frame, or as one numbered file a frame).
+    ``codec`` names what is written."""
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int], display: Path | None = None):
         import cv2
 
         self.path, self.fps, self.size = Path(path), float(fps), size
         shown = display or self.path
-        suffix = self.path.suffix.lower()
+        suffix = check_video_out(shown)
         self.warning: str | None = None
         self._av = self._cv = None
         w, h = size
@@ -228,7 +233,11 @@ class VideoSink:
             fourcc, self.codec = "VP90", "vp9"
         else:
             fourcc, self.codec = "mp4v", "mp4v"
-        self._cv = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, (w, h))
+        # FFmpeg only (no fallback to OpenCV's numbered-image writer); its "tag VP90 is not supported" line is
+        # printed by OpenCV with fprintf, whatever the log level, although the file is fine: filtered out
+        with _quiet_stderr(_WRITER_NOISE):
+            self._cv = cv2.VideoWriter(str(self.path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), self.fps,
+                                       (w, h))
         if not self._cv.isOpened():
             self._cv.release()
             raise FerlabError(f"{shown}: cannot write a video here ({self.codec} codec, suffix {suffix!r}: "
@@ -255,9 +264,77 @@ class VideoSink:
             self._cv = None
 
 
+#: what ``VideoSink`` writes: suffix -> codec
+VIDEO_OUT_SUFFIXES = {".webm": "VP9", ".mp4": "H.264 with the [video] extra, else mp4v", ".m4v": "mp4v",
+                      ".mov": "mp4v", ".mkv": "mp4v", ".avi": "mp4v"}
+#: the lines OpenCV prints on stderr when it opens a writer whose fourcc the container has no tag for
+_WRITER_NOISE = ("OpenCV: FFMPEG: tag ", "OpenCV: FFMPEG: fallback to use tag ")
+
+
+def check_video_out(path: str | os.PathLike, option: str = "--out") -> str:
+    """The lower-case suffix of an annotated-video path ``VideoSink`` can write, else a one-line
+    ``OptionError`` (before any work: a .gif would otherwise be one frame of the video)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in VIDEO_OUT_SUFFIXES:
+        raise OptionError(f"{option} {path}: cannot write {'a ' + suffix if suffix else 'a suffix-less'} video; "
+                          "use .webm (VP9, plays in browsers), .mp4, .m4v, .mov, .mkv or .avi")
+    return suffix
+
+
+@contextlib.contextmanager
+def _quiet_stderr(noise: tuple[str, ...]):
+    """Drop the lines of file descriptor 2 (C code's stderr) that start with one of ``noise`` while the block
+    runs; every other line is written back when it ends.  Without a usable descriptor 2: no filtering."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as buf:
+            os.dup2(buf.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                buf.seek(0)
+                kept = [line for line in buf.read().splitlines(keepends=True)
+                        if not line.decode("utf-8", "replace").startswith(noise)]
+                if kept:
+                    os.write(2, b"".join(kept))
+    finally:
+        os.close(saved)
+
+
 def _tmp_beside(path: Path) -> Path:
     """A temporary name in the same folder that keeps the suffix (VideoWriter picks the container by it)."""
     return path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+
+
+#: the first bytes of still-image formats (FFmpeg would read one as a one-frame video); GIF is left to FFmpeg,
+#: an animated GIF being a video
+_IMAGE_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
+                (b"MM\x00*", "TIFF"), (b"P1", "PNM"), (b"P2", "PNM"), (b"P3", "PNM"), (b"P4", "PNM"), (b"P5", "PNM"),
+                (b"P6", "PNM"))
+
+
+def _still_image_kind(path: Path) -> str | None:
+    """The still-image format ``path`` holds by its first bytes (JPEG, PNG, BMP, TIFF, WebP, PNM), else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None  # the reader below says why
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    for magic, kind in _IMAGE_MAGIC:
+        if not head.startswith(magic):
+            continue
+        if (kind == "PNM" and not head[2:3].isspace()) or (kind == "BMP" and head[6:10] != bytes(4)):
+            continue  # two-byte signatures: the next bytes must agree
+        return kind
+    return None
 
 
 def open_video(path: str | os.PathLike):
@@ -271,6 +348,9 @@ def open_video(path: str | os.PathLike):
         raise FerlabError(f"{p}: is a folder, not a video")
     if p.stat().st_size == 0:
         raise FerlabError(f"{p}: empty file (0 bytes)")
+    kind = _still_image_kind(p)
+    if kind:
+        raise FerlabError(f"{p}: is an image ({kind}), not a video; use ferlab predict", "input")
     # FFmpeg and OpenCV would print their own lines about a broken file; ferlab says it in one line
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     log = cv2.utils.logging
@@ -365,6 +445,8 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
     import cv2
 
     search = check_video_search(search, fast)
+    if out_path:
+        check_video_out(out_path)
     src = Path(in_path)
     cap = open_video(src)
 

@@ -1,0 +1,130 @@
+"""Issue 23, the defects found trying ferlab as a new user would: each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers_models import ASTRONAUT, make_tiny_model
+
+from ferlab.cli import main
+from ferlab.errors import FerlabError
+
+ROOT = Path(__file__).resolve().parents[1]
+FERLAB = [sys.executable, "-m", "ferlab.cli"]
+N_FRAMES, W, H, FPS = 12, 320, 240, 10
+
+
+def run_cli(*args, env=None, timeout=900) -> subprocess.CompletedProcess:
+    return subprocess.run([*FERLAB, *map(str, args)], capture_output=True, text=True, cwd=ROOT, env=env,
+                          timeout=timeout)
+
+
+def count_frames(path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def one_line_error(err: str, *words: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert all(w in lines[0] for w in words), err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(make_tiny_model(tmp_path_factory.mktemp("models")))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """A 12-frame MJPG .avi of the astronaut's head moving right."""
+    head = cv2.imread(str(ASTRONAUT))[20:240, 120:340]
+    path = tmp_path_factory.mktemp("video") / "in.avi"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (W, H))
+    assert vw.isOpened()
+    for i in range(N_FRAMES):
+        frame = np.full((H, W, 3), 90, np.uint8)
+        frame[10:230, 10 + 5 * i:230 + 5 * i] = head
+        vw.write(frame)
+    vw.release()
+    assert count_frames(path) == N_FRAMES
+    return path
+
+
+# -- 1. an output format the writer cannot write is refused before any work -------------------------------------
+
+@pytest.mark.parametrize("name", ["x.gif", "x.png", "x.flv", "x"])
+def test_video_out_format_refused_before_work(tiny, clip, tmp_path, capsys, monkeypatch, name):
+    from ferlab.inference import video as vid
+
+    opened = []  # "before any work": the input video is never opened
+    monkeypatch.setattr(vid, "open_video", lambda p, real=vid.open_video: opened.append(p) or real(p))
+    rc = main(["video", str(clip), "--out", str(tmp_path / name), "--model", tiny, "--no-progress"])
+    assert rc == 2 and not opened
+    one_line_error(capsys.readouterr().err, "--out", "cannot write", ".webm")
+    assert list(tmp_path.iterdir()) == []  # no 1-frame .gif, no numbered temp files
+    with pytest.raises(FerlabError, match="cannot write a .gif video"):
+        vid.process_video(clip, tmp_path / "y.gif", model=tiny)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mov", ".avi", ".m4v"])
+def test_video_out_formats_accepted_are_written_whole(tiny, clip, tmp_path, suffix):
+    from ferlab.inference.video import process_video
+
+    out = tmp_path / f"annotated{suffix}"
+    s = process_video(clip, out, model=tiny)
+    assert s["frames"] == N_FRAMES and count_frames(out) == N_FRAMES
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+# -- 17. a .webm is written without OpenCV's "tag VP90 is not supported" line --------------------------------------
+
+def test_video_webm_stderr_has_no_opencv_noise(tiny, clip, tmp_path):
+    out = tmp_path / "x.webm"
+    r = run_cli("video", clip, "--out", out, "--model", tiny, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "not supported" not in r.stderr and "OpenCV" not in r.stderr and "FFMPEG" not in r.stderr, r.stderr
+    assert count_frames(out) == N_FRAMES
+
+
+def test_quiet_stderr_keeps_other_lines(capfd):
+    from ferlab.inference.video import _WRITER_NOISE, _quiet_stderr
+
+    with _quiet_stderr(_WRITER_NOISE):
+        os.write(2, b"kept line\nOpenCV: FFMPEG: tag 0x30395056/'VP90' is not supported with codec id 167\n")
+    err = capfd.readouterr().err
+    assert "kept line" in err and "VP90" not in err
+
+
+# -- 9. a photo is not a one-frame video ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,fmt", [("photo.jpg", "JPEG"), ("photo.mp4", "PNG"), ("photo.webp", "WEBP"),
+                                      ("photo.bmp", "BMP"), ("photo.tif", "TIFF")])
+def test_video_refuses_an_image(tiny, tmp_path, capsys, name, fmt):
+    from PIL import Image
+
+    Image.open(ASTRONAUT).convert("RGB").save(tmp_path / name, format=fmt)
+    assert main(["video", str(tmp_path / name), "--model", tiny, "--csv", str(tmp_path / "f.csv"),
+                 "--no-progress"]) == 2
+    one_line_error(capsys.readouterr().err, name, "is an image", "ferlab predict")
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_video_still_reads_a_video_named_like_an_image(tiny, clip, tmp_path):
+    """The refusal reads the first bytes, not the name."""
+    from ferlab.inference.video import process_video
+
+    odd = tmp_path / "clip.jpg"
+    odd.write_bytes(clip.read_bytes())
+    assert process_video(odd, model=tiny)["frames"] == N_FRAMES

@@ -128,3 +128,58 @@ def test_video_still_reads_a_video_named_like_an_image(tiny, clip, tmp_path):
     odd = tmp_path / "clip.jpg"
     odd.write_bytes(clip.read_bytes())
     assert process_video(odd, model=tiny)["frames"] == N_FRAMES
+
+
+# -- 2. webcam without a window: a video file is refused, no browser is tried where there is no display ------------
+
+class _Timers:
+    """Stands for threading.Timer: records what would have run (the browser opening) without starting it."""
+
+    made: list = []
+
+    def __init__(self, delay, fn, *a, **k):
+        _Timers.made.append(fn)
+
+    def start(self):
+        pass
+
+
+@pytest.fixture()
+def headless(monkeypatch):
+    """Linux with no display; `ferlab serve` and the browser stubbed: returns (served, browser calls)."""
+    import threading
+    import webbrowser
+
+    from ferlab.commands import serve
+
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    served, opened = [], []
+    monkeypatch.setattr(serve, "run", lambda a: served.append(a) or 0)
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url))
+    _Timers.made = []
+    monkeypatch.setattr(threading, "Timer", _Timers)
+    return served, opened
+
+
+def test_webcam_video_file_without_window_is_refused(tiny, clip, headless, capsys):
+    served, opened = headless
+    assert main(["webcam", "--camera", str(clip), "--model", tiny]) == 2
+    one_line_error(capsys.readouterr().err, "--camera", str(clip), "ferlab video")
+    assert served == [] and opened == [] and _Timers.made == []
+
+
+def test_webcam_no_display_prints_the_url_without_a_browser(tiny, headless, capsys, monkeypatch):
+    served, opened = headless
+    assert main(["webcam", "--model", tiny, "--port", "8766"]) == 0
+    err = capsys.readouterr().err
+    assert "http://localhost:8766/" in err and "opening it in your browser" not in err
+    assert len(served) == 1 and opened == [] and _Timers.made == []
+    # a display (headless OpenCV, so still no window): the browser is opened
+    from ferlab.commands import webcam
+
+    monkeypatch.setenv("DISPLAY", ":0")
+    monkeypatch.setattr(webcam, "gui_problem", lambda: "this OpenCV build has no GUI (opencv-python-headless)")
+    assert main(["webcam", "--model", tiny, "--port", "8766", "--camera", "0"]) == 0
+    assert "opening it in your browser" in capsys.readouterr().err and len(_Timers.made) == 1

@@ -1,5 +1,7 @@
 """ferlab webcam [--camera 0]: live expressions in a window; without one (opencv-python-headless, the base
-install, or no display) the local web page opens in the user's browser instead, using the browser's camera."""
+install, or no display) the local web page is served instead, using the browser's camera: opened in the user's
+browser where there is a display, else only its address printed.  A video file or stream URL (``--camera
+clip.mp4``) needs the window: without one it is refused in one line (``ferlab video`` is the way for a file)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,12 @@ def add_parser(sub) -> None:
     p = sub.add_parser("webcam", help="live expressions from a camera: an OpenCV window, else the local web page",
                        description="Live facial expressions from a camera, drawn in an OpenCV window (q or Esc "
                                    "quits). Where no window can open (opencv-python-headless, the base install, or "
-                                   "no display) the local web page is served and opened in your browser instead; it "
-                                   "uses the browser's camera (Ctrl-C stops the server).")
-    p.add_argument("--camera", default="0", help="camera index, or a video file / stream URL (default 0)")
+                                   "no display) the local web page is served and opened in your browser instead "
+                                   "(with no display: its address is printed); it uses the browser's camera (Ctrl-C "
+                                   "stops the server).")
+    p.add_argument("--camera", default=None,
+                   help="camera index, or a video file / stream URL (default 0); a file or URL needs the window "
+                        "(for a file without one: ferlab video FILE --out annotated.webm)")
     p.add_argument("--model", default="default", help="bundled model name or .onnx path")
     p.add_argument("--detector", default="blazeface",
                    help="blazeface (default: one short-range pass a frame), blazeface-full, haar, haar+profile, or a "
@@ -36,6 +41,11 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def has_display() -> bool:
+    """Whether a window or a browser can be shown: on Linux, $DISPLAY or $WAYLAND_DISPLAY is set."""
+    return not sys.platform.startswith("linux") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def gui_problem() -> str | None:
     """Why no window can be shown here (None when one can)."""
     import cv2
@@ -43,7 +53,7 @@ def gui_problem() -> str | None:
     m = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.M)
     if m and m.group(1).upper() == "NONE":
         return "this OpenCV build has no GUI (opencv-python-headless)"
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+    if not has_display():
         return "no display (DISPLAY is not set)"
     return None
 
@@ -57,8 +67,9 @@ def _free_port() -> int:
 
 
 def open_web_page(args, why: str) -> int:
-    """No window here: serve the local web page on 127.0.0.1 and open it in the user's browser (its live
-    mode uses the browser's camera).  Without the [serve] extra: one line saying what to install."""
+    """No window here: serve the local web page on 127.0.0.1 and open it in the user's browser, or only print
+    its address where there is no display (its live mode uses the browser's camera).  A ``--camera`` file or
+    URL, which the page cannot use, is refused; without the [serve] extra: one line saying what to install."""
     import argparse
     import importlib.util
     import threading
@@ -67,16 +78,22 @@ def open_web_page(args, why: str) -> int:
     from ..errors import FerlabError
     from . import serve
 
+    camera = None if args.camera is None else str(args.camera).strip()
+    if camera and not camera.isdigit():
+        raise FerlabError(f"--camera {camera}: cannot be shown without a window ({why}), and the web page uses "
+                          f"the browser's camera; for a video file: ferlab video {camera} --out annotated.webm")
     missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
     if missing:
         raise FerlabError(f"cannot open a window ({why}) and the web page needs the server extra: "
                           'pip install "ferlab[serve]", then run `ferlab webcam` again')
     port = args.port or _free_port()
     url = f"http://localhost:{port}/"
+    browser = not args.no_browser and has_display()
     print(f"ferlab webcam: no window here ({why}): the live web page is at {url} "
-          + ("" if args.no_browser else "(opening it in your browser) ") + "- press Start camera; Ctrl-C stops",
-          file=sys.stderr)
-    if not args.no_browser:
+          + ("(opening it in your browser) " if browser else "") + "- press Start camera"
+          + (f" (camera {camera} is not used: the page uses the camera the browser picks)" if camera
+             and camera != "0" else "") + "; Ctrl-C stops", file=sys.stderr)
+    if browser:
         threading.Timer(1.0, lambda: webbrowser.open(url)).start()
     parser = argparse.ArgumentParser(prog="ferlab")
     serve.add_parser(parser.add_subparsers())
@@ -96,14 +113,15 @@ def run(args) -> int:
     why = gui_problem()
     if why:
         return open_web_page(args, why)
-    source = int(args.camera) if str(args.camera).isdigit() else args.camera
+    camera = "0" if args.camera is None else str(args.camera).strip()
+    source = int(camera) if camera.isdigit() else camera
     min_face = args.min_face if args.min_face is not None else (60 if "haar" in str(args.detector) else None)
     rec = Recognizer(model=args.model, detector=args.detector, min_face=min_face, max_side=args.max_side,
                      on_no_face="skip")
     stream = StreamRecognizer(rec, every=args.every, smoothing=args.smoothing)
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
-        raise FerlabError(f"cannot open camera {args.camera!r} (is it connected, and not used by another program?)")
+        raise FerlabError(f"cannot open camera {camera!r} (is it connected, and not used by another program?)")
     title = "ferlab webcam (q to quit)"
     try:
         cv2.namedWindow(title, cv2.WINDOW_NORMAL)

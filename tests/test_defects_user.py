@@ -183,3 +183,18 @@ def test_webcam_no_display_prints_the_url_without_a_browser(tiny, headless, caps
     monkeypatch.setattr(webcam, "gui_problem", lambda: "this OpenCV build has no GUI (opencv-python-headless)")
     assert main(["webcam", "--model", tiny, "--port", "8766", "--camera", "0"]) == 0
     assert "opening it in your browser" in capsys.readouterr().err and len(_Timers.made) == 1
+
+
+# -- 3. ferlab export takes the --progress/--no-progress switch the README promises to long commands -------------
+
+def test_export_takes_the_progress_switch(capsys):
+    from ferlab.cli import build_parser
+
+    parser = build_parser()
+    for flag, value in (("--no-progress", False), ("--progress", True)):
+        args = parser.parse_args(["export", "runs/x", flag])
+        assert args.command == "export" and args.progress is value
+    # through the whole CLI: the switch is accepted and the run directory is what is refused
+    assert main(["export", "no/such/run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "unrecognized" not in err and "no/such/run" in err

@@ -137,12 +137,14 @@ def write_output(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def add_progress(p: argparse.ArgumentParser, default: bool | None = None, aliases: tuple[str, ...] = ()) -> None:
+def add_progress(p: argparse.ArgumentParser, default: bool | None = None, aliases: tuple[str, ...] = (),
+                 note: str = "") -> None:
     """The one progress switch: ``--progress`` / ``--no-progress`` (default: ``default``; None = on when
-    stderr is a terminal).  ``aliases``: old spellings of ``--no-progress`` kept working, hidden from help."""
+    stderr is a terminal).  ``aliases``: old spellings of ``--no-progress`` kept working, hidden from help;
+    ``note`` ends the help text."""
     p.add_argument("--progress", dest="progress", action=argparse.BooleanOptionalAction, default=default,
                    help="progress bars on stderr (default: " + (
-                       "when stderr is a terminal" if default is None else "on" if default else "off") + ")")
+                       "when stderr is a terminal" if default is None else "on" if default else "off") + f"){note}")
     for alias in aliases:
         p.add_argument(alias, dest="progress", action="store_false", help=argparse.SUPPRESS)
 

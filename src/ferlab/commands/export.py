@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._options import MARGIN, check_output
+from ._options import MARGIN, add_progress, check_output
 
 
 def add_parser(sub) -> None:
@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--no-calibrate", action="store_true", help="skip fitting the temperature")
     p.add_argument("--data", help="the run's dataset, when its recipe's path does not lead there from here "
                                   "(used to fit the temperature and calibrate int8)")
+    # the switch every long command shares (README): export draws no bars today, so scripts may pass it anyway
+    add_progress(p, default=False, note="; export draws none: taken so that every long command accepts it")
     p.set_defaults(func=run)
 
 

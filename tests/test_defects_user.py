@@ -198,3 +198,28 @@ def test_export_takes_the_progress_switch(capsys):
     assert main(["export", "no/such/run", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "unrecognized" not in err and "no/such/run" in err
+
+
+# -- 4. curves.png of a 1-epoch run shows its point ------------------------------------------------------------
+
+def _blobs(png: Path, rgb_hex: str) -> int:
+    """Connected blobs (of 12 px or more) of one colour in an image."""
+    bgr = np.array([int(rgb_hex[i:i + 2], 16) for i in (5, 3, 1)], np.int16)
+    img = cv2.imread(str(png), cv2.IMREAD_COLOR).astype(np.int16)
+    mask = (np.abs(img - bgr).max(axis=2) < 40).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+    return int((stats[1:, cv2.CC_STAT_AREA] >= 12).sum())
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_curves_of_a_short_run_show_each_epoch(tmp_path, epochs):
+    from ferlab.training.rundir import RunDir
+
+    rows = [{"epoch": i + 1, "train_loss": 1.5 - 0.3 * i, "val_loss": 1.4 - 0.1 * i, "train_acc": 0.4 + 0.1 * i,
+             "val_acc": 0.45 + 0.05 * i} for i in range(epochs)]
+    RunDir(tmp_path).write_curves(rows)
+    png = tmp_path / "curves.png"
+    # each colour (train C0, validation C1): one legend handle per panel, plus what the data drew in each panel;
+    # a line through one point draws nothing, so without markers a 1-epoch run shows only the two legend handles
+    for colour in ("#1f77b4", "#ff7f0e"):
+        assert _blobs(png, colour) >= 4, colour

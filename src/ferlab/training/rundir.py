@@ -112,22 +112,31 @@ class RunDir:
     # -- curves.png
 
     def write_curves(self, rows: list[dict]) -> None:
-        """Loss and accuracy per epoch, training and validation (matplotlib)."""
+        """Loss and accuracy per epoch, training and validation (matplotlib).  With few epochs each one is
+        marked (a line through one point draws nothing: a 1-epoch run had empty curves)."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         ep = [r["epoch"] for r in rows]
+        style = {"marker": "o", "markersize": 5 if len(ep) < 5 else 3} if len(ep) <= 30 else {}
         fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
-        ax[0].plot(ep, [r["train_loss"] for r in rows], label="train")
-        ax[0].plot(ep, [r["val_loss"] for r in rows], label="validation")
+        ax[0].plot(ep, [r["train_loss"] for r in rows], label="train", **style)
+        ax[0].plot(ep, [r["val_loss"] for r in rows], label="validation", **style)
         ax[0].set_title("loss")
-        ax[1].plot(ep, [r["train_acc"] for r in rows], label="train")
-        ax[1].plot(ep, [r["val_acc"] for r in rows], label="validation")
+        ax[1].plot(ep, [r["train_acc"] for r in rows], label="train", **style)
+        ax[1].plot(ep, [r["val_acc"] for r in rows], label="validation", **style)
         ax[1].set_title("accuracy")
         for a in ax:
             a.set_xlabel("epoch")
+            if len(ep) <= 10:  # whole epochs only (no 0.945 ... 1.050 ticks around a single epoch)
+                a.set_xticks(ep)
+                if len(ep) == 1:
+                    a.set_xlim(ep[0] - 0.5, ep[0] + 0.5)
+            else:
+                a.xaxis.set_major_locator(MaxNLocator(integer=True))
             a.grid(alpha=0.3)
             a.legend()
         fig.tight_layout()

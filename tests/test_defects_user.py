@@ -223,3 +223,18 @@ def test_curves_of_a_short_run_show_each_epoch(tmp_path, epochs):
     # a line through one point draws nothing, so without markers a 1-epoch run shows only the two legend handles
     for colour in ("#1f77b4", "#ff7f0e"):
         assert _blobs(png, colour) >= 4, colour
+
+
+# -- 5. examples/README.md says what `ferlab predict examples/` prints for no_face.png -----------------------------
+
+def test_examples_readme_matches_predict_on_no_face(capsys):
+    readme = (ROOT / "examples" / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if line.startswith("| `no_face.png`")]
+    expected = row.strip("|").split("|")[-1]
+    assert main(["predict", str(ROOT / "examples" / "no_face.png")]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "no_face.png" in x]
+    assert "no face found" in line and "whole" not in line  # what predict prints by default...
+    assert "no face found" in expected and "is classified" not in expected  # ...and what the README says
+    assert "--on-no-face whole" in expected
+    assert main(["predict", str(ROOT / "examples" / "no_face.png"), "--on-no-face", "whole"]) == 0
+    assert "whole" in capsys.readouterr().out

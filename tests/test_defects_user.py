@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -238,3 +239,12 @@ def test_examples_readme_matches_predict_on_no_face(capsys):
     assert "--on-no-face whole" in expected
     assert main(["predict", str(ROOT / "examples" / "no_face.png"), "--on-no-face", "whole"]) == 0
     assert "whole" in capsys.readouterr().out
+
+
+# -- 6. the README says that the API's schema is at /openapi.json (the server serves it: tests/test_serving.py) ----
+
+def test_readme_documents_openapi_json():
+    readme = (ROOT / "README.md").read_text()
+    (row,) = [line for line in readme.splitlines() if "`ferlab serve` →" in line]
+    assert "/openapi.json" in row
+    assert re.search(r"OpenAPI schema the server serves at\s+`/openapi.json`", readme)

@@ -72,7 +72,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
     run = Path(path)
     if not run.is_dir():
         raise FerlabError(f"{run}: no such run directory")
-    cfg_file, summary_file = run / "config.yaml", run / "summary.json"
+    cfg_file, summary_file = run / RunDir.CONFIG, run / RunDir.SUMMARY
     if not cfg_file.is_file() and not summary_file.is_file():
         raise FerlabError(f"{run}: not a run directory (no config.yaml or summary.json)")
     cfg = RunDir(run).read_config_dict(strict=True)
@@ -213,7 +213,7 @@ def format_csv(cols: list[str], table: list[dict[str, Any]]) -> str:
 def is_run_dir(path: str | Path) -> bool:
     """Whether ``path`` is a folder with a run's ``config.yaml`` or ``summary.json``."""
     p = Path(path)
-    return p.is_dir() and ((p / "config.yaml").is_file() or (p / "summary.json").is_file())
+    return p.is_dir() and ((p / RunDir.CONFIG).is_file() or (p / RunDir.SUMMARY).is_file())
 
 
 def collect_runs(paths: list[str]) -> tuple[list[dict[str, Any]], list[str]]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .build import build_model, prepare_data, targets
-from .checkpoint import save_weights
+from .callbacks import update_best
 from .config import TrainConfig
 from .forward import extract_features
 from .losses import class_weights, soft_cross_entropy
@@ -26,12 +26,12 @@ from .trainer import finish_run
 
 
 def fit_head_cached(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> dict:
-    run = Path(run_dir)
+    run = RunDir(run_dir)
     t_start = time.time()
     train, val = prepare_data(cfg)
     model = build_model(cfg, len(train.classes))
-    run.mkdir(parents=True, exist_ok=True)
-    RunDir(run).write_config(cfg)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg)
     views = np.concatenate([train.images, train.images[:, :, ::-1]])
     x_train = torch.as_tensor(extract_features(model, np.ascontiguousarray(views), cfg.input_size))
     x_val = torch.as_tensor(extract_features(model, val.images, cfg.input_size))
@@ -72,15 +72,10 @@ def fit_head_cached(cfg: TrainConfig, run_dir: str | Path, progress: bool = True
         rows.append({"epoch": epoch + 1, "train_loss": tot / seen, "train_acc": correct / seen, "val_loss": val_loss,
                      "val_acc": val_acc, "lr": lr, "images_per_s": seen / max(time.time() - t0, 1e-9),
                      "epoch_s": time.time() - t0, "elapsed_s": time.time() - t_start})
-        if val_acc > best["val_acc"]:
-            best.update(val_acc=val_acc, epoch_acc=epoch + 1)
-            save_weights(model, run / "best_acc.safetensors", {"epoch": str(epoch + 1)})
-        if val_loss < best["val_loss"]:
-            best.update(val_loss=val_loss, epoch_loss=epoch + 1)
-            save_weights(model, run / "best_loss.safetensors", {"epoch": str(epoch + 1)})
-    RunDir(run).write_metrics(rows)
-    RunDir(run).write_curves(rows)
-    summary = finish_run(cfg, run, model, rows, best, train.classes, train, val, time.time() - t_start)
+        update_best(run, best, rows[-1], model)
+    run.write_metrics(rows)
+    run.write_curves(rows)
+    summary = finish_run(cfg, run.path, model, rows, best, train.classes, train, val, time.time() - t_start)
     if progress:
         print(f"head trained on cached features: best validation accuracy {best['val_acc']:.4f} "
               f"(epoch {best['epoch_acc']}), {time.time() - t_start:.0f} s in all", flush=True)

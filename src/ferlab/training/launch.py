@@ -40,9 +40,9 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, resume: bool = False, pr
         if stage.finished():
             summary = stage.read_summary()
         else:
-            again = resume and (stage / RunDir.STATE).exists()
+            again = resume and stage.has_state()
             summary = Trainer(stage_cfg, stage.path, progress=progress, on_epoch_end=on_epoch_end).fit(resume=again)
-        prev = stage / "model.safetensors"
+        prev = stage.weights_path()
         total_s += summary.get("train_time_s", 0.0)
         total_epochs += summary.get("epochs_run", 0)
     run.copy_weights(prev)

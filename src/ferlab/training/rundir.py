@@ -156,15 +156,40 @@ class RunDir:
     def finished(self) -> bool:
         return (self.path / self.SUMMARY).is_file()
 
-    # -- weights
+    # -- weights (writing them needs torch: imported when called, so a RunDir reads runs without it)
+
+    def weights_path(self, name: str = "model") -> Path:
+        """``NAME.safetensors`` of this run: ``model`` (the result), ``best_acc``, ``best_loss``."""
+        return self.path / f"{name}.safetensors"
 
     def weights(self, name: str = "model") -> Path:
         """``NAME.safetensors``, else ``best_acc.safetensors`` (a run still going)."""
-        for f in (self.path / f"{name}.safetensors", self.path / "best_acc.safetensors"):
+        for f in (self.weights_path(name), self.weights_path("best_acc")):
             if f.is_file():
                 return f
         raise FerlabError(f"{self.path}: no weights yet (model.safetensors / best_acc.safetensors)")
 
+    def save_weights(self, model, name: str = "model", metadata: dict[str, str] | None = None) -> None:
+        """The weights of a torch ``model`` as ``NAME.safetensors`` (atomically)."""
+        from .checkpoint import save_weights
+
+        save_weights(model, self.weights_path(name), metadata)
+
     def copy_weights(self, src: Path, name: str = "model") -> None:
         data = Path(src).read_bytes()
-        atomic_write(self.path / f"{name}.safetensors", lambda tmp: Path(tmp).write_bytes(data))
+        atomic_write(self.weights_path(name), lambda tmp: Path(tmp).write_bytes(data))
+
+    # -- last.pt (the full training state a killed run resumes from)
+
+    def has_state(self) -> bool:
+        return (self.path / self.STATE).exists()
+
+    def save_state(self, state: dict) -> None:
+        from .checkpoint import save_training_state
+
+        save_training_state(state, self.path / self.STATE)
+
+    def load_state(self) -> dict:
+        from .checkpoint import load_training_state
+
+        return load_training_state(self.path / self.STATE)

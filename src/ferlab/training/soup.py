@@ -29,7 +29,6 @@ SAME = ("model", "model_options", "input_size", "labels", "data", "val_split", "
 def make_soup(runs: list[str | os.PathLike], out: str | os.PathLike, progress: bool = True) -> dict:
     """Average the weights of ``runs`` into the run directory ``out``; returns its summary."""
     from .build import load_run, prepare_data
-    from .checkpoint import save_weights
     from .forward import predict_logits
 
     if len(runs) < 2:
@@ -74,7 +73,7 @@ def make_soup(runs: list[str | os.PathLike], out: str | os.PathLike, progress: b
     run = RunDir(out)
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg)
-    save_weights(model, run / "model.safetensors", metadata={"soup_of": ", ".join(soup["ingredients"])})
+    run.save_weights(model, metadata={"soup_of": ", ".join(soup["ingredients"])})
     run.write_summary(summary)
     return summary
 

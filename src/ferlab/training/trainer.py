@@ -1,8 +1,9 @@
 """The trainer: in-memory uint8 data, batched augmentation, bf16 autocast, resumable runs.
 
-``Trainer(cfg, run_dir).fit()`` trains one recipe into one run directory (its files: ``training.rundir``);
-the model and data come from ``training.build``, the forward pass (normalisation, precision, validation
-logits) from ``training.forward``.  ``training.launch.train`` chooses between this loop, the cached-feature
+``Trainer(cfg, run_dir).fit()`` trains one recipe into one run directory (every file written through its
+``training.rundir.RunDir``); the model and data come from ``training.build``, the forward pass (normalisation,
+precision, validation logits) from ``training.forward``.  The loop trains and validates; what happens after
+each epoch (best weights, ``last.pt``, metrics, early stopping) is ``training.callbacks``.  ``training.launch.train`` chooses between this loop, the cached-feature
 head fit (``training.headfit``) and staged recipes.
 """
 
@@ -24,7 +25,7 @@ from ..hardware import machine_info
 from ..io import portable_path
 from ..models import count_params
 from .build import build_model, prepare_data, targets
-from .checkpoint import load_training_state, save_training_state, save_weights
+from .callbacks import Callback, default_callbacks, validated_model
 from .config import TrainConfig
 from .distill import kd_loss
 from .ema import WeightAverage
@@ -68,10 +69,13 @@ def param_groups(model: torch.nn.Module, backbone_lr_scale: float) -> list[dict]
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True, log: bool = True,
-                 on_epoch_end=None):
-        """``on_epoch_end(row) -> bool``: called with each epoch's metrics row; True stops the run."""
+                 on_epoch_end=None, callbacks: list[Callback] | None = None):
+        """``on_epoch_end(row) -> bool``: called with each epoch's metrics row; True stops the run.
+        ``callbacks``: what runs after each epoch (default: ``callbacks.default_callbacks``)."""
         self.cfg, self.run_dir, self.progress, self.log = cfg, Path(run_dir), progress, log
+        self.rundir = RunDir(run_dir)
         self.on_epoch_end = on_epoch_end
+        self.callbacks = default_callbacks(on_epoch_end) if callbacks is None else list(callbacks)
 
     def fit(self, resume: bool = False) -> dict:
         cfg, run = self.cfg, self.run_dir
@@ -91,7 +95,7 @@ class Trainer:
         opt = make_optimizer(cfg, param_groups(model, cfg.backbone_lr_scale))
         run.mkdir(parents=True, exist_ok=True)  # only once data and model are known to be good
         if not resume:
-            RunDir(run).write_config({**cfg.to_dict(), "amp": self.amp["requested"]})
+            self.rundir.write_config({**cfg.to_dict(), "amp": self.amp["requested"]})
         weights = class_weights(train.labels, len(classes), cfg.class_weights)
         from ..data.augment import Augmenter
 
@@ -135,12 +139,11 @@ class Trainer:
     def _restore(self, loop: SimpleNamespace) -> None:
         """Put the model, optimiser, random generators, schedule state and rows of ``last.pt`` into ``loop``."""
         cfg, run = self.cfg, self.run_dir
-        state_path = run / RunDir.STATE
-        if (run / RunDir.SUMMARY).exists() and not state_path.exists():
+        if self.rundir.finished() and not self.rundir.has_state():
             raise FerlabError(f"{run}: run already finished")
-        if not state_path.exists():
+        if not self.rundir.has_state():
             raise FerlabError(f"{run}: nothing to resume (no last.pt)")
-        st = load_training_state(state_path)
+        st = self.rundir.load_state()
         loop.model.load_state_dict(st["model"])
         if int(st["epoch"]) >= cfg.epochs:
             if self.log:
@@ -155,7 +158,7 @@ class Trainer:
         loop.gen.set_state(st["gen_rng"])
         torch.set_rng_state(st["torch_rng"])
         loop.plateau = Plateau(cfg.plateau_factor, cfg.plateau_patience, dict(st["plateau"]))
-        loop.rows = [dict(r) for r in st["rows"]] if st.get("rows") else RunDir(run).read_metrics()[:loop.start_epoch]
+        loop.rows = [dict(r) for r in st["rows"]] if st.get("rows") else self.rundir.read_metrics()[:loop.start_epoch]
 
     def _train_epoch(self, loop: SimpleNamespace, epoch: int) -> tuple[float, int, int]:
         """One pass over the training data; (summed loss, correct, seen).  Sets ``loop.lr`` to the last rate."""
@@ -232,52 +235,24 @@ class Trainer:
         return info
 
     def _end_epoch(self, loop: SimpleNamespace, epoch: int, stats: tuple, val_x, val_y) -> bool:
-        """Validate, log and checkpoint one finished epoch; True when early stopping says stop.  With ``ema``
-        the weight average is what is validated and kept."""
-        cfg, run = self.cfg, self.run_dir
+        """Validate one finished epoch, then run the callbacks on its row; True when one says stop."""
+        loop.rows.append(self._validate(loop, epoch, stats, val_x, val_y))
+        return any(cb.on_epoch_end(self, loop, loop.rows[-1]) for cb in self.callbacks)  # stops at the first True
+
+    def _validate(self, loop: SimpleNamespace, epoch: int, stats: tuple, val_x, val_y) -> dict:
+        """The epoch's metrics row (validation of ``callbacks.validated_model``: the weight average with
+        ``ema``); steps the plateau schedule."""
+        cfg = self.cfg
         tot_loss, tot_correct, seen, train_time, t0 = stats
-        model = loop.ema.module if loop.ema is not None else loop.model
-        best, rows, plateau, elapsed, lr = loop.best, loop.rows, loop.plateau, loop.elapsed, loop.lr
-        val_logits = predict_logits(model, val_x, cfg.input_size, amp=cfg.amp, device=cfg.device)
+        val_logits = predict_logits(validated_model(loop), val_x, cfg.input_size, amp=cfg.amp, device=cfg.device)
         val_loss = float(F.cross_entropy(torch.as_tensor(val_logits), torch.as_tensor(val_y)))
         val_acc = float((val_logits.argmax(1) == val_y).mean())
         if cfg.scheduler == "plateau":
-            plateau.step(val_loss)
-        elapsed += time.time() - t0
-        row = {"epoch": epoch + 1, "train_loss": tot_loss / seen, "train_acc": tot_correct / seen,
-               "val_loss": val_loss, "val_acc": val_acc, "lr": lr, "images_per_s": seen / train_time,
-               "epoch_s": time.time() - t0, "elapsed_s": elapsed}
-        rows.append(row)
-        improved_acc = val_acc > best["val_acc"]
-        if improved_acc:
-            best.update(val_acc=val_acc, epoch_acc=epoch + 1)
-            save_weights(model, run / "best_acc.safetensors", {"epoch": str(epoch + 1)})
-        improved_loss = val_loss < best["val_loss"]
-        if improved_loss:
-            best.update(val_loss=val_loss, epoch_loss=epoch + 1)
-            save_weights(model, run / "best_loss.safetensors", {"epoch": str(epoch + 1)})
-        # the state first (with the rows): a run killed between the two files resumes from last.pt alone
-        save_training_state({
-            "model": loop.model.state_dict(), "optimizer": loop.opt.state_dict(), "epoch": epoch + 1, "best": best,
-            "elapsed": elapsed, "aug_rng": loop.aug.g.get_state(), "gen_rng": loop.gen.get_state(),
-            "torch_rng": torch.get_rng_state(), "plateau": plateau.state(), "rows": [dict(r) for r in rows],
-            **({"ema": loop.ema.state_dict()} if loop.ema is not None else {}),
-        }, run / "last.pt")
-        RunDir(run).write_metrics(rows)
-        RunDir(run).write_curves(rows)
-        if self.log:
-            print(f"epoch {epoch + 1}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.3f} | "
-                  f"val loss {val_loss:.3f} acc {val_acc:.4f} | {row['images_per_s']:.0f} img/s", flush=True)
-        if self.on_epoch_end is not None and self.on_epoch_end(row):
-            return True
-        if not cfg.early_stopping:
-            return False
-        if _stale_epochs(rows, cfg.early_stopping) >= cfg.patience:
-            if self.log:
-                print(f"early stopping after epoch {epoch + 1}: no {cfg.early_stopping} gain "
-                      f"in {cfg.patience} epochs", flush=True)
-            return True
-        return False
+            loop.plateau.step(val_loss)
+        elapsed = loop.elapsed + (time.time() - t0)
+        return {"epoch": epoch + 1, "train_loss": tot_loss / seen, "train_acc": tot_correct / seen,
+                "val_loss": val_loss, "val_acc": val_acc, "lr": loop.lr, "images_per_s": seen / train_time,
+                "epoch_s": time.time() - t0, "elapsed_s": elapsed}
 
     def _epoch_order(self, train, gen, n):
         if self.cfg.sampler == "weighted":
@@ -299,12 +274,12 @@ def finish_run(cfg: TrainConfig, run_dir: str | Path, model, rows: list[dict], b
     Shared by the training loop and the cached-feature head fit (``training.headfit``)."""
     run = RunDir(run_dir)
     key = "acc" if cfg.select_metric == "val_acc" else "loss"
-    src = run / f"best_{key}.safetensors"
+    src = run.weights_path(f"best_{key}")
     restored = bool(cfg.restore_best and src.exists())
     if restored:
         run.copy_weights(src)
     else:
-        save_weights(model, run / "model.safetensors")
+        run.save_weights(model)
     # the epoch whose weights model.safetensors holds, and its validation numbers (reports name this one)
     sel_epoch = best[f"epoch_{key}"] if restored else len(rows)
     sel_row = next((r for r in rows if int(r["epoch"]) == sel_epoch), {})
@@ -338,10 +313,3 @@ def _bar(total: int, desc: str, on: bool):
 
     return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=1.0)
 
-
-def _stale_epochs(rows: list[dict], metric: str) -> int:
-    if not metric:
-        return 0
-    vals = [r[metric] for r in rows]
-    best_i = int(np.argmax(vals) if metric == "val_acc" else np.argmin(vals))
-    return len(vals) - 1 - best_i

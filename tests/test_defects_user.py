@@ -248,3 +248,27 @@ def test_readme_documents_openapi_json():
     (row,) = [line for line in readme.splitlines() if "`ferlab serve` →" in line]
     assert "/openapi.json" in row
     assert re.search(r"OpenAPI schema the server serves at\s+`/openapi.json`", readme)
+
+
+# -- 7. the licence is an SPDX string with its file: no setuptools deprecation (builds stop 2027-02-18) ------------
+
+def test_pyproject_licence_is_spdx_with_its_file(monkeypatch):
+    import tomllib
+    import warnings
+
+    setuptools = pytest.importorskip("setuptools")  # in a Python 3.11 venv; 3.12 venvs come without it
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    patterns = project["project"]["license-files"]
+    assert all(list(ROOT.glob(p)) for p in patterns) and (ROOT / "LICENSE").read_text().startswith("MIT License")
+    # the SPDX string needs setuptools 77: the build requires it, and the one installed here has it
+    assert "setuptools>=77" in project["build-system"]["requires"]
+    assert tuple(int(x) for x in setuptools.__version__.split(".")[:2]) >= (77, 0)
+    monkeypatch.chdir(ROOT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the old `license = { text = "MIT" }` raises SetuptoolsDeprecationWarning
+        dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
+    assert dist.metadata.license_expression == "MIT" and dist.metadata.license_files == ["LICENSE"]

@@ -1,16 +1,16 @@
 # Two commands for a fresh machine:
 #   make demo   set up .venv and recognise the expressions in examples/
-#   make test   set up .venv (all extras + headless chromium) and run lint + the test suite
+#   make test   set up .venv (every extra but [convert] + headless chromium) and run lint + the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint venv browser clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[train,serve,scale,dev]"
+	$(PY) -m pip install -q -e ".[train,serve,scale,video,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -272,3 +272,23 @@ def test_pyproject_licence_is_spdx_with_its_file(monkeypatch):
         warnings.simplefilter("error")  # the old `license = { text = "MIT" }` raises SetuptoolsDeprecationWarning
         dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
     assert dist.metadata.license_expression == "MIT" and dist.metadata.license_files == ["LICENSE"]
+
+
+# -- 8. `make test` installs the [video] extra (H.264 .mp4 that Chromium plays) -----------------------------------
+
+def test_make_test_installs_every_extra_but_convert():
+    import tomllib
+
+    extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    makefile = (ROOT / "Makefile").read_text()
+    (spec,) = re.findall(r'pip install -q -e "\.\[([a-z,]+)\]"', makefile)
+    assert "video" in spec.split(",") and set(spec.split(",")) == extras - {"convert"}
+    assert re.search(r"^\$\(STAMP\):.*\bMakefile\b", makefile, re.M)  # a new extra here reinstalls .venv
+
+
+def test_mp4_is_h264_with_the_video_extra(tiny, clip, tmp_path):
+    pytest.importorskip("av")  # installed by `make test` (above)
+    from ferlab.inference.video import process_video
+
+    s = process_video(clip, tmp_path / "x.mp4", model=tiny)
+    assert s["video_codec"] == "h264" and count_frames(tmp_path / "x.mp4") == N_FRAMES

@@ -292,3 +292,25 @@ def test_mp4_is_h264_with_the_video_extra(tiny, clip, tmp_path):
 
     s = process_video(clip, tmp_path / "x.mp4", model=tiny)
     assert s["video_codec"] == "h264" and count_frames(tmp_path / "x.mp4") == N_FRAMES
+
+
+# -- 9. `ferlab data info` on the FER+ votes file says to use --labels ferplus-* ---------------------------------
+
+@pytest.mark.parametrize("action", ["info", "check"])
+def test_data_on_the_ferplus_votes_file_hints_at_the_labels(tmp_path, capsys, action):
+    from conftest import FERPLUS_VOTES
+
+    votes = FERPLUS_VOTES
+    if not votes.exists():  # the shared file, else its first rows (the header is what is recognised)
+        votes = tmp_path / "fer2013new.csv"
+        votes.write_text("Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF\n"
+                         "Training,fer0000000.png,4,0,0,1,3,2,0,0,0,0\n")
+    assert main(["data", action, str(votes)]) == 2
+    one_line_error(capsys.readouterr().err, str(votes), "FER+ votes file", "--labels ferplus-majority",
+                   f"ferlab data {action}")
+    # any other CSV that is not a dataset keeps its own message
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    assert main(["data", action, str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "FER+" not in err and "missing column" in err

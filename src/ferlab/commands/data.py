@@ -64,10 +64,33 @@ def add_parser(sub) -> None:
 
 def _load(args, skip_bad: bool | None = None):
     from ..data import load_dataset
+    from ..errors import FerlabError
     from ..inference.crop import FaceCropper
 
-    return load_dataset(args.path, labels=args.labels, votes=args.votes,
-                        skip_bad=args.skip_bad if skip_bad is None else skip_bad, cropper=FaceCropper())
+    try:
+        return load_dataset(args.path, labels=args.labels, votes=args.votes,
+                            skip_bad=args.skip_bad if skip_bad is None else skip_bad, cropper=FaceCropper())
+    except FerlabError:
+        if _is_ferplus_votes(args.path):  # a new user's first guess: the FER+ file holds labels, not images
+            action = getattr(args, "data_command", None) or "info"
+            raise FerlabError(f"{args.path}: this is the FER+ votes file (labels only, no pixels): give the FER2013 "
+                              f"CSV and the FER+ labels, e.g. ferlab data {action} fer2013.csv --labels "
+                              "ferplus-majority (the votes are found beside the CSV or in ../ferplus/, else "
+                              f"--votes {args.path})", "data") from None
+        raise
+
+
+def _is_ferplus_votes(path: str) -> bool:
+    """Whether ``path`` is a FER+ votes file (fer2013new.csv: ``Usage,Image name,neutral,...``) by its header."""
+    import gzip
+
+    try:
+        with (gzip.open if str(path).endswith(".gz") else open)(path, "rt", errors="replace") as f:
+            header = f.readline(4096)
+    except (OSError, EOFError, UnicodeError):
+        return False
+    columns = {c.strip().lower() for c in header.split(",")}
+    return {"image name", "neutral", "happiness", "contempt"} <= columns and "pixels" not in columns
 
 
 def _n(x: int) -> str:

@@ -121,6 +121,20 @@ def resolve_recipe_paths(d: dict[str, Any], recipe_dir: Path | None) -> dict[str
     return out
 
 
+def read_yaml(path: str | Path, what: str = "recipe") -> Any:
+    """The YAML document of a recipe or run config file, or a one-line ``FerlabError`` naming the file when it
+    is not UTF-8 text (UTF-16, Latin-1, an image, binary) or not valid YAML.  An empty file gives None."""
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise FerlabError(f"{p}: not UTF-8 text (byte {e.start}); a {what} is a YAML file saved as UTF-8") from None
+    except yaml.YAMLError as e:
+        raise FerlabError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise FerlabError(f"{p}: not valid YAML (nested too deeply)") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """A recipe file (YAML) plus ``key=value`` overrides (``augment.rotate=10`` sets a nested key)."""
     d: dict[str, Any] = {}
@@ -128,10 +142,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         if not p.is_file():
             raise FerlabError(f"{p}: no such recipe file")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise FerlabError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        d = read_yaml(p) or {}
         if not isinstance(d, dict):
             raise FerlabError(f"{p}: a recipe must be a mapping of keys to values")
         d = resolve_recipe_paths(d, p.parent)

@@ -27,7 +27,7 @@ import yaml
 
 from ..errors import FerlabError
 from ..io import atomic_write
-from .config import TrainConfig
+from .config import TrainConfig, read_yaml
 
 
 class RunDir:
@@ -65,14 +65,14 @@ class RunDir:
         atomic_write(self.path / self.CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(d)))
 
     def read_config_dict(self, strict: bool = False) -> dict[str, Any]:
-        """config.yaml as written (no validation); {} when there is none.  A file that is not YAML or not a
-        mapping gives {} too, or with ``strict`` a one-line ``FerlabError``."""
+        """config.yaml as written (no validation); {} when there is none.  A file that is not UTF-8 YAML or not
+        a mapping gives {} too, or with ``strict`` a one-line ``FerlabError``."""
         f = self.path / self.CONFIG
         try:
-            d = (yaml.safe_load(f.read_text()) or {}) if f.is_file() else {}
-        except yaml.YAMLError:
+            d = (read_yaml(f, "run config") or {}) if f.is_file() else {}
+        except FerlabError:
             if strict:
-                raise FerlabError(f"{f}: not valid YAML") from None
+                raise
             return {}
         if not isinstance(d, dict):
             if strict:
@@ -81,8 +81,17 @@ class RunDir:
         return d
 
     def read_config(self) -> TrainConfig:
+        """config.yaml as a validated ``TrainConfig``; a file that is not UTF-8 YAML, not a mapping or not a
+        valid recipe is a one-line ``FerlabError`` naming it."""
         self.check()
-        return TrainConfig.from_dict(yaml.safe_load((self.path / self.CONFIG).read_text()))
+        f = self.path / self.CONFIG
+        d = read_yaml(f, "run config")
+        if not isinstance(d, dict):
+            raise FerlabError(f"{f}: a run config must be a mapping of recipe keys (is it the run's config.yaml?)")
+        try:
+            return TrainConfig.from_dict(d)
+        except FerlabError as e:
+            raise type(e)(f"{f}: {e}", e.kind) from None
 
     # -- metrics.csv
 
@@ -149,9 +158,18 @@ class RunDir:
         atomic_write(self.path / self.SUMMARY, lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2)))
 
     def read_summary(self) -> dict[str, Any]:
-        """summary.json, or {} while the run is still going."""
+        """summary.json, or {} while the run is still going; a file that is not a JSON object is a one-line
+        ``FerlabError``."""
         f = self.path / self.SUMMARY
-        return json.loads(f.read_text()) if f.is_file() else {}
+        if not f.is_file():
+            return {}
+        try:
+            d = json.loads(f.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise FerlabError(f"{f}: not a valid summary (JSON written by ferlab train)") from None
+        if not isinstance(d, dict):
+            raise FerlabError(f"{f}: not a valid summary (JSON written by ferlab train)")
+        return d
 
     def finished(self) -> bool:
         return (self.path / self.SUMMARY).is_file()

@@ -19,13 +19,17 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "ferlab"
 
-#: floors, ground floor first: a module may import its own floor and those below
+#: floors, ground floor first: a module may import its own floor and those below.  A name stands for that module
+#: or package and everything under it, except the names in ``ONLY_ITSELF``; a module under none of them is on no
+#: floor, and the test fails until it is given one.
 LAYERS: list[tuple[str, ...]] = [
     ("ferlab", "ferlab.errors", "ferlab.labels", "ferlab.io", "ferlab.calibration", "ferlab.card",
-     "ferlab.hardware"),                                   # stdlib + numpy only
+     "ferlab.hardware", "ferlab.tta"),                     # stdlib + numpy only
     ("ferlab.imageio", "ferlab.zoo"),                      # the gate for untrusted bytes; the bundled models
     ("ferlab.data", "ferlab.inference"),                   # datasets | torch-free inference, side by side
     ("ferlab.models",),                                    # torch architectures, the registry, weights
@@ -34,6 +38,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("ferlab.ensemble", "ferlab.features", "ferlab.tune", "ferlab.batch", "ferlab.serving"),
     ("ferlab.commands", "ferlab.cli"),                     # one module per subcommand; the parser
 ]
+#: names that stand for that module alone, not for what lies under it: the package ``ferlab`` is its
+#: ``__init__`` (on the ground floor), not every module of the package
+ONLY_ITSELF = frozenset({"ferlab"})
 #: units on one floor that must not import each other
 APART = [("ferlab.data", "ferlab.inference"), ("ferlab.batch", "ferlab.serving"),
          ("ferlab.ensemble", "ferlab.tune"), ("ferlab.features", "ferlab.tune")]
@@ -123,10 +130,12 @@ def heavy(mod: str, seen: frozenset[str] = frozenset()) -> bool:
 
 
 def unit(mod: str) -> tuple[int, str]:
+    """(floor, name in LAYERS) of module ``mod``: the longest name that is ``mod`` or a package above it."""
     best = None
     for floor, names in enumerate(LAYERS):
         for name in names:
-            if (mod == name or mod.startswith(name + ".")) and (best is None or len(name) > len(best[1])):
+            under = mod.startswith(name + ".") and name not in ONLY_ITSELF
+            if (mod == name or under) and (best is None or len(name) > len(best[1])):
                 best = (floor, name)
     assert best is not None, f"{mod}: not on any floor of LAYERS (add it)"
     return best
@@ -198,6 +207,24 @@ KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 def test_every_module_stands_on_a_floor():
     for mod in MODULES:
         unit(mod)
+
+
+def test_a_module_on_no_floor_fails():
+    """The floor check can fail: a new top-level module is on no floor until LAYERS names it (the package
+    ``ferlab`` stands for its ``__init__`` only), while a new module inside a package takes the package's floor."""
+    for made_up in ("ferlab.made_up_module", "ferlab.made_up_package.module", "ferlabx"):
+        with pytest.raises(AssertionError, match="not on any floor"):
+            unit(made_up)
+    assert unit("ferlab") == (0, "ferlab")
+    assert unit("ferlab.inference.made_up_module") == (2, "ferlab.inference")
+    assert unit("ferlab.training.callbacks") == (4, "ferlab.training")
+
+
+def test_every_name_on_a_floor_is_a_module():
+    """LAYERS names only modules and packages that exist (a stale name would hide nothing, but mislead)."""
+    packages = {m for m, p in MODULES.items() if p.name == "__init__.py"}
+    missing = [name for names in LAYERS for name in names if name not in MODULES and name not in packages]
+    assert not missing, f"on a floor but not in src/ferlab: {missing}"
 
 
 def test_no_import_runs_up_a_floor_or_across_apart_units_or_hides_in_a_function():

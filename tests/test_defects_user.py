@@ -314,3 +314,41 @@ def test_data_on_the_ferplus_votes_file_hints_at_the_labels(tmp_path, capsys, ac
     assert main(["data", action, str(other)]) == 2
     err = capsys.readouterr().err
     assert "FER+" not in err and "missing column" in err
+
+
+# -- benchmarks/README.md: a table of contents, sections by topic, every link into it resolves -------------------
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped (word characters, '-' and spaces kept),
+    spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(md: str) -> set[str]:
+    heads = {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", md, re.M)}
+    return heads | set(re.findall(r'<a id="([^"]+)"></a>', md))
+
+
+def test_benchmarks_readme_has_contents_and_topic_sections():
+    md = (ROOT / "benchmarks" / "README.md").read_text()
+    headings = re.findall(r"^(#{2,3}) (.+)$", md, re.M)
+    assert headings[0] == ("##", "Contents")
+    assert not [h for _, h in headings if re.search(r"\(issue \d+", h)]  # named by topic, not by issue
+    contents = md.split("## Contents", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"\]\(#([^)]+)\)", contents)
+    assert listed == [_slug(h) for _, h in headings[1:]]  # every section, in order, and nothing else
+    assert len(set(listed)) == len(listed)
+
+
+def test_links_into_the_benchmarks_readme_resolve():
+    anchors = _anchors((ROOT / "benchmarks" / "README.md").read_text())
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    links = []
+    for page in pages:
+        text = page.read_text()
+        links += [(page.name, a) for a in re.findall(r"benchmarks/README\.md#([\w-]+)", text)]
+        if page.parent.name == "benchmarks":
+            links += [(page.name, a) for a in re.findall(r"\]\(#([\w-]+)\)", text)]
+    assert links and [link for link in links if link[1] not in anchors] == []
+    # the anchors other pages used before the sections were renamed still lead there
+    assert {"hardening-issue-13", "batch-inference-at-scale-issue-15"} <= anchors

@@ -371,11 +371,8 @@ def _class_intervals(samples: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- main
 
-def evaluate_predictions(y_true, probs, classes, bootstrap: int = 1000, seed: int = 0,
-                         ece_bins: int = ECE_BINS) -> EvalResult:
-    """Metrics of class probabilities ``probs`` (N, C) against integer labels ``y_true`` (N,).
-
-    ``bootstrap``: number of resamples for the 95% percentile intervals (0 = none)."""
+def _checked(y_true, probs, classes) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(labels as int64, probabilities as float64, class names), or ValueError saying what is wrong."""
     y = np.asarray(y_true)
     p = np.asarray(probs, dtype=np.float64)
     classes = [str(c) for c in classes]
@@ -390,8 +387,59 @@ def evaluate_predictions(y_true, probs, classes, bootstrap: int = 1000, seed: in
         raise ValueError(f"y_true must hold class indices 0..{k - 1}")
     if not np.isfinite(p).all() or (p < 0).any():
         raise ValueError("probs must be finite and non-negative")
-    y = y.astype(np.int64)
-    n = len(y)
+    return y.astype(np.int64), p, classes
+
+
+def _roc_curves(onehot: np.ndarray, p: np.ndarray, classes: list[str], absent: list[str], notes: list[str]):
+    """(one-vs-rest ROC curves by class and "micro", AUC per class, micro AUC, macro AUC); notes the classes
+    whose AUC is undefined."""
+    roc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    auc = np.full(len(classes), np.nan)
+    for i, c in enumerate(classes):
+        fpr, tpr = roc_curve(onehot[:, i], p[:, i])
+        roc[c] = (fpr, tpr)
+        auc[i] = auc_from_curve(fpr, tpr)
+    undefined = [c for c, a in zip(classes, auc) if np.isnan(a) and c not in absent]
+    if undefined:
+        notes.append(f"AUC undefined for {', '.join(undefined)} (no negative samples)")
+    fpr_m, tpr_m = roc_curve(onehot.ravel(), p.ravel())
+    roc["micro"] = (fpr_m, tpr_m)
+    auc_macro = float(np.nanmean(auc)) if (~np.isnan(auc)).any() else float("nan")
+    return roc, auc, auc_from_curve(fpr_m, tpr_m), auc_macro
+
+
+def _pr_curves(onehot: np.ndarray, p: np.ndarray, classes: list[str]):
+    """(precision-recall curves by class and "micro", average precision per class, micro AP, macro AP)."""
+    pr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    ap = np.full(len(classes), np.nan)
+    for i, c in enumerate(classes):
+        rec, prec, _ = precision_recall_curve(onehot[:, i], p[:, i])
+        pr[c] = (rec, prec)
+        ap[i] = average_precision(onehot[:, i], p[:, i])
+    rec_m, prec_m, _ = precision_recall_curve(onehot.ravel(), p.ravel())
+    pr["micro"] = (rec_m, prec_m)
+    ap_micro = average_precision(onehot.ravel(), p.ravel())
+    ap_macro = float(np.nanmean(ap)) if (~np.isnan(ap)).any() else float("nan")
+    return pr, ap, ap_micro, ap_macro
+
+
+def _intervals(y: np.ndarray, pred: np.ndarray, k: int, bootstrap: int, seed: int):
+    """(95% intervals by metric name, per-class recall / F1 intervals, the accuracy's interval or None)."""
+    if not (bootstrap and bootstrap > 0):
+        return {}, {}, None
+    boot = _bootstrap(y, pred, k, int(bootstrap), seed)
+    class_ci = {"recall": _class_intervals(boot.pop("class_recall")), "f1": _class_intervals(boot.pop("class_f1"))}
+    ci = {name: _interval(v) for name, v in boot.items()}
+    return ci, class_ci, ci["accuracy"]
+
+
+def evaluate_predictions(y_true, probs, classes, bootstrap: int = 1000, seed: int = 0,
+                         ece_bins: int = ECE_BINS) -> EvalResult:
+    """Metrics of class probabilities ``probs`` (N, C) against integer labels ``y_true`` (N,).
+
+    ``bootstrap``: number of resamples for the 95% percentile intervals (0 = none)."""
+    y, p, classes = _checked(y_true, probs, classes)
+    k, n = len(classes), len(y)
     notes: list[str] = []
     pred = p.argmax(axis=1)
 
@@ -411,44 +459,15 @@ def evaluate_predictions(y_true, probs, classes, bootstrap: int = 1000, seed: in
     top_k = {kk: top_k_accuracy(y, p, kk) for kk in (1, 2, 3) if kk <= k}
 
     onehot = np.eye(k, dtype=bool)[y]
-    roc: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    auc = np.full(k, np.nan)
-    for i, c in enumerate(classes):
-        fpr, tpr = roc_curve(onehot[:, i], p[:, i])
-        roc[c] = (fpr, tpr)
-        auc[i] = auc_from_curve(fpr, tpr)
-    undefined = [c for c, a in zip(classes, auc) if np.isnan(a) and c not in absent]
-    if undefined:
-        notes.append(f"AUC undefined for {', '.join(undefined)} (no negative samples)")
-    fpr_m, tpr_m = roc_curve(onehot.ravel(), p.ravel())
-    roc["micro"] = (fpr_m, tpr_m)
-    auc_micro = auc_from_curve(fpr_m, tpr_m)
-    auc_macro = float(np.nanmean(auc)) if (~np.isnan(auc)).any() else float("nan")
-
-    pr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    ap = np.full(k, np.nan)
-    for i, c in enumerate(classes):
-        rec, prec, _ = precision_recall_curve(onehot[:, i], p[:, i])
-        pr[c] = (rec, prec)
-        ap[i] = average_precision(onehot[:, i], p[:, i])
-    rec_m, prec_m, _ = precision_recall_curve(onehot.ravel(), p.ravel())
-    pr["micro"] = (rec_m, prec_m)
-    ap_micro = average_precision(onehot.ravel(), p.ravel())
-    ap_macro = float(np.nanmean(ap)) if (~np.isnan(ap)).any() else float("nan")
+    roc, auc, auc_micro, auc_macro = _roc_curves(onehot, p, classes, absent, notes)
+    pr, ap, ap_micro, ap_macro = _pr_curves(onehot, p, classes)
     selective = selective_prediction(y, p)
 
     edges, conf, acc_bin, count = reliability(p, y, ece_bins)
     ece = expected_calibration_error(p, y, ece_bins)
     nll = float(-np.log(np.clip(p[np.arange(n), y], 1e-15, None)).mean())
 
-    ci: dict[str, tuple[float, float]] = {}
-    class_ci: dict[str, np.ndarray] = {}
-    acc_ci = None
-    if bootstrap and bootstrap > 0:
-        boot = _bootstrap(y, pred, k, int(bootstrap), seed)
-        class_ci = {"recall": _class_intervals(boot.pop("class_recall")), "f1": _class_intervals(boot.pop("class_f1"))}
-        ci = {name: _interval(v) for name, v in boot.items()}
-        acc_ci = ci["accuracy"]
+    ci, class_ci, acc_ci = _intervals(y, pred, k, bootstrap, seed)
     return EvalResult(
         classes=classes, n=n, accuracy=accuracy, accuracy_ci=acc_ci, top_k=top_k, balanced_accuracy=balanced,
         precision=precision, recall=recall, f1=f1, support=support.astype(np.int64), macro=macro,

@@ -425,8 +425,8 @@ def _meta_table(meta: dict[str, Any]) -> str:
     return '<table class="meta">' + "".join(rows) + "</table>"
 
 
-def render_html(result: EvalResult, title: str, plots: dict[str, bytes], meta: dict[str, Any]) -> str:
-    r = result
+def _cards(r: EvalResult) -> list[str]:
+    """The headline numbers at the top of the page, one card each."""
     ci = r.accuracy_ci
     ci_txt = f"95% CI {100 * ci[0]:.1f}-{100 * ci[1]:.1f}% ({r.bootstrap} bootstrap)" if ci else ""
     bal_ci, f1_ci = r.ci.get("balanced_accuracy"), r.ci.get("macro_f1")
@@ -451,6 +451,12 @@ def render_html(result: EvalResult, title: str, plots: dict[str, bytes], meta: d
         cards.append(_card(f"{100 * target:.0f}% accuracy at", f"conf ≥ {hit['threshold']:.2f}" if hit else
                            "not reached", f"keeps {100 * hit['coverage']:.1f}% of images" if hit else
                            "at any confidence threshold"))
+    return cards
+
+
+def render_html(result: EvalResult, title: str, plots: dict[str, bytes], meta: dict[str, Any]) -> str:
+    r = result
+    cards = _cards(r)
     conf_txt = ", ".join(f"{t} → {p} {n} ({100 * s:.0f}%)" for t, p, n, s in r.top_confusions(5))
     sub = " · ".join(str(meta[k]) for k in ("model", "split", "tta") if meta.get(k) is not None)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in r.notes)

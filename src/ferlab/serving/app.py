@@ -6,7 +6,10 @@
 - ``GET /v1/models``    the models this server offers, with their cards;
 - ``GET /healthz``      liveness;
 - ``WS /v1/stream``     live frames (JPEG binary messages) -> tracked, smoothed faces per frame;
-- ``GET /``             the web page (webcam and photo modes), from ``static/``, no CDN.
+- ``GET /``             the web page (webcam and photo modes), from ``static/``, no CDN;
+- ``GET /models.json``, ``GET /models/{name}.onnx``  the models for the page's own pipeline (``assets``: the page
+  runs detection, crops, the classifier and tracking on the device with the vendored onnxruntime-web; the
+  static files are served gzip-compressed with cache headers, every response cross-origin isolated).
 
 Only uploaded bytes are ever decoded (through ``ferlab.imageio``, the one place that decodes untrusted
 images); a ``model`` parameter is a name looked up among the served models, never a path.  Limits:
@@ -38,11 +41,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..errors import FerlabError
-from . import routes
+from . import assets, routes
+from .assets import CompressedStatic, IsolationHeaders
 from .middleware import HostOriginGuard, SecurityHeaders, header_timeout_protocol
 from .routes import STATIC_DIR
 from .schemas import MAX_BODY_BYTES
@@ -179,13 +182,15 @@ def create_app(models: Any = None, default_model: str = "default", *, detector: 
                   docs_url=None,  # Swagger UI loads from a CDN; this server works offline (schema: /openapi.json)
                   redoc_url=None)
     app.state.ferlab = state
+    app.add_middleware(IsolationHeaders)  # COOP / COEP (threads in the page's worker), CSP with WebAssembly
     app.add_middleware(HostOriginGuard, allowed_hosts=state.allowed_hosts, allowed_origins=state.allowed_origins)
     app.add_middleware(SecurityHeaders)  # outermost: refusals carry the headers too
     _install_error_handlers(app)
     app.include_router(routes.api)
     app.include_router(routes.stream)
+    app.include_router(assets.router)
     app.include_router(routes.page)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", CompressedStatic(STATIC_DIR), name="static")
     return app
 
 

@@ -1,7 +1,12 @@
-// ferlab web page: live webcam mode over a WebSocket, photo mode over POST /v1/predict. No dependencies.
-"use strict";
+// ferlab web page.  Two engines: "device" (default) runs the whole pipeline in a Web Worker (worker.js:
+// onnxruntime-web, vendored; pipeline.js: BlazeFace decoding, crops, tracking), so camera frames and photos never
+// leave the browser; "server" sends them to `ferlab serve` (live frames over a WebSocket, photos with POST
+// /v1/predict).  The server engine is chosen when the browser lacks WebAssembly SIMD, and by the "Runs" picker.
+// Query flags: ?engine=server|device, ?threads=N (worker threads), ?nosimd=1 (behave as without SIMD: tests).
+import { checkSize, sniffImage } from "./pipeline.js";
 
 const MAX_UPLOAD = 10 * 1024 * 1024;
+const MAX_FILE = 200 * 1024 * 1024;  // imageio.MAX_FILE_BYTES: what the device engine reads
 const CAPTURE_WIDTH = 640;         // frames are scaled to this width before JPEG compression
 const JPEG_QUALITY = 0.8;
 const COLORS = {
@@ -15,7 +20,26 @@ const $ = (id) => document.getElementById(id);
 const colorOf = (label, i = 0) => COLORS[label] || FALLBACK[i % FALLBACK.length];
 const pct = (p) => `${Math.round(p * 100)}%`;
 
-const state = { model: null, models: [] };
+const PARAMS = new URLSearchParams(location.search);
+const state = { model: null, models: [], manifest: null, engine: null, server: false, loaded: null };
+
+/** WebAssembly SIMD, feature-detected: a module whose one function returns i8x16.splat(0) validates only where
+ * SIMD is supported (onnxruntime-web 1.30 ships no build without it) */
+const SIMD_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,  // magic, version 1
+  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b,        // type section: () -> v128
+  0x03, 0x02, 0x01, 0x00,                          // function section: one function of type 0
+  0x0a, 0x08, 0x01, 0x06, 0x00, 0x41, 0x00, 0xfd, 0x0f, 0x0b,  // code: i32.const 0; i8x16.splat; end
+]);
+export function simdSupported() {
+  if (PARAMS.get("nosimd") === "1") return false;
+  try {
+    return typeof WebAssembly === "object" && WebAssembly.validate(SIMD_PROBE);
+  } catch {
+    return false;
+  }
+}
+window.ferlabSimdProbe = () => typeof WebAssembly === "object" && WebAssembly.validate(SIMD_PROBE);
 
 // ------------------------------------------------------------------------------------------ helpers
 function el(tag, cls, text) {
@@ -102,34 +126,196 @@ function publish(out, data) {
   out.textContent = JSON.stringify(data);
 }
 
-// ------------------------------------------------------------------------------------------- models
-async function loadModels() {
-  const select = $("model");
-  try {
-    const r = await fetch("/v1/models");
-    if (!r.ok) throw new Error(`HTTP ${r.status}`);
-    const data = await r.json();
-    state.models = data.models;
-    state.model = data.default;
-    select.replaceChildren();
-    for (const m of data.models) {
-      const o = el("option", null, m.name + (m.architecture ? ` · ${m.architecture}` : ""));
-      o.value = m.name;
-      o.title = `${m.classes.length} classes: ${m.classes.join(", ")}`;
-      if (m.name === data.default) o.selected = true;
-      select.append(o);
-    }
-  } catch (e) {
-    select.replaceChildren(el("option", null, "models unavailable"));
-    showMessage($("live-message"), `Cannot reach the ferlab server (${e.message}). Is \`ferlab serve\` running?`);
+// ------------------------------------------------------------------------------------------- engine
+/** The device engine: one Web Worker, one request at a time per caller, answers matched by id */
+const device = {
+  worker: null, ready: null, seq: 0, pending: new Map(), threads: 1, readyMs: null, modelName: null,
+
+  start() {
+    if (this.ready) return this.ready;
+    const t0 = performance.now();
+    const cores = navigator.hardwareConcurrency || 1;
+    const wanted = Number(PARAMS.get("threads")) || Math.min(4, cores);
+    this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
+    this.worker.onmessage = (ev) => this.onMessage(ev.data);
+    this.worker.onerror = (ev) => {
+      ev.preventDefault();
+      this.fail(new Error(`the inference worker failed (${ev.message || "unknown error"})`));
+    };
+    const m = state.manifest;
+    const base = new URL(".", location.href);
+    const detectors = Object.fromEntries(Object.entries(m.detectors).map(([k, d]) =>
+      [k, { url: new URL(d.file, base).href, card: d.card }]));
+    this.ready = this.call({ type: "init", threads: wanted, detectors }).then((r) => {
+      this.threads = r.threads;
+      this.initMs = performance.now() - t0;
+      return r;
+    });
+    return this.ready;
+  },
+
+  call(msg, transfer = []) {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ ...msg, id }, transfer);
+    });
+  },
+
+  onMessage(msg) {
+    const p = this.pending.get(msg.id);
+    if (!p) return;
+    this.pending.delete(msg.id);
+    if (msg.type === "error") p.reject(Object.assign(new Error(msg.detail), { scope: msg.scope }));
+    else p.resolve(msg);
+  },
+
+  fail(err) {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  },
+
+  async useModel(name) {
+    await this.start();
+    const entry = state.manifest.models.find((x) => x.name === name);
+    if (!entry) throw new Error(`unknown model ${name}`);
+    const r = await this.call({ type: "model", name, url: new URL(entry.file, new URL(".", location.href)).href,
+                                card: entry.card });
+    this.modelName = name;
+    return r;
+  },
+
+  analyse(source, mode, extra = {}) {
+    const transfer = source instanceof ImageBitmap ? [source] : [source.data.buffer];
+    const msg = source instanceof ImageBitmap ? { bitmap: source } : { data: source.data, width: source.width, height: source.height };
+    return this.call({ type: "analyse", mode, ...msg, ...extra }, transfer);
+  },
+
+  reset() { return this.worker ? this.call({ type: "reset" }) : Promise.resolve(); },
+};
+
+function describeEngine() {
+  const where = $("where");
+  where.dataset.engine = state.engine || "";
+  document.body.dataset.engine = state.engine || "";
+  if (state.engine === "device") {
+    where.textContent = `Inference runs on this device (WebAssembly, ${device.threads} thread${device.threads === 1 ? "" : "s"}): ` +
+                        "camera frames and photos never leave this browser.";
+  } else if (state.engine === "server") {
+    where.textContent = "Inference runs on the server: camera frames and photos go only to the ferlab server this " +
+                        "page came from and are processed in memory.";
+  } else {
+    where.textContent = "Inference is unavailable.";
   }
 }
 
-$("model").addEventListener("change", (ev) => {
+// ------------------------------------------------------------------------------------------- models
+async function loadManifest() {
+  const r = await fetch("models.json", { cache: "no-cache" });
+  if (!r.ok) throw new Error(`models.json: HTTP ${r.status}`);
+  return r.json();
+}
+
+function fillModels(models, chosen) {
+  const select = $("model");
+  select.replaceChildren();
+  for (const m of models) {
+    const card = m.card || m;
+    const o = el("option", null, m.name + (card.architecture ? ` · ${card.architecture}` : ""));
+    o.value = m.name;
+    o.title = `${card.classes.length} classes: ${card.classes.join(", ")}`;
+    if (m.name === chosen) o.selected = true;
+    select.append(o);
+  }
+}
+
+/** Chooses the engine: ?engine=..., else the device when it can (SIMD), else the server */
+async function setup() {
+  const t0 = performance.now();
+  try {
+    state.manifest = await loadManifest();
+  } catch (e) {
+    $("model").replaceChildren(el("option", null, "models unavailable"));
+    showMessage($("live-message"), `Cannot load the list of models (${e.message}). Is \`ferlab serve\` running, or ` +
+                "was this folder written by `ferlab site`?");
+    state.engine = null;
+    describeEngine();
+    return;
+  }
+  state.server = Boolean(state.manifest.server);
+  state.models = state.manifest.models;
+  state.model = state.manifest.default;
+  fillModels(state.models, state.model);
+  const engine = $("engine");
+  engine.querySelector("option[value=server]").disabled = !state.server;
+  const simd = simdSupported();
+  engine.querySelector("option[value=device]").disabled = !simd;
+  let wanted = PARAMS.get("engine") || "device";
+  let note = "";
+  if (wanted === "device" && !simd) {
+    wanted = state.server ? "server" : null;
+    note = state.server ? "This browser lacks WebAssembly SIMD, so inference runs on the server."
+                        : "This browser lacks WebAssembly SIMD, which on-device inference needs, and this page has no server behind it.";
+  }
+  if (wanted === "server" && !state.server) wanted = simd ? "device" : null;
+  await switchEngine(wanted, note);
+  state.readyMs = performance.now() - t0;
+  document.body.dataset.ready = "true";
+  window.__ferlabReady = { ms: state.readyMs, sinceNavigation: performance.now(), engine: state.engine };
+}
+
+async function switchEngine(name, note = "") {
+  live.stop();
+  state.engine = name;
+  $("engine").value = name || "device";
+  if (name === "device") {
+    try {
+      await device.start();
+      await loadDeviceModel(state.model);
+    } catch (e) {
+      showMessage($("live-message"), `On-device inference failed to start: ${e.message}`);
+    }
+  }
+  describeEngine();
+  if (note) showMessage($("live-message"), note, "info");
+}
+
+async function loadDeviceModel(name) {
+  const select = $("model");
+  select.disabled = true;
+  try {
+    await device.useModel(name);
+    state.loaded = name;
+    showMessage($("live-message"), "");
+  } catch (e) {
+    const msg = e.message;
+    showMessage($("live-message"), msg);
+    showMessage($("photo-message"), msg);
+    if (state.loaded && state.loaded !== name) {  // keep the model that works
+      state.model = state.loaded;
+      select.value = state.loaded;
+    }
+    throw e;
+  } finally {
+    select.disabled = false;
+  }
+}
+
+$("model").addEventListener("change", async (ev) => {
   state.model = ev.target.value;
-  live.sendConfig();
+  if (state.engine === "device") {
+    try {
+      await loadDeviceModel(state.model);
+    } catch {
+      return;
+    }
+  } else {
+    live.sendConfig();
+  }
   if (photo.file) photo.analyse(photo.file);
 });
+
+$("engine").addEventListener("change", (ev) => switchEngine(ev.target.value));
 
 // ---------------------------------------------------------------------------------------------- tabs
 const TABS = ["live", "photo"];
@@ -196,7 +382,7 @@ const live = {
     await this.video.play().catch(() => {});
     if (!this.video.videoWidth) await new Promise((r) => this.video.addEventListener("loadedmetadata", r, { once: true }));
     const vw = this.video.videoWidth, vh = this.video.videoHeight;
-    const s = Math.min(1, CAPTURE_WIDTH / vw);
+    const s = state.engine === "device" ? 1 : Math.min(1, CAPTURE_WIDTH / vw);  // the device sees full frames
     this.capture.width = Math.round(vw * s);
     this.capture.height = Math.round(vh * s);
     this.overlay.width = this.capture.width;
@@ -210,11 +396,66 @@ const live = {
     this.running = true;
     this.frames = 0;
     this.answers = [];
-    this.connect();
+    if (state.engine === "device") this.deviceLoop(++this.gen);
+    else if (state.engine === "server") this.connect();
+    else showMessage(this.msg, "Inference is unavailable on this page.");
+  },
+
+  gen: 0,
+
+  /** Waits for the camera's next frame (or the next paint where requestVideoFrameCallback is missing) */
+  nextFrame() {
+    return new Promise((resolve) => {
+      if (this.video.requestVideoFrameCallback) this.video.requestVideoFrameCallback(() => resolve());
+      else requestAnimationFrame(() => resolve());
+    });
+  },
+
+  // The device engine: one frame in the worker at a time; a frame arriving meanwhile is skipped, never queued.
+  async deviceLoop(gen) {
+    await device.reset().catch(() => {});
+    while (this.running && gen === this.gen) {
+      if (this.video.readyState < 2) { await this.nextFrame(); continue; }
+      let bitmap;
+      try {
+        bitmap = await createImageBitmap(this.video);
+      } catch {
+        await this.nextFrame();
+        continue;
+      }
+      if (!this.running || gen !== this.gen) { bitmap.close(); return; }
+      let res;
+      try {
+        res = await device.analyse(bitmap, "live");
+      } catch (e) {
+        if (!this.running || gen !== this.gen) return;
+        showMessage(this.msg, e.message);
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
+      }
+      if (!this.running || gen !== this.gen) return;
+      this.onResult({ ...res, ms: res.ms.total });
+      await this.nextFrame();
+    }
+  },
+
+  onResult(msg) {
+    if (this.msg.classList.contains("info")) showMessage(this.msg, "");
+    this.frames += 1;
+    const now = performance.now();
+    this.answers.push(now);
+    while (this.answers.length && now - this.answers[0] > 2000) this.answers.shift();
+    if (this.answers.length > 1) {
+      const fps = (this.answers.length - 1) / ((now - this.answers[0]) / 1000);
+      $("fps").textContent = fps.toFixed(1);
+    }
+    $("latency").textContent = Math.round(msg.ms);
+    this.draw(msg);
   },
 
   stop() {
     this.running = false;
+    this.gen += 1;
     this.inflight = false;
     if (this.ws) { this.ws.onclose = null; this.ws.close(); this.ws = null; }
     if (this.stream) { this.stream.getTracks().forEach((t) => t.stop()); this.stream = null; }
@@ -231,8 +472,7 @@ const live = {
   },
 
   connect() {
-    const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${proto}//${location.host}/v1/stream`);
+    const ws = new WebSocket(new URL("v1/stream", location.href.replace(/^http/, "ws")).href);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.inflight = false;
@@ -271,19 +511,7 @@ const live = {
       if (msg.frame === undefined) return;  // a control error: the frame loop continues anyway
     }
     this.inflight = false;
-    if (msg.type === "result") {
-      if (this.msg.classList.contains("info")) showMessage(this.msg, "");
-      this.frames += 1;
-      const now = performance.now();
-      this.answers.push(now);
-      while (this.answers.length && now - this.answers[0] > 2000) this.answers.shift();
-      if (this.answers.length > 1) {
-        const fps = (this.answers.length - 1) / ((now - this.answers[0]) / 1000);
-        $("fps").textContent = fps.toFixed(1);
-      }
-      $("latency").textContent = Math.round(msg.ms);
-      this.draw(msg);
-    }
+    if (msg.type === "result") this.onResult(msg);
     if (this.running) requestAnimationFrame(() => this.pump());
   },
 
@@ -329,34 +557,77 @@ const photo = {
     this.file = file;
     showMessage(this.msg, "");
     publish($("photo-result"), { status: "busy", faces: 0, label: "" });
-    if (file.size > MAX_UPLOAD) {
-      this.fail(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB; the limit is 10 MB.`);
-      return;
-    }
     $("photo-stats").textContent = "Analysing…";
-    const form = new FormData();
-    form.append("file", file, file.name);
-    let data;
+    let data, bitmap = null;
     try {
-      const r = await fetch(`/v1/predict?model=${encodeURIComponent(state.model || "")}`, { method: "POST", body: form });
-      data = await r.json().catch(() => ({ detail: `HTTP ${r.status}` }));
-      if (!r.ok) throw new Error(data.detail || `HTTP ${r.status}`);
+      if (state.engine === "device") {
+        ({ data, bitmap } = await this.onDevice(file));
+      } else if (state.engine === "server") {
+        data = await this.onServer(file);
+      } else {
+        throw new Error("Inference is unavailable on this page.");
+      }
     } catch (e) {
       if (seq === this.seq) this.fail(e.message);
       return;
     }
     if (seq !== this.seq) return;
+    this.show(file, data, bitmap);
+  },
+
+  /** The device engine: the size and shape are read from the header before anything is decoded (the CLI's
+   * limits and messages), then the browser decodes and the worker analyses. */
+  async onDevice(file) {
+    const name = file.name || "image";
+    if (file.size > MAX_FILE) {
+      throw new Error(`${name}: file of ${(file.size / 2 ** 20).toFixed(0)} MB is too large (limit ${MAX_FILE / 2 ** 20} MB)`);
+    }
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    const info = sniffImage(bytes, name);
+    if (info.error) throw new Error(info.error);
+    if (info.width == null) {
+      throw new Error(`${name}: ${info.format} images are decoded by the server only` +
+                      (state.server ? ": choose \"Runs on the server\" above" : ""));
+    }
+    const bad = checkSize(info.width, info.height, name);
+    if (bad) throw new Error(bad);
     let bitmap;
     try {
-      bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+      bitmap = await createImageBitmap(new Blob([bytes]), { imageOrientation: "from-image",
+                                                           colorSpaceConversion: "none", premultiplyAlpha: "none" });
     } catch {
-      bitmap = null;  // the server decoded it but this browser cannot display it (e.g. TIFF)
+      throw new Error(`${name}: image is corrupt or truncated (this browser cannot decode it)`);
+    }
+    const shown = await createImageBitmap(bitmap);  // kept for display; the other one goes to the worker
+    const res = await device.analyse(bitmap, "photo", { search: "fast" });
+    return { data: { ...res, ms: res.ms.total }, bitmap: shown };
+  },
+
+  async onServer(file) {
+    if (file.size > MAX_UPLOAD) {
+      throw new Error(`${file.name} is ${(file.size / 2 ** 20).toFixed(1)} MB; the limit is 10 MB.`);
+    }
+    const form = new FormData();
+    form.append("file", file, file.name);
+    const r = await fetch(`v1/predict?model=${encodeURIComponent(state.model || "")}`, { method: "POST", body: form });
+    const data = await r.json().catch(() => ({ detail: `HTTP ${r.status}` }));
+    if (!r.ok) throw new Error(data.detail || `HTTP ${r.status}`);
+    return data;
+  },
+
+  async show(file, data, bitmap) {
+    if (!bitmap) {
+      try {
+        bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+      } catch {
+        bitmap = null;  // the server decoded it but this browser cannot display it (e.g. TIFF)
+      }
     }
     const c = this.canvas;
     c.width = data.width;
     c.height = data.height;
     const ctx = c.getContext("2d");
-    if (bitmap) ctx.drawImage(bitmap, 0, 0, data.width, data.height);
+    if (bitmap) { ctx.drawImage(bitmap, 0, 0, data.width, data.height); bitmap.close(); }
     else { ctx.fillStyle = "#888"; ctx.fillRect(0, 0, c.width, c.height); }
     drawFaces(ctx, data.faces, data.width, data.height);
     $("dropzone").hidden = true;
@@ -365,12 +636,13 @@ const photo = {
     const n = data.faces.filter((f) => !f.whole_image).length;
     const noFace = Boolean(data.no_face);
     const what = noFace ? "No face found" : `${n} face${n === 1 ? "" : "s"}`;
-    $("photo-stats").textContent = `${what} · ${data.width}×${data.height} · ${data.model} · ${Math.round(data.ms)} ms`;
+    const where = state.engine === "device" ? "on this device" : "on the server";
+    $("photo-stats").textContent = `${what} · ${data.width}×${data.height} · ${data.model} · ${Math.round(data.ms)} ms ${where}`;
     renderFaces($("photo-faces"), data.faces, "No face found in this photo.");
     if (noFace && !data.faces.length) $("photo-faces").firstChild.classList.add("no-face");
     const top = data.faces[0];
     publish($("photo-result"), { status: "done", faces: n, label: top ? top.label : "",
-                                 whole: top ? top.whole_image : false, noface: noFace });
+                                 whole: top ? top.whole_image : false, noface: noFace, engine: state.engine });
   },
 
   fail(text) {
@@ -411,4 +683,18 @@ window.addEventListener("drop", (ev) => {
   if (f && !$("panel-photo").hidden && !dz.contains(ev.target)) photo.analyse(f);
 });
 
-loadModels();
+setup();
+
+// ------------------------------------------------------------------------------ programmatic access
+// For tests and benchmarks: the same device pipeline the page runs, on bytes or pixels given here.
+window.ferlab = {
+  device, state, simdSupported,
+  /** analyse an image (Blob or {data: RGBA, width, height}) with the device engine; mode "photo" | "live" */
+  async analyse(source, mode = "photo", search = "fast") {
+    const src = source instanceof Blob
+      ? await createImageBitmap(source, { colorSpaceConversion: "none", premultiplyAlpha: "none" }) : source;
+    return device.analyse(src, mode, { search });
+  },
+  reset: () => device.reset(),
+  useModel: (name) => device.useModel(name),
+};

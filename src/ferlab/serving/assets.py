@@ -1,0 +1,193 @@
+"""What the in-browser pipeline needs from the server: the page's files (compressed, cached), the models' bytes
+and ``models.json``, and the headers that make the page cross-origin isolated (threads in onnxruntime-web).
+
+- ``GET /models.json``                     the served models (name, file, card) and the face detectors, the
+  manifest the page reads in device mode; ``ferlab site`` writes the same file (``manifest``);
+- ``GET /models/{name}.onnx``              a served model's bytes (a served name, never a path);
+- ``GET /models/detectors/{name}.onnx``    the bundled BlazeFace graphs;
+- ``/static/...``                          the page, its scripts and the vendored runtime (``CompressedStatic``:
+  gzip when the client accepts it, compressed once and kept in memory; ETag / 304; ``Cache-Control``);
+- ``IsolationHeaders``: COOP ``same-origin`` + COEP ``require-corp`` (SharedArrayBuffer, hence threads), a CSP
+  that allows WebAssembly (``'wasm-unsafe-eval'``) and module workers from the page's own origin.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import mimetypes
+import threading
+import urllib.parse
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..inference.blazeface import MODELS_DIR as DETECTOR_DIR
+from ..inference.blazeface import RANGES
+from ..zoo import resolve
+from .state import ApiError, ServingState
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+VENDOR_DIR = STATIC_DIR / "vendor"
+#: the page's Content-Security-Policy: the server's own (middleware.SecurityHeaders) plus WebAssembly and
+#: workers from this origin
+CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+       "connect-src 'self'; style-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; "
+       "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+ISOLATION = [(b"cross-origin-opener-policy", b"same-origin"), (b"cross-origin-embedder-policy", b"require-corp"),
+             (b"cross-origin-resource-policy", b"same-origin")]
+TYPES = {".mjs": "text/javascript; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+         ".wasm": "application/wasm", ".onnx": "application/octet-stream", ".json": "application/json",
+         ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8", ".txt": "text/plain; charset=utf-8"}
+#: files worth compressing (the model graphs are int8 weights: they barely shrink)
+COMPRESSIBLE = (".mjs", ".js", ".wasm", ".css", ".html", ".json", ".txt", ".svg")
+MIN_COMPRESS = 1024
+#: the vendored runtime changes only with ferlab's version (scripts/vendor_web.py): a day in the cache; the
+#: page's own files are revalidated (ETag) on every load
+VENDOR_MAX_AGE = 86_400
+
+
+class IsolationHeaders:
+    """Pure ASGI middleware: COOP / COEP / CORP and the page's CSP on every HTTP response (inside
+    ``SecurityHeaders``, which adds only the headers still missing)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-security-policy"]
+                names = {k.lower() for k, _ in headers}
+                message["headers"] = headers + [(k, v) for k, v in ISOLATION if k not in names] + [
+                    (b"content-security-policy", CSP.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def content_type(path: Path) -> str:
+    return TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+class CompressedStatic:
+    """Static files of ``directory`` (GET / HEAD): gzip-encoded when the client accepts it (compressed once per
+    file version and kept in memory; a ``NAME.gz`` beside the file is used as it is), ETag and 304,
+    ``Cache-Control`` (``VENDOR_MAX_AGE`` under ``vendor/``, else ``no-cache``)."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory).resolve()
+        self._gz: dict[tuple[str, float, int], bytes] = {}
+        self._lock = threading.Lock()
+
+    def _file(self, rel: str) -> Path | None:
+        rel = urllib.parse.unquote(rel).lstrip("/")
+        if not rel or "\x00" in rel or rel.endswith(".gz"):
+            return None
+        p = (self.directory / rel).resolve()
+        if self.directory not in p.parents or not p.is_file():
+            return None
+        return p
+
+    def gzipped(self, p: Path, st) -> bytes:
+        key = (str(p), st.st_mtime, st.st_size)
+        with self._lock:
+            if key in self._gz:
+                return self._gz[key]
+        pre = p.with_name(p.name + ".gz")
+        data = pre.read_bytes() if pre.is_file() and pre.stat().st_mtime >= st.st_mtime else \
+            gzip.compress(p.read_bytes(), compresslevel=6, mtime=0)
+        with self._lock:
+            self._gz = {k: v for k, v in self._gz.items() if k[0] != key[0]}
+            self._gz[key] = data
+        return data
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        import anyio
+
+        if scope["method"] not in ("GET", "HEAD"):
+            resp = JSONResponse({"detail": "method not allowed", "kind": "method_not_allowed"}, 405,
+                                headers={"Allow": "GET, HEAD"})
+            await resp(scope, receive, send)
+            return
+        path, root = scope["path"], scope.get("root_path", "")
+        p = self._file(path[len(root):] if root and path.startswith(root) else path)
+        if p is None:
+            await JSONResponse({"detail": "not found", "kind": "not_found"}, 404)(scope, receive, send)
+            return
+        st = p.stat()
+        etag = '"' + hashlib.sha1(f"{st.st_mtime_ns}-{st.st_size}".encode()).hexdigest()[:20] + '"'
+        rel = p.relative_to(self.directory).as_posix()
+        headers = {"ETag": etag, "Vary": "Accept-Encoding",
+                   "Cache-Control": f"public, max-age={VENDOR_MAX_AGE}" if rel.startswith("vendor/") else "no-cache"}
+        req = Request(scope)
+        if etag in [t.strip() for t in req.headers.get("if-none-match", "").split(",")]:
+            await Response(status_code=304, headers=headers)(scope, receive, send)
+            return
+        accepts = "gzip" in req.headers.get("accept-encoding", "").lower()
+        if accepts and p.suffix.lower() in COMPRESSIBLE and st.st_size >= MIN_COMPRESS:
+            body = await anyio.to_thread.run_sync(self.gzipped, p, st)
+            headers["Content-Encoding"] = "gzip"
+            resp = Response(b"" if scope["method"] == "HEAD" else body, media_type=content_type(p), headers=headers)
+            if scope["method"] == "HEAD":
+                resp.headers["content-length"] = str(len(body))
+            await resp(scope, receive, send)
+            return
+        await FileResponse(p, media_type=content_type(p), headers=headers)(scope, receive, send)
+
+
+# ---------------------------------------------------------------------------------------------- models
+def detector_files() -> dict[str, Path]:
+    return {r: DETECTOR_DIR / f"blazeface_{r}.onnx" for r in RANGES}
+
+
+def manifest(models: list[tuple[str, dict]], default: str, *, server: bool, model_url=None) -> dict:
+    """``models.json``: what the page loads in device mode.  ``models``: (name, card) pairs; ``model_url``
+    gives a model's file relative to the page (default ``models/NAME.onnx``)."""
+    import json
+
+    url = model_url or (lambda name: f"models/{urllib.parse.quote(name)}.onnx")
+    detectors = {}
+    for rng, path in detector_files().items():
+        card = json.loads(path.with_suffix(".json").read_text())
+        detectors[rng] = {"file": f"models/detectors/blazeface_{rng}.onnx", "card": card}
+    return {"default": default, "server": bool(server),
+            "models": [{"name": n, "file": url(n), "card": c} for n, c in models],
+            "detectors": detectors}
+
+
+def served_manifest(state: ServingState) -> dict:
+    entries = list(state.entries.values())
+    return manifest([(e.name, {**e.card, "name": e.name}) for e in entries], state.default, server=True)
+
+
+router = APIRouter()
+
+
+@router.get("/models.json", include_in_schema=False)
+async def models_json(request: Request):
+    return JSONResponse(served_manifest(request.app.state.ferlab), headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/models/detectors/{name}.onnx", include_in_schema=False)
+async def detector_bytes(name: str):
+    files = {p.stem: p for p in detector_files().values()}
+    if name not in files:
+        raise ApiError(404, "not_found", f"unknown face detector {name!r}")
+    return FileResponse(files[name], media_type="application/octet-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/models/{name}.onnx", include_in_schema=False)
+async def model_bytes(name: str, request: Request):
+    state: ServingState = request.app.state.ferlab
+    entry = state.entries.get(name)
+    if entry is None:
+        raise ApiError(404, "not_found", f"unknown model {name!r}: served models are {', '.join(state.entries)}")
+    path, _ = resolve(entry.source, verify=False)  # the page checks the bytes against the card itself
+    return FileResponse(path, media_type="application/octet-stream", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,676 @@
+// ferlab's recognition pipeline in JavaScript: the same steps, constants and rounding as the Python package
+// (ferlab.inference.blazeface, crop, recognizer, video; ferlab.calibration), so that the page gives on the
+// device what `ferlab predict` and the server give.  Pure functions on pixel arrays: no DOM, no ONNX Runtime
+// (the worker passes a `run` callback), so Node can import this module too.
+//
+// Images are {data, width, height, channels}: interleaved uint8 (RGBA from a canvas: 4 channels, R first).
+// The detector passes are data: a *plan* (photoPlan / livePlan) lists the passes (which model, which canvas,
+// which scale, which score) and runPlan runs any plan: each pass is prepared, run, decoded and mapped back to
+// image pixels, the passes of a group are merged by weighted NMS, framed, the groups merged, and the
+// plausibility filter (`plausible`) has the last word.
+"use strict";
+
+// ------------------------------------------------------------------------------------------ constants
+/** BlazeFace box -> FER2013 framing (blazeface.FRAMING) */
+export const FRAMING = { short: { scale: 1.209, dx: 0.0, dy: -0.094 }, full: { scale: 1.201, dx: 0.006, dy: -0.042 } };
+/** the photo search's enlarged pass (blazeface.SEARCH_WINDOW, MAX_SEARCH_AREA, MIN_SEARCH_SIDE, SEARCH_MIN_SCORE) */
+export const SEARCH = { window: { short: 0.6, full: 0.5 }, maxArea: 8, minSide: 160, minScore: 0.6 };
+export const SEARCH_MODES = ["fast", "thorough"];
+export const LOGIT_CLIP = 100.0;
+export const MAX_FACES = 200;
+/** crop.CROP_MAX_SIDE, crop.FACE_CROP_PX, card.FACE_MARGIN */
+export const CROP_MAX_SIDE = 2048;
+export const FACE_CROP_PX = 64;
+export const FACE_MARGIN = 0.02;
+/** video.StreamRecognizer as `ferlab serve` makes it (stream_every 3: max_missed = max(5, 2 * 3)) */
+export const TRACKING = { iou: 0.3, maxMissed: 6, minHits: 3, smoothing: 0.6 };
+/** imageio limits: the same one-line messages as the CLI */
+export const LIMITS = { maxPixels: 40_000_000, maxSide: 16_384, maxAspect: 50 };
+
+// ---------------------------------------------------------------------------------------- arithmetic
+/** Python's round(): halves to even */
+export function pyRound(x) {
+  const f = Math.floor(x), d = x - f;
+  if (d > 0.5) return f + 1;
+  if (d < 0.5) return f;
+  return f % 2 === 0 ? f : f + 1;
+}
+/** round(x, 1) as Python prints it (near enough: the values only frame crops) */
+const round1 = (x) => pyRound(x * 10) / 10;
+/** OpenCV's saturate_cast<uchar>(float): rounds halves to even, clamps */
+const sat8 = (v) => (v <= 0 ? 0 : v >= 255 ? 255 : pyRound(v));
+
+// ------------------------------------------------------------------------------------- image checks
+/** imageio.check_size: null, or the CLI's one-line message for an image of w x h */
+export function checkSize(w, h, name = "image") {
+  if (w <= 0 || h <= 0) return `${name}: image has no pixels (${w}x${h})`;
+  if (w * h > LIMITS.maxPixels) {
+    return `${name}: ${w}x${h} = ${(w * h / 1e6).toFixed(1)} megapixels, more than the ` +
+           `${(LIMITS.maxPixels / 1e6).toFixed(0)} megapixel limit`;
+  }
+  if (Math.max(w, h) > LIMITS.maxSide) return `${name}: ${w}x${h} has a side over the ${LIMITS.maxSide} pixel limit`;
+  if (Math.max(w, h) > LIMITS.maxAspect * Math.min(w, h)) {
+    return `${name}: ${w}x${h} is a strip, not a picture (more elongated than ${LIMITS.maxAspect}:1)`;
+  }
+  return null;
+}
+
+const ALLOWED = "BMP, GIF, JPEG, PNG, PPM, TIFF, WEBP";
+
+/** The format and size of an image from its first bytes (no decoding): {format, width, height} or
+ * {error}.  PNG, JPEG (SOF marker), GIF, BMP, WebP (VP8, VP8L, VP8X); TIFF and PPM: format only. */
+export function sniffImage(bytes, name = "image") {
+  const b = bytes, n = b.length;
+  if (!n) return { error: `${name}: empty file (0 bytes)` };
+  const u16be = (i) => (b[i] << 8) | b[i + 1], u16le = (i) => b[i] | (b[i + 1] << 8);
+  const u32be = (i) => ((b[i] << 24) >>> 0) + (b[i + 1] << 16) + (b[i + 2] << 8) + b[i + 3];
+  const u32le = (i) => b[i] + (b[i + 1] << 8) + (b[i + 2] << 16) + ((b[i + 3] << 24) >>> 0);
+  const notImage = { error: `${name}: not an image in a supported format (${ALLOWED})` };
+  const truncated = { error: `${name}: unreadable image size` };
+  if (n >= 8 && b[0] === 0x89 && b[1] === 0x50 && b[2] === 0x4e && b[3] === 0x47) {
+    if (n < 24) return truncated;
+    return { format: "PNG", width: u32be(16), height: u32be(20) };
+  }
+  if (n >= 3 && b[0] === 0xff && b[1] === 0xd8 && b[2] === 0xff) {
+    let i = 2;
+    while (i + 9 < n) {
+      if (b[i] !== 0xff) { i += 1; continue; }
+      const m = b[i + 1];
+      if (m === 0xff) { i += 1; continue; }
+      if (m === 0xd8 || m === 0x01 || (m >= 0xd0 && m <= 0xd7)) { i += 2; continue; }
+      const len = u16be(i + 2);
+      if ((m >= 0xc0 && m <= 0xcf) && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) {
+        return { format: "JPEG", width: u16be(i + 7), height: u16be(i + 5) };
+      }
+      if (m === 0xda || len < 2) break;
+      i += 2 + len;
+    }
+    return truncated;
+  }
+  if (n >= 10 && b[0] === 0x47 && b[1] === 0x49 && b[2] === 0x46) return { format: "GIF", width: u16le(6), height: u16le(8) };
+  if (n >= 26 && b[0] === 0x42 && b[1] === 0x4d) {
+    const w = u32le(18) | 0, h = u32le(22) | 0;
+    return { format: "BMP", width: Math.abs(w), height: Math.abs(h) };
+  }
+  if (n >= 30 && u32be(0) === 0x52494646 && u32be(8) === 0x57454250) {
+    const kind = String.fromCharCode(b[12], b[13], b[14], b[15]);
+    if (kind === "VP8 ") return { format: "WEBP", width: u16le(26) & 0x3fff, height: u16le(28) & 0x3fff };
+    if (kind === "VP8L") {
+      const v = u32le(21);
+      return { format: "WEBP", width: (v & 0x3fff) + 1, height: ((v >>> 14) & 0x3fff) + 1 };
+    }
+    if (kind === "VP8X") {
+      return { format: "WEBP", width: 1 + (b[24] | (b[25] << 8) | (b[26] << 16)), height: 1 + (b[27] | (b[28] << 8) | (b[29] << 16)) };
+    }
+    return truncated;
+  }
+  if (n >= 4 && ((b[0] === 0x49 && b[1] === 0x49 && b[2] === 0x2a) || (b[0] === 0x4d && b[1] === 0x4d && b[3] === 0x2a))) {
+    return { format: "TIFF", width: null, height: null };
+  }
+  if (n >= 3 && b[0] === 0x50 && b[1] >= 0x31 && b[1] <= 0x36) return { format: "PPM", width: null, height: null };
+  return notImage;
+}
+
+// ---------------------------------------------------------------------------------------- resampling
+/** grey levels of an interleaved RGB(A) image: OpenCV's BGR2GRAY fixed point (R 4899, G 9617, B 1868 / 2^14) */
+export function toGray(img) {
+  const { data, width, height } = img, c = img.channels || 4;
+  const out = new Uint8Array(width * height);
+  if (c === 1) { out.set(data.subarray(0, width * height)); return out; }
+  for (let i = 0, j = 0; i < out.length; i++, j += c) {
+    out[i] = (data[j] * 4899 + data[j + 1] * 9617 + data[j + 2] * 1868 + 8192) >> 14;
+  }
+  return out;
+}
+
+/** OpenCV INTER_AREA by a whole factor k (the fast path): block means; the right / bottom pixels that do not
+ * fill a block are dropped */
+function areaWhole(src, w, h, c, k) {
+  const ow = Math.floor(w / k), oh = Math.floor(h / k);
+  const out = new Uint8Array(ow * oh * c);
+  const acc = new Float64Array(ow * c);
+  const inv = 1 / (k * k);
+  for (let oy = 0; oy < oh; oy++) {
+    acc.fill(0);
+    for (let dy = 0; dy < k; dy++) {
+      let p = ((oy * k + dy) * w) * c;
+      for (let ox = 0; ox < ow; ox++) {
+        const a = ox * c;
+        for (let dx = 0; dx < k; dx++) {
+          for (let ch = 0; ch < c; ch++) acc[a + ch] += src[p + ch];
+          p += c;
+        }
+      }
+    }
+    const base = oy * ow * c;
+    if (k === 2) for (let i = 0; i < acc.length; i++) out[base + i] = (acc[i] + 2) >> 2;
+    else for (let i = 0; i < acc.length; i++) out[base + i] = sat8(acc[i] * inv);
+  }
+  return { data: out, width: ow, height: oh, channels: c };
+}
+
+/** OpenCV's computeResizeAreaTab: per output index, the (source index, weight) pairs */
+function areaTab(ssize, dsize, scale) {
+  const tab = [];
+  for (let d = 0; d < dsize; d++) {
+    const f1 = d * scale, f2 = f1 + scale, cell = Math.min(scale, ssize - f1);
+    let s2 = Math.floor(f2), s1 = Math.ceil(f1);
+    s2 = Math.min(s2, ssize - 1);
+    s1 = Math.min(s1, s2);
+    const row = [];
+    if (s1 - f1 > 1e-3) row.push([s1 - 1, (s1 - f1) / cell]);
+    for (let s = s1; s < s2; s++) row.push([s, 1 / cell]);
+    if (f2 - s2 > 1e-3) row.push([s2, Math.min(Math.min(f2 - s2, 1), cell) / cell]);
+    tab.push(row);
+  }
+  return tab;
+}
+
+/** OpenCV INTER_AREA shrinking to dw x dh (any factor) */
+export function resizeArea(img, dw, dh) {
+  const { data, width: w, height: h } = img, c = img.channels || 4;
+  const sx = w / dw, sy = h / dh;
+  if (Math.abs(sx - Math.round(sx)) < 1e-12 && Math.abs(sy - Math.round(sy)) < 1e-12 && Math.round(sx) === Math.round(sy)
+      && Math.round(sx) >= 1) {
+    if (Math.round(sx) === 1) return { data: data.slice(0, w * h * c), width: w, height: h, channels: c };
+    return areaWhole(data, w, h, c, Math.round(sx));
+  }
+  const tx = areaTab(w, dw, sx), ty = areaTab(h, dh, sy);
+  const out = new Uint8Array(dw * dh * c);
+  const rowAcc = new Float64Array(dw * c);
+  for (let oy = 0; oy < dh; oy++) {
+    const acc = new Float64Array(dw * c);
+    for (const [syi, wy] of ty[oy]) {
+      rowAcc.fill(0);
+      const base = syi * w * c;
+      for (let ox = 0; ox < dw; ox++) {
+        for (const [sxi, wx] of tx[ox]) {
+          const p = base + sxi * c;
+          for (let ch = 0; ch < c; ch++) rowAcc[ox * c + ch] += data[p + ch] * wx;
+        }
+      }
+      for (let i = 0; i < acc.length; i++) acc[i] += rowAcc[i] * wy;
+    }
+    const o = oy * dw * c;
+    for (let i = 0; i < acc.length; i++) out[o + i] = sat8(acc[i]);
+  }
+  return { data: out, width: dw, height: dh, channels: c };
+}
+
+/** OpenCV's INTER_LINEAR coefficient table along one axis (11-bit fixed point) */
+function linearTab(ssize, dsize) {
+  const scale = ssize / dsize;
+  const idx = new Int32Array(dsize), a0 = new Int32Array(dsize);
+  for (let d = 0; d < dsize; d++) {
+    let f = Math.fround((d + 0.5) * scale - 0.5);
+    let s = Math.floor(f);
+    f -= s;
+    if (s < 0) { f = 0; s = 0; }
+    if (s >= ssize - 1) { f = 0; s = ssize - 1; }
+    idx[d] = s;
+    a0[d] = Math.round((1 - f) * 2048);
+  }
+  return { idx, a0 };
+}
+
+/** OpenCV INTER_LINEAR resize of uint8 (fixed point: 11-bit coefficients, SIMD rounding of the vertical pass) */
+export function resizeLinear(img, dw, dh) {
+  const { data, width: w, height: h } = img, c = img.channels || 4;
+  const tx = linearTab(w, dw), ty = linearTab(h, dh);
+  const out = new Uint8Array(dw * dh * c);
+  const rows = new Map();
+  const hrow = (y) => {
+    let r = rows.get(y);
+    if (r) return r;
+    r = new Int32Array(dw * c);
+    const base = y * w * c;
+    for (let x = 0; x < dw; x++) {
+      const s = tx.idx[x], b0 = tx.a0[x], b1 = 2048 - b0, s1 = Math.min(s + 1, w - 1);
+      for (let ch = 0; ch < c; ch++) r[x * c + ch] = data[base + s * c + ch] * b0 + data[base + s1 * c + ch] * b1;
+    }
+    if (rows.size > 4) rows.clear();
+    rows.set(y, r);
+    return r;
+  };
+  for (let y = 0; y < dh; y++) {
+    const s = ty.idx[y], b0 = ty.a0[y], b1 = 2048 - b0;
+    const r0 = hrow(s), r1 = hrow(Math.min(s + 1, h - 1));
+    const o = y * dw * c;
+    for (let i = 0; i < r0.length; i++) {
+      const v = (((b0 * (r0[i] >> 4)) >> 16) + ((b1 * (r1[i] >> 4)) >> 16) + 2) >> 2;
+      out[o + i] = v < 0 ? 0 : v > 255 ? 255 : v;
+    }
+  }
+  return { data: out, width: dw, height: dh, channels: c };
+}
+
+/** blazeface._shrunk: the image resized to nw x nh (whole-factor INTER_AREA first, then bilinear) and the
+ * scales (x, y) from the image's pixels to the result's */
+export function shrunk(img, nw, nh) {
+  let { width: w, height: h } = img;
+  if (nw === w && nh === h) return { img, sx: 1, sy: 1 };
+  const k = Math.min(Math.floor(w / nw), Math.floor(h / nh));
+  let cur = img;
+  if (k >= 2) {
+    w = Math.floor(w / k) * k;
+    h = Math.floor(h / k) * k;
+    cur = areaWhole(img.data, img.width, img.height, img.channels || 4, k);  // drops the same edge pixels
+  }
+  if (cur.width !== nw || cur.height !== nh) cur = resizeLinear(cur, nw, nh);
+  return { img: cur, sx: nw / w, sy: nh / h };
+}
+
+/** blazeface._to_input: the image at (ox, oy) on a black H x W canvas, planar RGB float32 in [-1, 1] */
+function toInput(img, H, W, ox, oy) {
+  const x = new Float32Array(3 * H * W).fill(-1);
+  const { data, width: nw, height: nh } = img, c = img.channels || 4, plane = H * W;
+  const k = Math.fround(1 / 127.5);
+  for (let y = 0; y < nh; y++) {
+    for (let xx = 0; xx < nw; xx++) {
+      const p = (y * nw + xx) * c, q = (y + oy) * W + xx + ox;
+      if (c === 1) { const v = Math.fround(data[p] * k) - 1; x[q] = v; x[plane + q] = v; x[2 * plane + q] = v; continue; }
+      x[q] = Math.fround(data[p] * k) - 1;
+      x[plane + q] = Math.fround(data[p + 1] * k) - 1;
+      x[2 * plane + q] = Math.fround(data[p + 2] * k) - 1;
+    }
+  }
+  return x;
+}
+
+/** blazeface.letterbox: {tensor, height, width, map: [sx, sy, ox, oy]} (input px = image px * s + o) */
+export function letterbox(img, size) {
+  const { width: w, height: h } = img;
+  const s = size / Math.max(h, w);
+  const nw = Math.min(size, Math.max(1, pyRound(w * s))), nh = Math.min(size, Math.max(1, pyRound(h * s)));
+  const ox = Math.floor((size - nw) / 2), oy = Math.floor((size - nh) / 2);
+  const r = shrunk(img, nw, nh);
+  return { tensor: toInput(r.img, size, size, ox, oy), height: size, width: size, map: [r.sx, r.sy, ox, oy] };
+}
+
+/** blazeface.enlarged: the whole image resized by `scale` onto a canvas of multiples of `multiple` */
+export function enlarged(img, scale, multiple) {
+  const { width: w, height: h } = img;
+  const nw = Math.max(1, pyRound(w * scale)), nh = Math.max(1, pyRound(h * scale));
+  const cw = Math.ceil(nw / multiple) * multiple, ch = Math.ceil(nh / multiple) * multiple;
+  const r = shrunk(img, nw, nh);
+  return { tensor: toInput(r.img, ch, cw, 0, 0), height: ch, width: cw, map: [r.sx, r.sy, 0, 0] };
+}
+
+// ------------------------------------------------------------------------------------------- decoding
+/** blazeface.grid_anchors: anchor centres (x, y) in input pixels, in the graph's output order */
+export function gridAnchors(height, width, strides, interp = 1.0, offset = 0.5) {
+  const out = [];
+  let i = 0;
+  while (i < strides.length) {
+    let j = i, repeats = 0;
+    while (j < strides.length && strides[j] === strides[i]) { repeats += interp === 1.0 ? 2 : 1; j += 1; }
+    const st = strides[i];
+    for (let y = 0; y < Math.floor(height / st); y++) {
+      for (let x = 0; x < Math.floor(width / st); x++) {
+        for (let r = 0; r < repeats; r++) out.push(Math.fround((x + offset) * st), Math.fround((y + offset) * st));
+      }
+    }
+    i = j;
+  }
+  return Float32Array.from(out);
+}
+
+/** A detector's description from its card (blazeface.BlazeFaceDetector.__init__) */
+export function detectorSpec(range, card, minScore = null) {
+  const a = card.anchors;
+  const ms = minScore != null ? minScore : (card.min_score != null ? card.min_score : 0.5);
+  return {
+    range, card, size: card.input_size, multiple: card.stride_multiple || 0,
+    strides: a.strides, interp: a.interpolated_scale_aspect_ratio ?? 1.0, offset: a.anchor_offset ?? 0.5,
+    minScore: ms, nmsIou: (card.nms && card.nms.iou) ?? 0.3, framing: FRAMING[range] || { scale: 1, dx: 0, dy: 0 },
+    outputs: card.outputs || {}, anchorCache: new Map(),
+  };
+}
+
+function anchorsOf(spec, h, w) {
+  const key = `${h}x${w}`;
+  let a = spec.anchorCache.get(key);
+  if (!a) {
+    if (spec.anchorCache.size > 16) spec.anchorCache.clear();
+    a = gridAnchors(h, w, spec.strides, spec.interp, spec.offset);
+    spec.anchorCache.set(key, a);
+  }
+  return a;
+}
+
+/** IoU of two rows (x0, y0, x1, y1, ...) */
+function rowIou(a, b, areaA, areaB) {
+  const iw = Math.min(a[2], b[2]) - Math.max(a[0], b[0]);
+  const ih = Math.min(a[3], b[3]) - Math.max(a[1], b[1]);
+  const inter = Math.max(iw, 0) * Math.max(ih, 0);
+  const union = areaA + areaB - inter;
+  return union > 0 ? inter / Math.max(union, 1e-12) : 0;
+}
+
+/** blazeface.weighted_nms (MediaPipe's blending): rows (x0, y0, x1, y1, keypoints...), scores ->
+ * {rows, scores}, best first */
+export function weightedNms(rows, scores, iouThreshold = 0.3, maxOut = null) {
+  const order = scores.map((s, i) => i).sort((i, j) => (scores[j] - scores[i]) || (i - j));
+  const b = order.map((i) => rows[i]), s = order.map((i) => scores[i]);
+  const area = b.map((r) => Math.max(0, r[2] - r[0]) * Math.max(0, r[3] - r[1]));
+  const alive = new Array(b.length).fill(true);
+  const outR = [], outS = [];
+  for (let i = 0; i < b.length; i++) {
+    if (!alive[i]) continue;
+    let grp = [];
+    for (let j = 0; j < b.length; j++) {
+      if (alive[j] && rowIou(b[j], b[i], area[j], area[i]) > iouThreshold) grp.push(j);
+    }
+    if (!grp.length) grp = [i];
+    const n = b[i].length, acc = new Float64Array(n);
+    let tw = 0;
+    for (const j of grp) {
+      tw += s[j];
+      for (let k = 0; k < n; k++) acc[k] += b[j][k] * s[j];
+    }
+    for (let k = 0; k < n; k++) acc[k] = Math.fround(acc[k] / tw);
+    outR.push(acc);
+    outS.push(s[i]);
+    for (const j of grp) alive[j] = false;
+    alive[i] = false;
+    if (maxOut != null && outR.length >= maxOut) break;
+  }
+  return { rows: outR, scores: outS };
+}
+
+/** blazeface._run after the graph: decoded detections (x0, y0, x1, y1 + 6 keypoints) in image pixels.
+ * `boxes` (N * 16) and `logits` (N) are the graph's outputs; `prep` the prepared input (letterbox / enlarged);
+ * `nmsInput`: weighted NMS in input pixels before mapping back (the one-pass live path). */
+export function decode(spec, boxes, logits, prep, minScore, nmsInput = false) {
+  const logitMin = Math.log(minScore / (1 - minScore));
+  const anc = anchorsOf(spec, prep.height, prep.width);
+  let rows = [], scores = [];
+  for (let i = 0; i < logits.length; i++) {
+    if (!(logits[i] > logitMin)) continue;
+    const z = Math.min(Math.max(logits[i], -LOGIT_CLIP), LOGIT_CLIP);
+    const r = boxes.subarray(16 * i, 16 * i + 16), ax = anc[2 * i], ay = anc[2 * i + 1];
+    const bw = r[2], bh = r[3];
+    if (!(bw > 0 && bh > 0)) continue;
+    const cx = Math.fround(r[0] + ax), cy = Math.fround(r[1] + ay);
+    const d = new Float64Array(16);
+    d[0] = Math.fround(cx - bw / 2); d[1] = Math.fround(cy - bh / 2);
+    d[2] = Math.fround(cx + bw / 2); d[3] = Math.fround(cy + bh / 2);
+    for (let k = 0; k < 6; k++) {
+      d[4 + 2 * k] = Math.fround(r[4 + 2 * k] + ax);
+      d[5 + 2 * k] = Math.fround(r[5 + 2 * k] + ay);
+    }
+    rows.push(d);
+    scores.push(Math.fround(1 / (1 + Math.exp(-z))));
+  }
+  if (nmsInput) ({ rows, scores } = weightedNms(rows, scores, spec.nmsIou, MAX_FACES));
+  const [sx, sy, ox, oy] = prep.map;
+  for (const d of rows) {
+    for (let k = 0; k < 16; k += 2) {
+      d[k] = Math.fround((d[k] - ox) / sx);
+      d[k + 1] = Math.fround((d[k + 1] - oy) / sy);
+    }
+  }
+  return { rows, scores };
+}
+
+/** blazeface.framed: raw rows (16) -> (20): the FER face frame (square), the 6 keypoints, the raw box */
+export function framed(rows, framing) {
+  return rows.map((d) => {
+    const side = Math.max(d[2] - d[0], d[3] - d[1]);
+    const cx = (d[0] + d[2]) / 2 + framing.dx * side, cy = (d[1] + d[3]) / 2 + framing.dy * side;
+    const fs = side * framing.scale;
+    const o = new Float64Array(20);
+    o[0] = Math.fround(cx - fs / 2); o[1] = Math.fround(cy - fs / 2);
+    o[2] = Math.fround(cx + fs / 2); o[3] = Math.fround(cy + fs / 2);
+    for (let k = 4; k < 16; k++) o[k] = d[k];
+    for (let k = 0; k < 4; k++) o[16 + k] = d[k];
+    return o;
+  });
+}
+
+/** blazeface.detections_from_framed: framed rows -> detections {box [x, y, w, h] clipped, score, keypoints,
+ * rawBox, frame [cx, cy, side]}, left to right */
+export function detectionsFromFramed(rows, scores, W, H, minSize = 0) {
+  const out = [];
+  rows.forEach((d, i) => {
+    const [fx0, fy0, fx1, fy1] = d;
+    const [rx0, ry0, rx1, ry1] = [d[16], d[17], d[18], d[19]];
+    if (Math.max(rx1 - rx0, ry1 - ry0) < minSize) return;
+    const fs = Math.max(fx1 - fx0, fy1 - fy0);
+    const cx = (fx0 + fx1) / 2, cy = (fy0 + fy1) / 2;
+    const bx0 = Math.max(0, pyRound(fx0)), by0 = Math.max(0, pyRound(fy0));
+    const bx1 = Math.min(W, pyRound(fx1)), by1 = Math.min(H, pyRound(fy1));
+    if (bx1 - bx0 < 2 || by1 - by0 < 2) return;
+    const kps = [];
+    for (let k = 0; k < 6; k++) kps.push([round1(d[4 + 2 * k]), round1(d[5 + 2 * k])]);
+    out.push({ box: [bx0, by0, bx1 - bx0, by1 - by0], score: Math.round(scores[i] * 1e4) / 1e4, keypoints: kps,
+               rawBox: [round1(rx0), round1(ry0), round1(rx1 - rx0), round1(ry1 - ry0)],
+               frame: [round1(cx), round1(cy), round1(fs)] });
+  });
+  return out.sort((a, b) => (a.box[0] - b.box[0]) || (a.box[1] - b.box[1]));
+}
+
+// ------------------------------------------------------------------------------------ plans and passes
+/** BlazeFaceDetector.search_scale: the enlarged pass's scale for a w x h image (null: no such pass) */
+export function searchScale(spec, w, h) {
+  if (!spec.multiple || Math.min(w, h) < SEARCH.minSide) return null;
+  let s = spec.size / (SEARCH.window[spec.range] * Math.min(w, h));
+  s = Math.min(s, (SEARCH.maxArea * spec.size ** 2 / (w * h)) ** 0.5);
+  return s > 1.25 * spec.size / Math.max(w, h) ? s : null;
+}
+
+/** The photo search (BlazeFaceAuto.detect): per model ("fast": short; "thorough": short and full) the whole
+ * frame letterboxed and the whole frame enlarged, merged by weighted NMS; the models' frames merged again. */
+export function photoPlan(specs, w, h, mode = "fast") {
+  const models = mode === "thorough" ? ["short", "full"] : ["short"];
+  return {
+    groups: models.map((m) => {
+      const spec = specs[m];
+      const passes = [{ model: m, canvas: "letterbox", minScore: spec.minScore }];
+      const scale = searchScale(spec, w, h);
+      if (scale != null) passes.push({ model: m, canvas: "enlarged", scale, minScore: Math.max(spec.minScore, SEARCH.minScore) });
+      return { model: m, passes, nms: true };
+    }),
+    merge: true,
+  };
+}
+
+/** The live pass (BlazeFaceDetector.detect_live): one short-range pass, NMS in input pixels, no merge */
+export function livePlan(specs) {
+  return { groups: [{ model: "short", passes: [{ model: "short", canvas: "letterbox", minScore: specs.short.minScore, nmsInput: true }], nms: false }], merge: false };
+}
+
+/** Which faces are plausible: every one (the Python detector has no plausibility filter yet) */
+export function plausible(rows, scores) {
+  return { rows, scores };
+}
+
+/** Prepared input of one pass */
+export function preparePass(spec, pass, img) {
+  return pass.canvas === "enlarged" ? enlarged(img, pass.scale, spec.multiple) : letterbox(img, spec.size);
+}
+
+/** Runs a plan on an image: `run(spec, prep)` runs one graph and resolves to {boxes, logits} (Float32Arrays).
+ * Returns {detections, passes: n, ms: {prepare, detect, decode}}. */
+export async function runPlan(plan, specs, img, run, opts = {}) {
+  const t = { prepare: 0, detect: 0, decode: 0 };
+  const now = () => (typeof performance !== "undefined" ? performance.now() : Date.now());
+  let allRows = [], allScores = [];
+  for (const g of plan.groups) {
+    const spec = specs[g.model];
+    let rows = [], scores = [];
+    for (const p of g.passes) {
+      let t0 = now();
+      const prep = preparePass(specs[p.model], p, img);
+      t.prepare += now() - t0;
+      t0 = now();
+      const out = await run(specs[p.model], prep);
+      t.detect += now() - t0;
+      t0 = now();
+      const d = decode(specs[p.model], out.boxes, out.logits, prep, p.minScore, Boolean(p.nmsInput));
+      rows = rows.concat(d.rows);
+      scores = scores.concat(d.scores);
+      t.decode += now() - t0;
+    }
+    const t0 = now();
+    if (g.nms) ({ rows, scores } = weightedNms(rows, scores, spec.nmsIou, MAX_FACES));
+    allRows = allRows.concat(framed(rows, spec.framing));
+    allScores = allScores.concat(scores);
+    t.decode += now() - t0;
+  }
+  const t0 = now();
+  if (plan.merge) ({ rows: allRows, scores: allScores } = weightedNms(allRows, allScores, specs.short.nmsIou, MAX_FACES));
+  ({ rows: allRows, scores: allScores } = plausible(allRows, allScores));
+  const detections = detectionsFromFramed(allRows, allScores, img.width, img.height, opts.minSize || 0);
+  t.decode += now() - t0;
+  return { detections, ms: t };
+}
+
+// ----------------------------------------------------------------------------------------------- crops
+/** crop.face_square: the square (x0, y0, side) of a box grown by `margin` x its longer side on each side */
+export function faceSquare(box, margin) {
+  const [x, y, w, h] = box;
+  const side = Math.max(w, h) * (1 + 2 * margin);
+  const s = Math.max(1, pyRound(side));
+  return [pyRound(x + w / 2 - s / 2), pyRound(y + h / 2 - s / 2), s];
+}
+
+/** crop.crop_face on a grey image (Uint8Array W x H): the square, border pixels repeated outside the image,
+ * resized to size (INTER_AREA shrinking, INTER_LINEAR enlarging).  null when the box is unusable. */
+export function cropFace(gray, W, H, box, margin, size = 48) {
+  const [x0, y0, s] = faceSquare(box, margin);
+  if (s > 4 * Math.max(H, W)) return null;
+  const ix0 = Math.max(0, x0), iy0 = Math.max(0, y0), ix1 = Math.min(W, x0 + s), iy1 = Math.min(H, y0 + s);
+  if (ix1 <= ix0 || iy1 <= iy0) return null;
+  const pw = ix1 - ix0, ph = iy1 - iy0;
+  let patch = new Uint8Array(pw * ph);
+  for (let y = 0; y < ph; y++) patch.set(gray.subarray((iy0 + y) * W + ix0, (iy0 + y) * W + ix1), y * pw);
+  let pads = [iy0 - y0, y0 + s - iy1, ix0 - x0, x0 + s - ix1];  // top, bottom, left, right
+  let cur = { data: patch, width: pw, height: ph, channels: 1 };
+  if (s > CROP_MAX_SIDE) {
+    const f = CROP_MAX_SIDE / s;
+    const nh = Math.max(1, pyRound(ph * f)), nw = Math.max(1, pyRound(pw * f));
+    cur = resizeArea(cur, nw, nh);
+    const top = pyRound(pads[0] * f), left = pyRound(pads[2] * f);
+    pads = [top, Math.max(0, CROP_MAX_SIDE - nh - top), left, Math.max(0, CROP_MAX_SIDE - nw - left)];
+  }
+  if (pads.some((p) => p)) cur = padReplicate(cur, pads);
+  return resizeSquare(cur, size);
+}
+
+function padReplicate(img, [top, bottom, left, right]) {
+  const { data, width: w, height: h } = img;
+  const W = w + left + right, H = h + top + bottom;
+  const out = new Uint8Array(W * H);
+  for (let y = 0; y < H; y++) {
+    const sy = Math.min(h - 1, Math.max(0, y - top));
+    for (let x = 0; x < W; x++) out[y * W + x] = data[sy * w + Math.min(w - 1, Math.max(0, x - left))];
+  }
+  return { data: out, width: W, height: H, channels: 1 };
+}
+
+/** crop._resize: to size x size, INTER_AREA when the patch's shorter side is at least size, else bilinear */
+function resizeSquare(img, size) {
+  if (img.width === size && img.height === size) return img.data;
+  return (Math.min(img.width, img.height) >= size ? resizeArea(img, size, size) : resizeLinear(img, size, size)).data;
+}
+
+/** crop.crop_detection without alignment: a detection's frame (or its box) grown by `margin` */
+export function cropDetection(gray, W, H, det, margin = FACE_MARGIN, size = 48) {
+  if (det.frame) {
+    const [cx, cy, side] = det.frame;
+    return cropFace(gray, W, H, [cx - side / 2, cy - side / 2, side, side], margin, size);
+  }
+  return cropFace(gray, W, H, det.box, margin, size);
+}
+
+/** crop.whole_image_crop: the whole image as a grey square (the shorter side padded by its border) */
+export function wholeImageCrop(gray, W, H, size = 48) {
+  let cur = { data: gray, width: W, height: H, channels: 1 };
+  if (Math.max(H, W) > CROP_MAX_SIDE) {
+    const f = CROP_MAX_SIDE / Math.max(H, W);
+    cur = resizeArea(cur, Math.max(1, pyRound(W * f)), Math.max(1, pyRound(H * f)));
+  }
+  const { width: w, height: h } = cur;
+  if (h !== w) {
+    const d = Math.abs(h - w), a = Math.floor(d / 2), b = d - a;
+    cur = padReplicate(cur, h < w ? [a, b, 0, 0] : [0, 0, a, b]);
+  }
+  return resizeSquare(cur, size);
+}
+
+// ---------------------------------------------------------------------------------------- probabilities
+/** calibration.softmax of one row of logits with the card's temperature */
+export function softmax(logits, temperature = 1.0) {
+  const z = Array.from(logits, (v) => v / temperature);
+  const m = Math.max(...z);
+  const e = z.map((v) => Math.exp(v - m));
+  const s = e.reduce((a, b) => a + b, 0);
+  return e.map((v) => v / s);
+}
+
+export const argmax = (p) => p.reduce((best, v, i) => (v > p[best] ? i : best), 0);
+
+// ------------------------------------------------------------------------------------------- tracking
+/** detect.iou of (x, y, w, h) boxes */
+export function iou(a, b) {
+  const iw = Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0]);
+  const ih = Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]);
+  if (iw <= 0 || ih <= 0) return 0;
+  const inter = iw * ih;
+  return inter / (a[2] * a[3] + b[2] * b[3] - inter);
+}
+
+/** video._match_score */
+export function matchScore(a, b, thr = 0.3) {
+  const v = iou(a, b);
+  if (v >= thr) return v;
+  const sa = Math.max(a[2], a[3]), sb = Math.max(b[2], b[3]);
+  const d = Math.hypot(a[0] + a[2] / 2 - b[0] - b[2] / 2, a[1] + a[3] / 2 - b[1] - b[3] / 2);
+  if (d < 0.75 * Math.max(sa, sb) && sa / sb > 0.67 && sa / sb < 1.5) return 0.01 + 0.01 * v;
+  return 0;
+}
+
+/** video.IoUTracker: greedy matching, confirmed after minHits, dropped after maxMissed (unconfirmed: at once) */
+export class Tracker {
+  constructor(opts = {}) {
+    this.o = { ...TRACKING, ...opts };
+    this.tracks = [];
+    this.nextId = 1;
+    this.frame = -1;
+  }
+
+  update(boxes) {
+    this.frame += 1;
+    const pairs = [];
+    this.tracks.forEach((t, ti) => boxes.forEach((b, bi) => pairs.push([matchScore(t.box, b, this.o.iou), ti, bi])));
+    // Python sorts (score, ti, bi) tuples in reverse: higher score, then higher ti, then higher bi first
+    pairs.sort((p, q) => (q[0] - p[0]) || (q[1] - p[1]) || (q[2] - p[2]));
+    const usedT = new Set(), usedB = new Set(), out = [];
+    for (const [score, ti, bi] of pairs) {
+      if (score <= 0 || usedT.has(ti) || usedB.has(bi)) continue;
+      usedT.add(ti); usedB.add(bi);
+      const t = this.tracks[ti];
+      t.box = boxes[bi]; t.lastFrame = this.frame; t.missed = 0; t.hits += 1;
+      t.confirmed = t.confirmed || t.hits >= this.o.minHits;
+      out.push([t, bi]);
+    }
+    this.tracks.forEach((t, ti) => { if (!usedT.has(ti)) t.missed += 1; });
+    boxes.forEach((b, bi) => {
+      if (usedB.has(bi)) return;
+      const t = { id: this.nextId++, box: b, firstFrame: this.frame, lastFrame: this.frame, probs: null, hits: 1,
+                  missed: 0, confirmed: this.o.minHits <= 1 };
+      this.tracks.push(t);
+      out.push([t, bi]);
+    });
+    this.tracks = this.tracks.filter((t) => t.missed <= (t.confirmed ? this.o.maxMissed : 0));
+    return out.sort((p, q) => p[0].id - q[0].id);
+  }
+
+  /** the moving average of a track's probabilities (StreamRecognizer.process) */
+  smooth(t, probs) {
+    const a = this.o.smoothing;
+    t.probs = t.probs == null ? probs.slice() : t.probs.map((v, k) => a * v + (1 - a) * probs[k]);
+    return t.probs;
+  }
+}

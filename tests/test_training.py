@@ -122,6 +122,36 @@ def test_ema_average_is_what_is_validated_and_kept(fer_sample, tmp_path):
     assert torch.allclose(ema.module.weight, start + (1 - 2 / 11))
 
 
+def test_callbacks_run_in_order_and_the_first_stop_ends_the_run(fer_sample, tmp_path):
+    """After each epoch the trainer runs its callbacks in order (best weights, last.pt, metrics, the caller's
+    hook, early stopping); one that returns True stops the run and the callbacks after it do not run."""
+    from ferlab.training.callbacks import Callback, default_callbacks
+    from ferlab.training.trainer import Trainer
+
+    seen = []
+
+    class Spy(Callback):
+        def __init__(self, stop_at=None):
+            self.stop_at = stop_at
+
+        def on_epoch_end(self, trainer, loop, row):
+            # what the callbacks before it wrote is already on disk
+            seen.append((self.stop_at, row["epoch"], len(trainer.rundir.read_metrics()),
+                         trainer.rundir.load_state()["epoch"]))
+            return row["epoch"] == self.stop_at
+
+    names = [type(c).__name__ for c in default_callbacks(on_epoch_end=lambda row: False)]
+    assert names == ["BestWeights", "Checkpoint", "MetricsLog", "EpochHook", "EarlyStopping"]
+    run = tmp_path / "run"
+    cfg = _cfg(fer_sample, "epochs=4", "max_train_batches=2")
+    summary = Trainer(cfg, run, progress=False, log=False,
+                      callbacks=[*default_callbacks(), Spy(stop_at=2), Spy()]).fit()
+    assert seen == [(2, 1, 1, 1), (None, 1, 1, 1), (2, 2, 2, 2)]
+    assert summary["epochs_run"] == 2 and len(_rows(run)) == 2
+    for name in ("best_acc.safetensors", "best_loss.safetensors", "last.pt", "model.safetensors"):
+        assert (run / name).is_file(), name
+
+
 def test_resume_errors(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err

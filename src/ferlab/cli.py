@@ -16,7 +16,7 @@ from .errors import FerlabError
 
 #: subcommand modules under ferlab.commands, in --help order
 COMMANDS = ("data", "train", "evaluate", "compare", "models", "export", "predict", "video", "webcam", "serve",
-            "tune", "ensemble", "soup", "features", "teacher", "batch")
+            "site", "tune", "ensemble", "soup", "features", "teacher", "batch")
 
 
 class _Parser(argparse.ArgumentParser):

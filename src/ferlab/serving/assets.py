@@ -24,9 +24,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..inference.blazeface import MODELS_DIR as DETECTOR_DIR
-from ..inference.blazeface import RANGES
 from ..zoo import resolve
+from .site import detector_files, manifest
 from .state import ApiError, ServingState
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -143,25 +142,6 @@ class CompressedStatic:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def detector_files() -> dict[str, Path]:
-    return {r: DETECTOR_DIR / f"blazeface_{r}.onnx" for r in RANGES}
-
-
-def manifest(models: list[tuple[str, dict]], default: str, *, server: bool, model_url=None) -> dict:
-    """``models.json``: what the page loads in device mode.  ``models``: (name, card) pairs; ``model_url``
-    gives a model's file relative to the page (default ``models/NAME.onnx``)."""
-    import json
-
-    url = model_url or (lambda name: f"models/{urllib.parse.quote(name)}.onnx")
-    detectors = {}
-    for rng, path in detector_files().items():
-        card = json.loads(path.with_suffix(".json").read_text())
-        detectors[rng] = {"file": f"models/detectors/blazeface_{rng}.onnx", "card": card}
-    return {"default": default, "server": bool(server),
-            "models": [{"name": n, "file": url(n), "card": c} for n, c in models],
-            "detectors": detectors}
-
-
 def served_manifest(state: ServingState) -> dict:
     entries = list(state.entries.values())
     return manifest([(e.name, {**e.card, "name": e.name}) for e in entries], state.default, server=True)

@@ -1,5 +1,7 @@
 """End to end: the web page in headless Debian chromium (Playwright for Python), a fake webcam playing a
-y4m file made from a face photo, a real uvicorn server on a free localhost port.
+y4m file made from a face photo, a real uvicorn server on a free localhost port.  These tests drive the page's
+server engine (``?engine=server``: frames over the WebSocket, photos posted); tests/test_browser_pipeline.py
+drives its on-device engine (the default) and reuses the fixtures here.
 
 Needs /usr/bin/chromium (``make test`` installs it with apt; Playwright never downloads a browser here).
 Without it the test fails in CI (``CI`` set) and is skipped elsewhere.  Screenshots go to the test's
@@ -157,14 +159,14 @@ WebSocket.prototype.send = function (data) {
 """
 
 
-def open_page(browser, server, problems: list[str], **context_options):
+def open_page(browser, server, problems: list[str], query: str = "?engine=server", **context_options):
     ctx = browser.new_context(viewport={"width": 1280, "height": 860}, **context_options)
     ctx.add_init_script(COUNT_FRAMES)
     page = ctx.new_page()
     page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-    page.goto(server + "/")
+    page.goto(server + "/" + query)
     page.wait_for_function("() => { const s = document.querySelector('#model'); "
                            "return s.options.length > 0 && s.value && !s.value.includes('loading'); }")
     return ctx, page

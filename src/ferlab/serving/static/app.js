@@ -3,7 +3,7 @@
 // leave the browser; "server" sends them to `ferlab serve` (live frames over a WebSocket, photos with POST
 // /v1/predict).  The server engine is chosen when the browser lacks WebAssembly SIMD, and by the "Runs" picker.
 // Query flags: ?engine=server|device, ?threads=N (worker threads), ?nosimd=1 (behave as without SIMD: tests).
-import { checkSize, sniffImage } from "./pipeline.js";
+import { checkSize, hasSimd, sniffImage } from "./pipeline.js";
 
 const MAX_UPLOAD = 10 * 1024 * 1024;
 const MAX_FILE = 200 * 1024 * 1024;  // imageio.MAX_FILE_BYTES: what the device engine reads
@@ -23,23 +23,12 @@ const pct = (p) => `${Math.round(p * 100)}%`;
 const PARAMS = new URLSearchParams(location.search);
 const state = { model: null, models: [], manifest: null, engine: null, server: false, loaded: null };
 
-/** WebAssembly SIMD, feature-detected: a module whose one function returns i8x16.splat(0) validates only where
- * SIMD is supported (onnxruntime-web 1.30 ships no build without it) */
-const SIMD_PROBE = new Uint8Array([
-  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,  // magic, version 1
-  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b,        // type section: () -> v128
-  0x03, 0x02, 0x01, 0x00,                          // function section: one function of type 0
-  0x0a, 0x08, 0x01, 0x06, 0x00, 0x41, 0x00, 0xfd, 0x0f, 0x0b,  // code: i32.const 0; i8x16.splat; end
-]);
+/** WebAssembly SIMD, feature-detected (pipeline.hasSimd); ?nosimd=1 behaves as a browser without it (tests) */
 export function simdSupported() {
   if (PARAMS.get("nosimd") === "1") return false;
-  try {
-    return typeof WebAssembly === "object" && WebAssembly.validate(SIMD_PROBE);
-  } catch {
-    return false;
-  }
+  return hasSimd(globalThis.WebAssembly);
 }
-window.ferlabSimdProbe = () => typeof WebAssembly === "object" && WebAssembly.validate(SIMD_PROBE);
+window.ferlabSimdProbe = () => hasSimd(globalThis.WebAssembly);
 
 // ------------------------------------------------------------------------------------------ helpers
 function el(tag, cls, text) {

@@ -40,6 +40,25 @@ const round1 = (x) => pyRound(x * 10) / 10;
 /** OpenCV's saturate_cast<uchar>(float): rounds halves to even, clamps */
 const sat8 = (v) => (v <= 0 ? 0 : v >= 255 ? 255 : pyRound(v));
 
+// ---------------------------------------------------------------------------------------- features
+/** A WebAssembly module whose one function returns i8x16.splat(0): it validates only where WebAssembly SIMD
+ * is supported (onnxruntime-web 1.30 ships no build without SIMD) */
+export const SIMD_PROBE = new Uint8Array([
+  0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,  // magic, version 1
+  0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7b,        // type section: () -> v128
+  0x03, 0x02, 0x01, 0x00,                          // function section: one function of type 0
+  0x0a, 0x08, 0x01, 0x06, 0x00, 0x41, 0x00, 0xfd, 0x0f, 0x0b,  // code: i32.const 0; i8x16.splat; end
+]);
+
+/** Whether `wasm` (the WebAssembly namespace) supports SIMD */
+export function hasSimd(wasm) {
+  try {
+    return Boolean(wasm) && typeof wasm.validate === "function" && wasm.validate(SIMD_PROBE);
+  } catch {
+    return false;
+  }
+}
+
 // ------------------------------------------------------------------------------------- image checks
 /** imageio.check_size: null, or the CLI's one-line message for an image of w x h */
 export function checkSize(w, h, name = "image") {

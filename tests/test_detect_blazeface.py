@@ -14,12 +14,16 @@ from helpers_models import ASTRONAUT, frame_of_faces, make_tiny_model
 
 from ferlab.errors import FerlabError
 from ferlab.inference.blazeface import (
+    FACE_IN_MIN,
     MODELS_DIR,
     SEARCH_MODES,
+    SEARCHES,
     BlazeFaceDetector,
+    Pass,
     enlarged,
     grid_anchors,
     letterbox,
+    search_plan,
     ssd_anchors,
     weighted_nms,
 )
@@ -156,23 +160,30 @@ def test_photo_search_finds_small_faces(short):
     found = make_detector("blazeface").detect(two)
     assert len(one_pass) < 2 and len(found) == 2
     assert found[0].box[0] < 384 <= found[1].box[0]
-    assert short.search_scale(100, 100) is None  # small frames: the whole frame only
-    assert short.search_scale(640, 480) == pytest.approx(128 / (0.6 * 480))
-    s = short.search_scale(16000, 400)  # a long strip: the enlarged pass stays bounded (8 native inputs)
-    assert 16000 * 400 * s * s <= 8 * 128 ** 2 + 1
+    # small frames: the whole frame in each model's square only
+    assert search_plan(100, 100) == [Pass("full", None), Pass("short", None)]
+    fine = search_plan(640, 480)[0]  # balanced: a 40 px face becomes FACE_IN_MIN px
+    assert fine.range == "full" and fine.scale == pytest.approx(FACE_IN_MIN / 40)
+    for w, h in [(16000, 400), (4000, 3000), (6324, 6324), (20, 16384)]:  # the work is bounded by pixels
+        for mode, spec in SEARCHES.items():
+            plan = search_plan(w, h, mode)
+            levels = [p.scale for p in plan if p.scale is not None]
+            assert all(w * h * s * s <= spec.max_pixels + 1 for s in levels)
+            assert sum(w * h * s * s for s in levels) <= 1.2 * spec.max_pixels + 1
+            assert plan[-2:] == [Pass("full", None), Pass("short", None)]
 
 
-def test_search_modes_fast_and_thorough():
+def test_search_modes():
     det = make_detector("blazeface")
-    assert det.search == "fast" and SEARCH_MODES == ("fast", "thorough")
+    assert det.search == "balanced" and SEARCH_MODES == ("fast", "balanced", "thorough")
     assert make_detector("blazeface", search="thorough").search == "thorough"
-    big = frame_of_faces(56)  # 56 px faces: both searches find all 8, the live pass none
+    big = frame_of_faces(56)  # 56 px faces: the default and the thorough search find all 8, the live pass none
     assert len(det.detect(big)) == 8 and len(det.detect(big, search="thorough")) == 8
     assert det.detect_live(big) == []
-    small = frame_of_faces(36)  # 36 px faces in 640x480: only the full-range model's search finds them
-    fast, thorough = det.detect(small), det.detect(small, search="thorough")
+    small = frame_of_faces(36)  # 36 px faces in 640x480: only the thorough search (min face 24 px) finds them
+    fast, thorough = det.detect(small, search="fast"), det.detect(small, search="thorough")
     assert len(fast) <= 2 and len(thorough) >= 7
-    with pytest.raises(FerlabError, match="search must be 'fast' or 'thorough'") as e:
+    with pytest.raises(FerlabError, match="search must be one of fast, balanced, thorough") as e:
         det.detect(small, search="quick")
     assert e.value.kind == "bad_option"
     with pytest.raises(FerlabError, match="search"):
@@ -210,7 +221,7 @@ def test_ten_faces_photo():
 
 
 def test_make_detector_names():
-    assert make_detector().name == "blazeface" and make_detector("auto").search == "fast"
+    assert make_detector().name == "blazeface" and make_detector("auto").search == "balanced"
     assert make_detector().full.search and make_detector().short.search
     d = make_detector("blazeface-short")
     assert d.range == "short" and not d.search and d.name == "blazeface-short"

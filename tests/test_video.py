@@ -12,6 +12,7 @@ from PIL import Image
 
 from ferlab.cli import main
 from ferlab.errors import FerlabError
+from ferlab.inference.live import LiveFaces
 from ferlab.inference.recognizer import Recognizer
 from ferlab.inference.video import IoUTracker, StreamRecognizer, process_video
 
@@ -91,11 +92,11 @@ def test_detect_every_n_keeps_one_track(tiny, clip, tmp_path):
 def test_stream_recognizer_smooths_probabilities(tiny):
     rec = Recognizer(model=tiny, whole_image_fallback=False, threads=1)
     stream = StreamRecognizer(rec, every=1, smoothing=0.5, min_hits=1)
-    ema = None
+    ema, live = None, LiveFaces()  # the live path, run beside the stream on the same frames
     for frame in list(_frames())[:5]:
         faces = stream.process(frame)
         assert len(faces) == 1 and faces[0].track_id == 1
-        dets = rec.detector.detect_live(frame)
+        dets = live(rec.detector, frame)
         raw = np.array([rec.predict_detections(frame, dets)[0].probabilities[c] for c in rec.classes])
         ema = raw if ema is None else 0.5 * ema + 0.5 * raw
         got = np.array([faces[0].probabilities[c] for c in rec.classes])
@@ -291,7 +292,8 @@ def test_mp4_is_h264_with_pyav_else_warns(tiny, clip, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_faces_clip(tmp_path_factory):
-    """4 still frames of eight 36 px faces: the thorough photo search finds them, the fast one does not."""
+    """4 still frames of eight 36 px faces: the thorough photo search (from 24 px) finds them, the fast one (from
+    64 px) does not."""
     from helpers_models import frame_of_faces
 
     path = tmp_path_factory.mktemp("video") / "small_faces.mp4"
@@ -306,7 +308,7 @@ def small_faces_clip(tmp_path_factory):
 def test_search_option_on_every_frame(tiny, small_faces_clip, tmp_path, capsys):
     import json
 
-    s = process_video(small_faces_clip, model=tiny)
+    s = process_video(small_faces_clip, model=tiny, search="fast")
     assert s["search"] == "fast" and len(s["tracks"]) <= 2
     js = tmp_path / "s.json"
     assert main(["video", str(small_faces_clip), "--model", tiny, "--search", "thorough", "--json", str(js)]) == 0

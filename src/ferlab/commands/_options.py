@@ -79,17 +79,18 @@ COUNT = int_in(1)
 SEED = int_in(0, 2**32 - 1)
 #: the default detector's photo search (``ferlab.inference.blazeface.SEARCH_MODES``, kept equal by a test: this
 #: module must not import the inference layer for ``--help``)
-SEARCH_CHOICES = ("fast", "thorough")
+SEARCH_CHOICES = ("fast", "balanced", "thorough")
 
 
 def add_search(p: argparse.ArgumentParser, where: str, note: str = "") -> None:
     """The ``--search`` option of the commands that run the photo search on ``where`` (predict, serve, batch, video): one
     definition, its choices ``SEARCH_CHOICES`` (a bad value is argparse's one line, exit 2); ``note`` ends
     the help text."""
-    p.add_argument("--search", choices=SEARCH_CHOICES, default="fast",
-                   help=f"default detector's photo search on {where}: fast (default: the short-range model on the "
-                        "image and on the image enlarged) or thorough (also the full-range model: faces down to "
-                        f"~32 px in a 640x480 image, about 4x the time){note}")
+    p.add_argument("--search", choices=SEARCH_CHOICES, default="balanced",
+                   help=f"default detector's photo search on {where}, an image pyramid at the photo's own "
+                        "resolution: balanced (default: faces from ~40 px, bounded to 1.4 MP of model input), "
+                        "fast (from ~64 px, 0.6 MP) or thorough (from ~24 px, 4 MP, and tries the photo turned "
+                        f"90/270/180 degrees when nothing is found){note}")
 
 
 def check_output(path: str | os.PathLike | None, option: str, *, folder: bool = False,

@@ -12,14 +12,20 @@ Pipeline: letterbox (keep aspect ratio, black padding, centred) -> ONNX -> sigmo
 overlapping the best one by IoU > 0.3 is blended into it, weighted by score) -> letterbox removed -> pixel
 coordinates of the input image.
 
-Still images (the photo search, ``search=True``): a 640x480 frame letterboxed to 128 px shrinks a 70 px face
-to 14 px, below what the model finds.  The bundled graphs take any input size that is a multiple of their
-deepest stride (``scripts/convert_blazeface.py``, ``dynamic_shapes``), and BlazeFace is fully
-convolutional, so besides the whole frame the search runs one more pass on the whole frame enlarged
-(``enlarged``, scale ``search_scale``): it finds what square tiles of ``SEARCH_WINDOW`` x the shorter side
-would, without their overlap or their cut faces, in one call.  Its detections need ``SEARCH_MIN_SCORE`` and
-all are merged by the same weighted NMS.  Live frames (``detect_live``) take the single pass: a few ms.
-Measured by ``benchmarks/bench_detect_quality.py``.
+Still images (the photo search, ``search_plan``): BlazeFace finds faces in a band of sizes relative to its
+input (the full-range model: sides of about 16-128 input px, measured by ``benchmarks/bench_photos.py``), so a
+photo is searched as an image pyramid: the finest level scales the photo so that the smallest face sought
+(``SearchSpec.min_face``) is ``FACE_IN_MIN`` px, each coarser level is ``LEVEL_STEP`` times smaller, and the
+coarsest passes are the whole photo letterboxed into each model's native square (faces that fill the photo).
+The bundled graphs take any input size that is a multiple of their deepest stride and any batch
+(``scripts/convert_blazeface.py``, ``dynamic_shapes``), so a level is one pass over the whole scaled photo: it
+finds what overlapping tiles would, without their overlap or their cut faces.  The work is bounded by pixels,
+not by the photo's resolution: the finest level holds at most ``SearchSpec.max_pixels`` (a larger photo gets a
+coarser finest level: its smallest findable face grows), and the levels below it a further 1/8 of that.
+Detections of every pass whose keypoints do not make a face (``plausible``) are dropped before all are merged
+by the same weighted NMS; a box that holds a smaller face of a higher score is then dropped (``contained``: a
+head-and-shoulders or torso box around a face found at a finer level).  Live frames (``detect_live``) take
+the single pass: a few ms; ``inference.live`` tracks faces between full searches.
 
 Boxes: BlazeFace's own box is tight (brows to chin).  ferlab's classifiers are trained on FER2013 framing
 (about a Haar box), so ``Detection.box`` is BlazeFace's box grown and shifted to that framing
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -44,20 +51,73 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
 RANGES = ("short", "full")
 _LOGIT_CLIP = 100.0
-#: the photo search's enlarged pass (``BlazeFaceDetector.search_scale``): the frame scaled so that a window of
-#: SEARCH_WINDOW[range] x its shorter side fills the model's input, bounded to MAX_SEARCH_AREA native inputs'
-#: worth of pixels; frames whose shorter side is under MIN_SEARCH_SIDE px get the whole-frame pass only.
-#: Chosen on the synthetic sets of bench_detect_quality.py: the short-range model with windows of 0.75 / 0.6 /
-#: 0.5 found 79.9% / 87.3% / 88.8% of the first 100 frames' faces with 0.08 / 0.12 / 0.16 false positives a
-#: frame; the full-range model (``--search thorough`` adds it) with 0.5 instead of 0.75 finds 53% of 40-64 px
-#: faces instead of 41%
-SEARCH_WINDOW = {"short": 0.6, "full": 0.5}
-MAX_SEARCH_AREA = 8
-MIN_SEARCH_SIDE = 160
-#: the score a face found only in the enlarged pass needs (the whole-frame pass keeps ``min_score``): it sees
-#: more clutter.  Short range, window 0.6, same 100 frames: 0.6 finds 87.3% with 0.12 false positives a frame,
-#: 0.5 90.0% with 0.18
-SEARCH_MIN_SCORE = 0.6
+#: the pyramid's model, the smallest face side (input px, FER framing) it finds reliably, and the ratio between
+#: levels (each face is then seen at >= 1 level inside the model's band of ~16-128 px).  Measured on the scenes
+#: of bench_photos.py (balanced search, 15 photos of 0.3-24 MP): the full-range pyramid found every head of
+#: 40-192 px but one with 0.4 false positives a photo; the short-range one, cheaper per pixel, 6.5 false
+#: positives a photo.  20 rather than 16: heads cut tight (tests/helpers_models.frame_of_faces) need ~20.
+FACE_IN_MIN = 20
+LEVEL_STEP = 3.0
+PYRAMID_RANGE = "full"
+#: ``plausible``: eye distance / box side, mouth drop / eye distance, |cos| eye line vs eyes-mouth, nose off
+#: the eyes-mouth axis / eye distance; ``contained``: share of a smaller face inside a larger box
+EYES_APART = (0.2, 0.65)
+MOUTH_DROP = (0.6, 2.0)
+MAX_SKEW = 0.5
+MAX_NOSE_OFF = 0.4
+CONTAIN = 0.8
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """One photo search: the smallest face sought (px of the photo), the bound on the finest level's input
+    pixels, and the rotations tried (in turn, while none found a face: a photo turned 90 degrees with no EXIF
+    tag)."""
+
+    min_face: int
+    max_pixels: int
+    rotations: tuple[int, ...] = (0,)
+
+
+#: the photo searches (``--search``): measured by benchmarks/bench_photos.py (benchmarks/results/photos.json)
+SEARCHES = {
+    "fast": SearchSpec(min_face=64, max_pixels=600_000),
+    "balanced": SearchSpec(min_face=40, max_pixels=1_400_000),
+    "thorough": SearchSpec(min_face=24, max_pixels=4_000_000, rotations=(0, 90, 270, 180)),
+}
+SEARCH_MODES = tuple(SEARCHES)
+DEFAULT_SEARCH = "balanced"
+#: the live path's full-frame search (``inference.live``): faces from 48 px in a 640x480 frame, a few ms
+LIVE_SEARCH = SearchSpec(min_face=48, max_pixels=200_000)
+#: the live path's window around a known face (its face frame's side times this), seen at the short-range
+#: model's 128 px: the face is then ~51 px there, and may move 0.7 of its side between two frames
+WINDOW = 2.5
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One pass of a photo search: which model, and the scale of the photo (None: the whole photo letterboxed
+    into the model's native square)."""
+
+    range: str
+    scale: float | None
+
+
+def search_plan(w: int, h: int, search: str | SearchSpec = DEFAULT_SEARCH,
+                ranges: tuple[str, ...] = RANGES) -> list[Pass]:
+    """The passes of the photo search ``search`` for a ``w`` x ``h`` photo, finest first (see the module
+    notes).  ``ranges``: the models at hand (a one-model detector searches with its own only)."""
+    spec = _spec(search)
+    pyramid = PYRAMID_RANGE if PYRAMID_RANGE in ranges else ranges[0]
+    native = {"short": 128, "full": 192}
+    s = min(FACE_IN_MIN / spec.min_face, (spec.max_pixels / max(1, w * h)) ** 0.5)
+    coarsest = native[pyramid] / max(w, h)
+    passes = []
+    while s > 1.2 * coarsest:
+        passes.append(Pass(pyramid, s))
+        s /= LEVEL_STEP
+    return passes + [Pass(r, None) for r in ("full", "short") if r in ranges]
+
 
 #: BlazeFace box -> FER2013 framing: the square face frame has side ``scale`` x the box's longer side and
 #: its centre is the box centre shifted by (dx, dy) x the box side.  Measured by
@@ -221,6 +281,99 @@ def load_card(path: Path) -> dict:
     return card
 
 
+def plausible(dec: np.ndarray) -> np.ndarray:
+    """Which raw detections (N, 16) have keypoints that make a face: eyes, nose and mouth inside the box (grown
+    by a tenth), eyes apart by ``EYES_APART`` of the box side, the mouth below the eyes' midpoint by
+    ``MOUTH_DROP`` of the eye distance, roughly square to the eye line, and the nose near the eyes-mouth
+    axis.  Rotation-free (tilted and sideways faces pass); measured on bench_photos.py's scenes, where it
+    drops the head-and-shoulders and torso boxes a coarse pass draws."""
+    if len(dec) == 0:
+        return np.zeros(0, bool)
+    x0, y0, x1, y1 = dec[:, 0], dec[:, 1], dec[:, 2], dec[:, 3]
+    side = np.maximum(np.maximum(x1 - x0, y1 - y0), 1e-6)
+    kp = dec[:, 4:12].reshape(-1, 4, 2)  # right eye, left eye, nose tip, mouth centre
+    pad = side[:, None] * 0.1
+    inside = ((kp[:, :, 0] >= (x0[:, None] - pad)) & (kp[:, :, 0] <= (x1[:, None] + pad)) &
+              (kp[:, :, 1] >= (y0[:, None] - pad)) & (kp[:, :, 1] <= (y1[:, None] + pad))).all(1)
+    eye = kp[:, 1] - kp[:, 0]
+    d_eye = np.maximum(np.hypot(eye[:, 0], eye[:, 1]), 1e-6)
+    mid = (kp[:, 0] + kp[:, 1]) / 2
+    down = kp[:, 3] - mid
+    d_mouth = np.maximum(np.hypot(down[:, 0], down[:, 1]), 1e-6)
+    square = np.abs((eye * down).sum(1)) / (d_eye * d_mouth)  # |cos| of the angle eye line / eyes-mouth
+    nose = kp[:, 2] - mid
+    off_axis = np.abs(nose[:, 0] * down[:, 1] - nose[:, 1] * down[:, 0]) / d_mouth
+    apart = d_eye / side
+    drop = d_mouth / d_eye
+    return (inside & (apart >= EYES_APART[0]) & (apart <= EYES_APART[1]) & (drop >= MOUTH_DROP[0])
+            & (drop <= MOUTH_DROP[1]) & (square <= MAX_SKEW) & (off_axis <= MAX_NOSE_OFF * d_eye))
+
+
+def contained(framed: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Which merged detections to keep: a box that holds most of a smaller face (``CONTAIN`` of its area)
+    whose score is at least its own is dropped (a torso or head-and-shoulders box around a face)."""
+    n = len(framed)
+    keep = np.ones(n, bool)
+    area = np.maximum(framed[:, 2] - framed[:, 0], 0) * np.maximum(framed[:, 3] - framed[:, 1], 0)
+    for i in range(n):
+        for j in range(n):
+            if i == j or area[j] >= area[i] * 0.5 or scores[j] < scores[i]:
+                continue
+            iw = min(framed[i, 2], framed[j, 2]) - max(framed[i, 0], framed[j, 0])
+            ih = min(framed[i, 3], framed[j, 3]) - max(framed[i, 1], framed[j, 1])
+            if iw > 0 and ih > 0 and iw * ih >= CONTAIN * area[j]:
+                keep[i] = False
+                break
+    return keep
+
+
+def _rotate_back(dec: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
+    """Raw detections found in ``np.rot90(img, k)`` -> ``img``'s pixels (``img`` is w x h)."""
+    out = dec.copy()
+    x, y = dec[:, 0::2], dec[:, 1::2]
+    if k == 1:    # rotated[r, c] = img[c, w - 1 - r]
+        out[:, 0::2], out[:, 1::2] = w - y, x
+    elif k == 2:
+        out[:, 0::2], out[:, 1::2] = w - x, h - y
+    elif k == 3:  # rotated[r, c] = img[h - 1 - c, r]
+        out[:, 0::2], out[:, 1::2] = y, h - x
+    out[:, [0, 2]] = np.sort(out[:, [0, 2]], axis=1)
+    out[:, [1, 3]] = np.sort(out[:, [1, 3]], axis=1)
+    return out
+
+
+def _spec(search: str | SearchSpec) -> SearchSpec:
+    return search if isinstance(search, SearchSpec) else SEARCHES[check_search(search)]
+
+
+def run_search(models: dict, img: np.ndarray, search: str | SearchSpec) -> list[tuple]:
+    """The passes of ``search_plan`` over ``img`` with ``models`` ({range: BlazeFaceDetector}): a list of
+    (model, raw detections, scores) in ``img``'s pixels.  Each level is cut from the one before it (cheaper
+    than from the photo).  Rotations (``SearchSpec.rotations``) are tried in turn until one finds a face."""
+    spec = _spec(search)
+    h, w = img.shape[:2]
+    for deg in spec.rotations:
+        k = {0: 0, 90: 3, 180: 2, 270: 1}[deg]  # a photo turned 90 degrees clockwise is turned back by k=3
+        src = np.ascontiguousarray(np.rot90(img, k)) if k else img
+        rh, rw = src.shape[:2]
+        out, level, level_s = [], src, 1.0
+        for p in search_plan(rw, rh, spec, tuple(models)):
+            m = models[p.range]
+            scale = m.size / max(rw, rh) if p.scale is None else p.scale
+            if scale < level_s / 2:  # cut each level from the one before, kept at >= twice its size
+                level, _, _ = _shrunk(src, max(1, round(rw * scale * 2)), max(1, round(rh * scale * 2)))
+                level_s = scale * 2
+            dec, sc = m.run_pass(level, None if p.scale is None else p.scale / level_s)
+            dec[:, 0::2] *= rw / level.shape[1]
+            dec[:, 1::2] *= rh / level.shape[0]
+            if k:
+                dec = _rotate_back(dec, k, w, h)
+            out.append((m, dec, sc))
+        if any(len(sc) for _, _, sc in out) or deg == spec.rotations[-1]:
+            return out
+    return []
+
+
 class BlazeFaceDetector(Detector):
     """MediaPipe BlazeFace on ONNX Runtime.
 
@@ -296,28 +449,24 @@ class BlazeFaceDetector(Detector):
         self.min_score = float(value)
         self._logit_min = float(np.log(value / (1 - value)))
 
-    def raw(self, image: np.ndarray, search: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def raw(self, image: np.ndarray, search: bool | str = False) -> tuple[np.ndarray, np.ndarray]:
         """Decoded detections before framing: (N, 16) x0, y0, x1, y1 + 6 keypoints in image pixels, scores
-        (best first).  ``search``: the whole frame, then the whole frame enlarged (see the module notes)."""
+        (best first).  ``search``: the photo search with this model alone (True: the default search)."""
         img = _check_image(np.asarray(image))
         if not search:
             return self._run(*letterbox(img, self.size))
-        d, sc = self._run(*letterbox(img, self.size), nms=False)
-        scale = self.search_scale(img.shape[1], img.shape[0])
-        if scale is None:
-            return weighted_nms(d, sc, self.nms_iou, self.max_faces)
-        e, se = self._run(*enlarged(img, scale, self.multiple), nms=False)
-        keep = se >= max(self.min_score, SEARCH_MIN_SCORE)  # the enlarged frame sees more clutter
-        return weighted_nms(np.concatenate([d, e[keep]]), np.concatenate([sc, se[keep]]), self.nms_iou,
-                            self.max_faces)
+        mode = DEFAULT_SEARCH if search is True else search
+        found = [(dec, sc) for _, dec, sc in run_search({self.range: self}, img, mode)]
+        return weighted_nms(np.concatenate([d for d, _ in found]), np.concatenate([c for _, c in found]),
+                            self.nms_iou, self.max_faces)
 
-    def search_scale(self, w: int, h: int) -> float | None:
-        """The scale of the photo search's enlarged pass for a ``w`` x ``h`` image (None: no such pass)."""
-        if not self.multiple or min(w, h) < MIN_SEARCH_SIDE:
-            return None
-        s = self.size / (SEARCH_WINDOW[self.range] * min(w, h))
-        s = min(s, (MAX_SEARCH_AREA * self.size ** 2 / (w * h)) ** 0.5)
-        return s if s > 1.25 * self.size / max(w, h) else None
+    def run_pass(self, img: np.ndarray, scale: float | None) -> tuple[np.ndarray, np.ndarray]:
+        """One pass of a photo search (``Pass``): raw detections (no NMS) in ``img``'s pixels, those whose
+        keypoints make no face dropped."""
+        x, mapping = letterbox(img, self.size) if scale is None else enlarged(img, scale, self.multiple)
+        dec, sc = self._run(x, mapping, nms=False)
+        ok = plausible(dec)
+        return dec[ok], sc[ok]
 
     def _anchors(self, height: int, width: int) -> np.ndarray:
         if (height, width) == (self.size, self.size):
@@ -331,20 +480,29 @@ class BlazeFaceDetector(Detector):
                                            a.get("anchor_offset", 0.5))
         return self._grid[key]
 
-    def _run(self, x: np.ndarray, mapping: tuple[float, float, int, int],
+    def _run(self, x: np.ndarray, mapping: tuple[float, float, float, float],
              nms: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """One pass of the graph on a prepared input (``letterbox`` / ``enlarged``), decoded and mapped back to
         image pixels."""
-        sx, sy, ox, oy = mapping
+        return self._run_batch(x, [mapping], nms)[0]
+
+    def _run_batch(self, x: np.ndarray, mappings: list, nms: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The graph on a batch of prepared inputs (N, 3, H, W), each decoded and mapped back to its image's
+        pixels by its mapping (scale_x, scale_y, offset_x, offset_y: input pixel = image pixel * scale + offset)."""
         boxes, logits = self.session.run(self._out, {self.input_name: x})
-        boxes = boxes.reshape(-1, 16)
-        logits = logits.reshape(-1)
+        boxes = boxes.reshape(len(x), -1, 16)
+        logits = logits.reshape(len(x), -1)
+        anchors = self._anchors(x.shape[2], x.shape[3])
+        return [self._decode(b, lg, anchors, m, nms) for b, lg, m in zip(boxes, logits, mappings)]
+
+    def _decode(self, boxes, logits, anchors, mapping, nms: bool) -> tuple[np.ndarray, np.ndarray]:
+        sx, sy, ox, oy = mapping
         keep = np.flatnonzero(logits > self._logit_min)
         if len(keep) == 0:
             return np.zeros((0, 16), np.float32), np.zeros(0, np.float32)
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits[keep], -_LOGIT_CLIP, _LOGIT_CLIP)))
         r = boxes[keep].reshape(len(keep), 8, 2)  # in input pixels, relative to the anchor centre
-        anc = self._anchors(x.shape[2], x.shape[3])[keep]
+        anc = anchors[keep]
         cx, cy = r[:, 0, 0] + anc[:, 0], r[:, 0, 1] + anc[:, 1]
         bw, bh = r[:, 1, 0], r[:, 1, 1]
         dec = np.empty((len(keep), 16), np.float32)
@@ -357,6 +515,31 @@ class BlazeFaceDetector(Detector):
         dec[:, 0::2] = (dec[:, 0::2] - ox) / sx  # input pixels -> image pixels
         dec[:, 1::2] = (dec[:, 1::2] - oy) / sy
         return dec, scores
+
+    def run_windows(self, img: np.ndarray, frames) -> tuple[np.ndarray, np.ndarray]:
+        """Raw detections (plausible ones, no NMS) in square windows of ``WINDOW`` x side around face frames
+        ``frames`` [(cx, cy, side)], each seen at the model's native size, all in one batch: the live path's
+        tracking step (``inference.live``)."""
+        import cv2
+
+        img = _check_image(np.asarray(img))
+        n = self.size
+        x = np.empty((len(frames), 3, n, n), np.float32)
+        maps = []
+        for i, (cx, cy, side) in enumerate(frames):
+            k = n / max(WINDOW * side, 1.0)
+            ox, oy = -k * (cx - WINDOW * side / 2), -k * (cy - WINDOW * side / 2)
+            m = np.array([[k, 0, ox], [0, k, oy]], np.float32)
+            win = cv2.warpAffine(img, m, (n, n), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            x[i] = _to_input(win, n, n, 0, 0)[0]
+            maps.append((k, k, ox, oy))
+        found = self._run_batch(x, maps) if len(frames) else []
+        dec = [d[plausible(d)] for d, _ in found]
+        sc = [s[plausible(d)] for d, s in found]
+        if not dec:
+            return np.zeros((0, 16), np.float32), np.zeros(0, np.float32)
+        return np.concatenate(dec), np.concatenate(sc)
 
     def framed(self, dec: np.ndarray) -> np.ndarray:
         """Raw detections (N, 16) -> (N, 20): the FER face frame (x0, y0, x1, y1 of a square, ``FRAMING``),
@@ -421,27 +604,21 @@ def detections_from_framed(arr: np.ndarray, scores: np.ndarray, shape: tuple[int
     return sorted(out, key=lambda d: (d.box[0], d.box[1]))
 
 
-#: the default detector's photo search (``BlazeFaceAuto``, ``--search``): "fast" runs the short-range model on
-#: the whole frame and on the frame enlarged (two passes, about 5 native inputs' worth); "thorough" adds the
-#: full-range model's two passes (smaller faces, as in group photos; about 4x the time)
-SEARCH_MODES = ("fast", "thorough")
-DEFAULT_SEARCH = "fast"
-
-
 def check_search(value) -> str:
     v = str(value).strip().lower()
     if v not in SEARCH_MODES:
-        raise FerlabError(f"search must be 'fast' or 'thorough' (got {value!r})", "bad_option")
+        raise FerlabError(f"search must be one of {', '.join(SEARCH_MODES)} (got {value!r})", "bad_option")
     return v
 
 
 class BlazeFaceAuto(Detector):
-    """The default detector (``"blazeface"``).  Still images: the photo search (``search``, ``SEARCH_MODES``):
-    "fast" (default) the short-range model on the whole frame and on the frame enlarged, "thorough" the
-    full-range model's search too, merged by weighted NMS.  Live frames (``detect_live``): one short-range
-    pass, a few ms."""
+    """The default detector (``"blazeface"``).  Still images: the photo search (``search``, ``SEARCHES``: an
+    image pyramid of the full-range model and the whole image in each model's square, merged by weighted NMS).
+    Live frames: ``inference.live.LiveFaces`` over ``live_search`` (every few frames) and ``live_windows``
+    (every frame, around each known face); ``detect_live`` alone is one short-range pass."""
 
     cheap = True
+    tracks_in_windows = True
     name = "blazeface"
 
     def __init__(self, min_score: float | None = None, nms_iou: float | None = None, min_size: int | None = None,
@@ -469,11 +646,29 @@ class BlazeFaceAuto(Detector):
         img = np.asarray(image)
         if img.ndim < 2 or img.shape[0] < 1 or img.shape[1] < 1:
             return []
-        dets = [self.short] + ([self.full] if mode == "thorough" else [])
-        found = [(d, *d.raw(img, search=True)) for d in dets]
-        arr, sc = weighted_nms(np.concatenate([d.framed(a) for d, a, _ in found]),
-                               np.concatenate([s for _, _, s in found]), self.nms_iou, self.max_faces)
-        return detections_from_framed(arr, sc, img.shape, self.min_size)
+        found = run_search({"short": self.short, "full": self.full}, _check_image(img), mode)
+        return self.merge([(d.framed(a), s) for d, a, s in found], img.shape)
+
+    def merge(self, found: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]) -> list[Detection]:
+        """Framed detections of several passes [(framed (N, 20), scores)] -> faces: weighted NMS, then the
+        boxes that hold a smaller face of a higher score dropped (``contained``)."""
+        found = [f for f in found if len(f[1])]
+        if not found:
+            return []
+        arr, sc = weighted_nms(np.concatenate([a for a, _ in found]), np.concatenate([s for _, s in found]),
+                               self.nms_iou, self.max_faces)
+        keep = contained(arr, sc)
+        return detections_from_framed(arr[keep], sc[keep], shape, self.min_size)
+
+    def live_search(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The live path's full-frame search (``LIVE_SEARCH``): framed detections of each pass, for ``merge``."""
+        found = run_search({"short": self.short, "full": self.full}, _check_image(np.asarray(image)), LIVE_SEARCH)
+        return [(d.framed(a), s) for d, a, s in found]
+
+    def live_windows(self, image: np.ndarray, frames) -> tuple[np.ndarray, np.ndarray]:
+        """The live path's tracking step: framed detections in a window around each face frame (cx, cy, side)."""
+        dec, sc = self.short.run_windows(image, frames)
+        return self.short.framed(dec), sc
 
     def _detect(self, image: np.ndarray, scale: float = 1.0) -> list[Detection]:
         return self.detect(image)

@@ -91,8 +91,8 @@ class Recognizer:
     on_no_face: ``"skip"`` (default: no face found -> no result) or ``"whole"`` (classify the whole image).
     whole_image_fallback: the older spelling of ``on_no_face`` (True = "whole", False = "skip").
     align: rotate crops so the eyes are level (detectors with keypoints; default ``DEFAULT_ALIGN``).
-    search: the default detector's photo search, ``"fast"`` (default) or ``"thorough"`` (also the full-range
-        model: smaller faces, about 4x the time; ``blazeface.SEARCH_MODES``); other detectors have none.
+    search: the default detector's photo search, one of ``blazeface.SEARCH_MODES`` (default ``"balanced"``:
+        an image pyramid at the photo's own resolution, ``blazeface.SEARCHES``); other detectors have none.
     """
 
     def __init__(self, model: str | os.PathLike = "default",

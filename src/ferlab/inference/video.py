@@ -33,6 +33,7 @@ from ..io import atomic_write
 from .blazeface import BlazeFaceAuto, check_search
 from .detect import DEFAULT_DETECTOR, Box, Detection, iou
 from .draw import annotate, color_for
+from .live import LiveFaces
 from .recognizer import Face, Recognizer
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
@@ -113,8 +114,9 @@ class StreamRecognizer:
         smoothing: weight of the past in the per-track moving average of probabilities (0 = none).
         max_missed: frames a face may go undetected before its track ends.  min_hits: detections before a
         track is confirmed and shown (default 3).  still: detect as on still images (the default BlazeFace
-        then runs its photo search: smaller faces, ~3x the time; ``process_video``'s default); else the
-        detector's live pass (one short-range pass: webcam and web page).
+        then runs its photo search; ``process_video``'s default); else the live path (``inference.live``: a
+        full-frame search every few frames and a window around each known face every frame: webcam, web
+        page, ``video --fast``).
     """
 
     def __init__(self, recognizer: Recognizer, every: int = 1, smoothing: float = 0.6, max_missed: int | None = None,
@@ -132,6 +134,7 @@ class StreamRecognizer:
                                   min_hits)
         self.frame_index = -1
         self.finished: list[Track] = []
+        self.live = LiveFaces()  # the live path's state (inference.live): used when not ``still``
 
     @property
     def tracks(self) -> list[Track]:
@@ -140,7 +143,7 @@ class StreamRecognizer:
     def _detections(self, img: np.ndarray) -> list[Detection]:
         det = self.rec.detector
         if getattr(det, "cheap", False) or self.frame_index % self.every == 0 or not self.tracker.tracks:
-            return det.detect(img) if self.still else det.detect_live(img)
+            return det.detect(img) if self.still else self.live(det, img)
         found: list[Detection] = []
         for t in sorted(self.tracker.tracks, key=lambda t: -t.hits):
             if t.missed:
@@ -438,8 +441,8 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
     """Recognise the faces of every frame of ``in_path``; write what is asked; return a summary dict.
     ``warn(line)`` receives warnings (e.g. an mp4 that browsers cannot play).  ``fast``: the detector's
     live pass on each frame (webcam speed) instead of its still-image search (finds smaller faces).
-    ``search``: the default detector's photo search on each frame, "fast" (default) or "thorough" (as for
-    photos: ``Recognizer(search=...)``); "thorough" with ``fast`` is refused (the live pass has no search).
+    ``search``: the default detector's photo search on each frame (``blazeface.SEARCH_MODES``, as for photos:
+    ``Recognizer(search=...)``); a search with ``fast`` is refused (the live path has no photo search).
     ``model``, ``detector``, ``min_face``, ``max_side``, ``threads`` and ``search`` make the Recognizer when
     ``recognizer`` is not given."""
     import cv2

@@ -114,10 +114,11 @@ async def predict(request: Request,
                   on_no_face: Literal["skip", "whole"] = Query(
                       "skip", description="when no face is found: skip (no face, no label: `faces` is empty and "
                                           "`no_face` true) or whole (classify the whole image)"),
-                  search: Literal["fast", "thorough"] | None = Query(
-                      None, description="the default detector's photo search: fast (the short-range model on the "
-                                        "image and on the image enlarged) or thorough (also the full-range model: "
-                                        "smaller faces, about 4x the time); default: the server's (`--search`)")):
+                  search: Literal["fast", "balanced", "thorough"] | None = Query(
+                      None, description="the default detector's photo search, an image pyramid at the photo's own "
+                                        "resolution: balanced (faces from ~40 px), fast (from ~64 px) or thorough "
+                                        "(from ~24 px, and the photo turned when nothing is found); default: the "
+                                        "server's (`--search`)")):
     state = _state(request)
     if model is not None:
         state.entry(model)  # unknown model: 404 before reading the body

@@ -20,10 +20,13 @@ size.  ``tests/test_hardening_images.py`` checks these bounds in a subprocess.
 
 from __future__ import annotations
 
+import glob
 import io
 import math
 import os
+import stat
 import warnings
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -180,15 +183,19 @@ def _orientation(img) -> int | None:
 
 
 
-def read_image(path: str | os.PathLike, *, mode: str = "bgr", max_pixels: int = MAX_PIXELS,
-               max_side: int | None = None) -> np.ndarray:
-    """Read and decode an image file (see ``decode_image``); errors name the file."""
+def read_file(path: str | os.PathLike, limit: int | None = None) -> bytes:
+    """The bytes of a *regular* file, at most ``limit`` of them (default ``MAX_FILE_BYTES``) (``ImageError`` otherwise; errors name the file).
+
+    Devices (``/dev/zero`` never ends), FIFOs (a reader blocks until a writer comes) and sockets are refused
+    from the opened descriptor's own ``fstat`` (opened non-blocking, so a FIFO cannot hold the open either);
+    the size on disk is not trusted: at most ``limit`` + 1 bytes are read, and one more than ``limit`` is a
+    refusal (a file growing while it is read, a ``/proc`` file that says it holds 0 bytes)."""
     p = Path(path)
+    limit = MAX_FILE_BYTES if limit is None else limit
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    too_large = f"{p}: file larger than the {limit / 2**20:.0f} MB limit"
     try:
-        size = p.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise ImageError(f"{p}: file of {size / 2**20:.0f} MB is too large", "too_large")
-        data = p.read_bytes()
+        fd = os.open(p, flags)
     except IsADirectoryError:
         raise ImageError(f"{p}: is a folder, not an image", "unsupported") from None
     except FileNotFoundError:
@@ -197,6 +204,37 @@ def read_image(path: str | os.PathLike, *, mode: str = "bgr", max_pixels: int = 
         raise ImageError(f"{p}: permission denied", "missing") from None
     except OSError as e:
         raise ImageError(f"{p}: cannot read ({e.strerror or type(e).__name__})", "missing") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(f"{p}: is a folder, not an image", "unsupported")
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(f"{p}: not a regular file (a device, FIFO or socket): not read", "unsupported")
+        if st.st_size > limit:
+            raise ImageError(f"{p}: file of {st.st_size / 2**20:.0f} MB is too large "
+                             f"(limit {limit / 2**20:.0f} MB)", "too_large")
+        chunks, n = [], 0
+        while n <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - n))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            n += len(chunk)
+    except OSError as e:
+        raise ImageError(f"{p}: cannot read ({e.strerror or type(e).__name__})", "missing") from None
+    finally:
+        os.close(fd)
+    if n > limit:
+        raise ImageError(too_large, "too_large")
+    return b"".join(chunks)
+
+
+def read_image(path: str | os.PathLike, *, mode: str = "bgr", max_pixels: int = MAX_PIXELS,
+               max_side: int | None = None) -> np.ndarray:
+    """Read (``read_file``: regular files only, at most ``MAX_FILE_BYTES``) and decode an image file (see
+    ``decode_image``); errors name the file."""
+    p = Path(path)
+    data = read_file(p)
     return decode_image(data, name=str(p), mode=mode, max_pixels=max_pixels, max_side=max_side)
 
 
@@ -258,3 +296,128 @@ def encode_png(image: np.ndarray) -> bytes:
 
 def is_image_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+# ------------------------------------------------------------------------------------------- the input walker
+_GLOB_CHARS = frozenset("*?[")
+#: the longest list file (``--list``, ``@FILE``) read
+MAX_LIST_BYTES = 64 * 1024 * 1024
+
+
+def is_regular_file(path: str | os.PathLike) -> bool:
+    """A regular file (symbolic links followed): not a folder, device, FIFO or socket, nor a broken link."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def folder_files(folder: str | os.PathLike, suffixes: Collection[str] = IMAGE_SUFFIXES) -> tuple[list[Path], int]:
+    """The regular files under ``folder`` whose suffix (any case) is in ``suffixes``, recursively, hidden
+    files and folders skipped, in ``os.walk`` order (a folder's files sorted by name, then its sub-folders
+    sorted by name); and how many other regular files were passed over.  Devices, FIFOs, sockets and broken
+    links are neither listed nor counted (a FIFO named ``x.jpg`` would block its reader)."""
+    found, other = [], 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            if not is_regular_file(p):
+                continue
+            if p.suffix.lower() in suffixes:
+                found.append(p)
+            else:
+                other += 1
+    return found, other
+
+
+def read_list_file(path: str | os.PathLike) -> list[str]:
+    """The entries of a list file: one path a line, blank lines and ``#`` comments skipped, relative paths
+    taken relative to the list file's folder (``FerlabError`` in one line when it cannot be read).  A pipe
+    is accepted (``--list <(find ...)``), but never more than ``MAX_LIST_BYTES`` are read (``/dev/zero``)."""
+    lp = Path(path)
+    try:
+        if lp.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        with open(lp, "rb") as fh:
+            data = fh.read(MAX_LIST_BYTES + 1)
+        if len(data) > MAX_LIST_BYTES:
+            raise FerlabError(f"{path}: list file larger than {MAX_LIST_BYTES // 2**20} MB", "input")
+        text = data.decode("utf-8")
+    except FileNotFoundError:
+        raise FerlabError(f"{path}: list file not found", "input") from None
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise FerlabError(f"{path}: cannot read the list file ({why})", "input") from None
+    out = []
+    for line in text.splitlines():
+        s = line.strip()
+        if s and not s.startswith("#"):
+            out.append(s if Path(s).is_absolute() else str(lp.parent / s))
+    return out
+
+
+def walk_inputs(inputs: Iterable[str], suffixes: Collection[str] = IMAGE_SUFFIXES, *,
+                list_files: Iterable[str] = (), noun: str = "images", folder_hint: str = "",
+                sort_folders: bool = False) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
+    """The one input walker of ``ferlab predict``, ``ferlab batch`` and the photo folders: files, folders,
+    globs and list files -> (``(file, folder it was found in or None)`` in order, each file once (by its
+    resolved path), and the problems ``(input, one-line message)``).
+
+    - a folder is searched recursively for ``suffixes`` (``folder_files``; ``sort_folders``: its files sorted
+      by path instead of folder by folder);
+    - a file named explicitly is kept whatever its suffix (the decoder checks the bytes), if it is a regular
+      file: a device (``/dev/zero``), FIFO or socket is a problem, never read;
+    - a glob (``*``, ``?``, ``[``) that names no existing path is expanded (``**`` recursive): its folders are
+      searched, its regular files kept when their suffix is in ``suffixes``;
+    - ``list_files`` (``read_list_file``): each entry is treated as an input of its own.
+    ``noun`` names what is looked for in the messages ("images", "images or videos")."""
+    files: list[tuple[Path, Path | None]] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[Path] = set()
+    singular = " or ".join(w.removesuffix("s") for w in noun.split(" or "))  # "images or videos": "image or video"
+
+    def add(path: Path, root: Path | None) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append((path, root))
+
+    def add_dir(d: Path) -> int:
+        found = folder_files(d, suffixes)[0]
+        for q in sorted(found) if sort_folders else found:
+            add(q, d)
+        return len(found)
+
+    def add_one(arg: str) -> None:
+        p = Path(arg)
+        if p.is_dir():
+            if add_dir(p) == 0:
+                problems.append((arg, f"{arg}: no {noun} found in this folder{folder_hint}"))
+        elif p.exists():
+            if is_regular_file(p):
+                add(p, None)
+            else:
+                problems.append((arg, f"{arg}: not a regular file (a device, FIFO or socket): not read"))
+        elif _GLOB_CHARS & set(arg):
+            n = 0
+            for m in sorted(glob.glob(arg, recursive=True)):
+                mp = Path(m)
+                if mp.is_dir():
+                    n += add_dir(mp)
+                elif mp.suffix.lower() in suffixes and is_regular_file(mp):
+                    add(mp, None)
+                    n += 1
+            if n == 0:
+                problems.append((arg, f"{arg}: no {singular} files match this pattern"))
+        else:
+            problems.append((arg, f"{arg}: no such file or folder"))
+
+    for arg in inputs:
+        add_one(arg)
+    for lf in list_files:
+        for entry in read_list_file(lf):
+            add_one(entry)
+    return files, problems

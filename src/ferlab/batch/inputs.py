@@ -7,16 +7,13 @@ path, plus ``#start-end`` frames for a video segment) is what the manifest recor
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import FerlabError
-from ..imageio import is_image_path
+from ..imageio import IMAGE_SUFFIXES, is_image_path, walk_inputs
 from ..inference.video import VIDEO_SUFFIXES, open_video
-
-_GLOB_CHARS = set("*?[")
 
 
 @dataclass(frozen=True)
@@ -58,72 +55,15 @@ def media_kind(path: str | os.PathLike) -> str | None:
 
 
 def gather_paths(inputs: list[str], list_files: list[str] | None = None) -> tuple[list[tuple[Path, str]], list[str]]:
-    """(files with their kind, problems).  Folders are searched recursively for image and video suffixes
-    (hidden entries skipped); globs are expanded; a list file holds one path per line (``#`` comments,
-    relative paths are relative to the list file).  Explicit files whose suffix is neither an image nor a
-    video suffix are read as images (the decoder checks the bytes)."""
-    files: list[tuple[Path, str]] = []
-    problems: list[str] = []
-    seen: set[str] = set()
-
-    def add(p: Path, kind: str) -> None:
-        key = str(p.resolve())
-        if key not in seen:
-            seen.add(key)
-            files.append((Path(key), kind))
-
-    def add_dir(d: Path) -> int:
-        n = 0
-        for root, dirs, names in os.walk(d):
-            dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-            for name in sorted(names):
-                if name.startswith("."):
-                    continue
-                q = Path(root) / name
-                kind = media_kind(q)
-                if kind:
-                    add(q, kind)
-                    n += 1
-        return n
-
-    def add_one(arg: str) -> None:
-        p = Path(arg)
-        if p.is_dir():
-            if add_dir(p) == 0:
-                problems.append(f"{arg}: no images or videos found in this folder")
-        elif p.exists():
-            add(p, media_kind(p) or "image")
-        elif _GLOB_CHARS & set(arg):
-            n = 0
-            for m in sorted(glob.glob(arg, recursive=True)):
-                mp = Path(m)
-                if mp.is_dir():
-                    n += add_dir(mp)
-                elif mp.is_file() and media_kind(mp):
-                    add(mp, media_kind(mp))
-                    n += 1
-            if n == 0:
-                problems.append(f"{arg}: no image or video files match this pattern")
-        else:
-            problems.append(f"{arg}: no such file or folder")
-
-    for arg in inputs:
-        add_one(arg)
-    for lf in list_files or []:
-        lp = Path(lf)
-        try:
-            lines = lp.read_text().splitlines()
-        except FileNotFoundError:
-            raise FerlabError(f"{lf}: list file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise FerlabError(f"{lf}: cannot read the list file ({e})") from None
-        for line in lines:
-            s = line.strip()
-            if not s or s.startswith("#"):
-                continue
-            p = Path(s)
-            add_one(str(p if p.is_absolute() else lp.parent / p))
-    return files, problems
+    """(files (resolved) with their kind, problems): ``imageio.walk_inputs`` over image and video suffixes.
+    Folders are searched recursively (hidden entries skipped); globs are expanded; a list file holds one
+    path per line (``#`` comments, relative paths are relative to the list file).  Explicit files whose
+    suffix is neither an image nor a video suffix are read as images (the decoder checks the bytes); only
+    regular files are taken (a FIFO named ``x.jpg`` would block a worker, ``/dev/zero`` never ends)."""
+    found, problems = walk_inputs(inputs, IMAGE_SUFFIXES | set(_video_suffixes()), list_files=list_files or (),
+                                  noun="images or videos")
+    files = [(p.resolve(), media_kind(p) or "image") for p, _ in found]
+    return files, [msg for _, msg in problems]
 
 
 def video_info(path: Path) -> tuple[int, float]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 from pathlib import Path
@@ -51,55 +50,14 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-_GLOB_CHARS = set("*?[")
-
-
 def gather(inputs: list[str]) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
-    """(files with the folder they were found in, problems (input, message)).  Folders are searched
-    recursively for image suffixes (hidden entries skipped); explicit files are kept whatever their suffix
-    (the decoder checks the bytes)."""
-    from ..imageio import IMAGE_SUFFIXES, is_image_path
+    """(files with the folder they were found in, problems (input, message)): ``imageio.walk_inputs`` over
+    image suffixes (folders recursively, hidden entries skipped, each folder's files sorted by path; explicit
+    files kept whatever their suffix, the decoder checks the bytes; regular files only)."""
+    from ..imageio import IMAGE_SUFFIXES, walk_inputs
 
-    files: list[tuple[Path, Path | None]] = []
-    problems: list[tuple[str, str]] = []
-    seen: set[Path] = set()
-    suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
-
-    def add(path: Path, root: Path | None) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            files.append((path, root))
-
-    def add_dir(d: Path) -> int:
-        found = sorted(q for q in d.rglob("*") if q.is_file() and is_image_path(q)
-                       and not any(part.startswith(".") for part in q.relative_to(d).parts))
-        for q in found:
-            add(q, d)
-        return len(found)
-
-    for arg in inputs:
-        p = Path(arg)
-        if p.is_dir():
-            if add_dir(p) == 0:
-                problems.append((arg, f"{arg}: no images found in this folder (looked recursively for {suffixes})"))
-        elif p.exists():
-            add(p, None)
-        elif _GLOB_CHARS & set(arg):
-            matches = sorted(glob.glob(arg, recursive=True))
-            n = 0
-            for m in matches:
-                mp = Path(m)
-                if mp.is_dir():
-                    n += add_dir(mp)
-                elif mp.is_file() and is_image_path(mp):
-                    add(mp, None)
-                    n += 1
-            if n == 0:
-                problems.append((arg, f"{arg}: no image files match this pattern"))
-        else:
-            problems.append((arg, f"{arg}: no such file or folder"))
-    return files, problems
+    hint = f" (looked recursively for {', '.join(sorted(IMAGE_SUFFIXES))})"
+    return walk_inputs(inputs, IMAGE_SUFFIXES, noun="images", folder_hint=hint, sort_folders=True)
 
 
 def _annotated_path(src: Path, root: Path | None, out_dir: Path, taken: set[Path]) -> Path:

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..imageio import ImageError, is_image_path, read_image
+from ..imageio import IMAGE_SUFFIXES, ImageError, folder_files, read_image
 from ..labels import FER2013_CLASSES, canonical_fer2013
 from .dataset import FERDataset
 
@@ -77,19 +77,9 @@ def _subdirs(p: Path) -> list[Path]:
 
 
 def _list_files(folder: Path) -> tuple[list[Path], int]:
-    """Image files under ``folder`` (recursively, sorted) and the number of other (skipped) files."""
-    images, other = [], 0
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in sorted(filenames):
-            if f.startswith("."):
-                continue
-            p = Path(dirpath) / f
-            if is_image_path(p):
-                images.append(p)
-            else:
-                other += 1
-    return images, other
+    """Image files under ``folder`` (recursively, sorted; regular files only) and the number of other
+    (skipped) files: ``imageio.folder_files``."""
+    return folder_files(folder, IMAGE_SUFFIXES)
 
 
 def to_48_gray(img: np.ndarray, size: int = 48) -> np.ndarray:

@@ -1,0 +1,167 @@
+"""Issue 23, the defects found trying ferlab as an attacker would (10, 11, 12, 14, 15, 16) and the one input
+walker (item 3).
+
+Every command runs in a subprocess with a generous timeout (a command that blocks or reads without end
+fails the test instead of hanging the suite) and, where a defect ate memory, an address-space limit.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers_models import ROOT
+
+EXAMPLES = ROOT / "examples"
+FERLAB = [sys.executable, "-m", "ferlab.cli"]
+MODEL = "fast"  # the smallest bundled model keeps the tests quick
+
+
+def _limit_memory() -> None:  # pragma: no cover - runs in the child
+    resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))  # a reader without end dies, the box lives
+
+
+def run_cli(*args, timeout: float = 300, cwd=ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([*FERLAB, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          preexec_fn=_limit_memory, stdin=subprocess.DEVNULL)
+
+
+def one_line_error(r: subprocess.CompletedProcess) -> str:
+    err = r.stderr.strip()
+    assert r.returncode == 2, (r.returncode, r.stdout[-500:], err[-2000:])
+    assert err.count("\n") == 0 and "Traceback" not in err, err
+    return err
+
+
+@pytest.fixture
+def fifo_jpg(tmp_path) -> Path:
+    p = tmp_path / "fifo" / "x.jpg"
+    p.parent.mkdir()
+    os.mkfifo(p)
+    return p
+
+
+# ------------------------------------------------------------------------------- 10: devices, FIFOs, sizes
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_predict_refuses_a_device_in_one_line(device):
+    err = one_line_error(run_cli("predict", device, "--model", MODEL, timeout=180))
+    assert device in err and "regular file" in err
+
+
+def test_predict_refuses_a_fifo_named_like_an_image(fifo_jpg):
+    err = one_line_error(run_cli("predict", fifo_jpg, "--model", MODEL, timeout=180))
+    assert "x.jpg" in err and "regular file" in err
+
+
+def test_read_image_refuses_what_is_not_a_regular_file(fifo_jpg):
+    from ferlab.imageio import ImageError, read_file, read_image
+
+    for p in ("/dev/zero", fifo_jpg):  # opened non-blocking, refused from fstat: returns at once
+        with pytest.raises(ImageError, match="regular file") as e:
+            read_image(p)
+        assert e.value.kind == "unsupported"
+    with pytest.raises(ImageError, match="folder"):
+        read_file(fifo_jpg.parent)
+
+
+def test_read_file_never_reads_more_than_the_limit(tmp_path):
+    from ferlab.imageio import ImageError, read_file
+
+    # a /proc file is regular and says it holds 0 bytes: the limit is enforced on what is read
+    assert os.stat("/proc/self/status").st_size == 0
+    with pytest.raises(ImageError, match="limit") as e:
+        read_file("/proc/self/status", limit=16)
+    assert e.value.kind == "too_large"
+    p = tmp_path / "eleven.bin"
+    p.write_bytes(b"x" * 11)
+    with pytest.raises(ImageError, match="too large"):
+        read_file(p, limit=10)
+    assert read_file(p, limit=11) == b"x" * 11
+
+
+def test_folders_skip_fifos_in_predict_batch_and_datasets(fifo_jpg, tmp_path):
+    """A FIFO named like an image inside a folder is not listed (predict, batch, photo folders): nothing blocks."""
+    pytest.importorskip("pyarrow", reason="the [scale] extra (pyarrow) is not installed")
+    shutil.copy(EXAMPLES / "astronaut.jpg", fifo_jpg.parent / "astronaut.jpg")
+    r = run_cli("predict", fifo_jpg.parent, "--model", MODEL, "--no-progress", timeout=300)
+    assert r.returncode == 0 and "astronaut.jpg" in r.stdout and "x.jpg" not in r.stdout + r.stderr, r.stderr
+    r = run_cli("batch", fifo_jpg.parent, "--out", tmp_path / "out", "--model", MODEL, "--workers", "1", "-q",
+                "--format", "csv", timeout=300)
+    assert r.returncode == 0 and "1 input unit(s) processed" in r.stdout and "0 error(s)" in r.stdout, r.stderr
+
+    from ferlab.data.folders import load_folder
+
+    cls = tmp_path / "photos" / "happy"
+    cls.mkdir(parents=True)
+    shutil.copy(EXAMPLES / "no_face.png", cls / "a.png")
+    os.mkfifo(cls / "b.png")
+    ds = load_folder(tmp_path / "photos")  # the FIFO is neither read nor counted
+    assert len(ds.labels) == 1 and not any("skipped" in w for w in ds.warnings)
+
+
+def test_batch_refuses_an_explicit_fifo_in_one_line(fifo_jpg, tmp_path):
+    err = one_line_error(run_cli("batch", fifo_jpg, "--out", tmp_path / "out", "--model", MODEL, "-q",
+                                 "--format", "csv", timeout=180))
+    assert "regular file" in err and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------ 16: refused options
+@pytest.mark.parametrize("origin", ["not a url", "*", "https://app.example/path", "ftp://app.example",
+                                    "http://app.example:99999", "https://app.example/?q=1"])
+def test_serve_refuses_an_allowed_origin_that_is_no_origin(origin):
+    """Refused by the parser, before the models load or the port is bound."""
+    err = one_line_error(run_cli("serve", "--allowed-origin", origin, "--port", "1", timeout=120))
+    assert "--allowed-origin" in err and "origin" in err
+
+
+def test_serve_accepts_real_origins():
+    from ferlab.commands.serve import origin_url
+
+    assert origin_url("https://app.example/") == "https://app.example"
+    assert origin_url("http://localhost:8000") == "http://localhost:8000"
+    assert origin_url("http://[::1]:8080") == "http://[::1]:8080"
+
+
+@pytest.mark.parametrize("option", ["--json", "--csv"])
+@pytest.mark.parametrize("value", ["", " "])
+def test_predict_refuses_an_empty_output_name(option, value, tmp_path):
+    err = one_line_error(run_cli("predict", EXAMPLES / "astronaut.jpg", "--model", MODEL, option, value,
+                                 cwd=tmp_path, timeout=180))
+    assert option in err and "empty" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------- 12: batch options checked up front
+def _broken_model(folder: Path) -> Path:
+    """An .onnx that is not a model, with a card whose sha256 and size match it (so only loading fails)."""
+    import hashlib
+    import json
+
+    from ferlab.zoo import ZOO_DIR
+
+    onnx = folder / "broken.onnx"
+    onnx.write_bytes((ZOO_DIR / f"{MODEL}.onnx").read_bytes()[:1000])
+    card = json.loads((ZOO_DIR / f"{MODEL}.json").read_text())
+    card.update(name="broken", sha256=hashlib.sha256(onnx.read_bytes()).hexdigest(), onnx_bytes=1000)
+    onnx.with_suffix(".json").write_text(json.dumps(card))
+    return onnx
+
+
+@pytest.mark.parametrize("bad", ["detector", "model"])
+def test_batch_checks_detector_and_model_before_workers_or_writes(bad, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut.jpg", "two_faces.jpg"):
+        shutil.copy(EXAMPLES / name, photos / name)
+    opts = ["--detector", "bogus", "--model", MODEL] if bad == "detector" else ["--model", _broken_model(tmp_path)]
+    out = tmp_path / "out"
+    err = one_line_error(run_cli("batch", photos, "--out", out, *opts, "--workers", "2", "--format", "csv", "-q"))
+    assert ("unknown face detector 'bogus'" in err) if bad == "detector" else ("cannot load the ONNX model" in err)
+    assert "worker" not in err and not out.exists()  # nothing written: the folder can be used as it is
+    r = run_cli("batch", photos, "--out", out, "--model", MODEL, "--workers", "2", "--format", "csv", "-q")
+    assert r.returncode == 0 and "2 input unit(s) processed" in r.stdout, r.stderr

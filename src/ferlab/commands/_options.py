@@ -99,9 +99,11 @@ def check_output(path: str | os.PathLike | None, option: str, *, folder: bool = 
     wanted (or a file where a folder is), a parent that is a file, a place where no file can be created
     (read-only folder, /proc, no permission).  Probes by creating and removing a temporary file in the
     nearest existing folder, so it is right for root and for read-only mounts alike.  ``-`` is stdout."""
-    if path is None or path == "":
+    if path is None:
         return
     text = os.fspath(path)
+    if not text.strip():  # ``--json ''`` would otherwise be taken for "no output" and write nothing
+        raise OutputError(f"{option}: empty file name; give a file name{' or - for stdout' if allow_stdout else ''}")
     if text == STDOUT:
         if allow_stdout:
             return

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import sys
+from urllib.parse import urlsplit
 
 from ._options import SMOOTHING, THREADS, add_search, float_in, int_in
 
@@ -37,7 +39,7 @@ def add_parser(sub) -> None:
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="also answer requests for this Host name (default: localhost, IP addresses and --host; "
                         "other names are refused against DNS rebinding; repeatable)")
-    p.add_argument("--allowed-origin", action="append", default=[], metavar="URL",
+    p.add_argument("--allowed-origin", action="append", default=[], metavar="URL", type=origin_url,
                    help="also accept browser requests from this origin, e.g. https://app.example (repeatable)")
     p.add_argument("--max-queue", type=int_in(0, 10_000), default=None, metavar="N",
                    help="requests waiting for a worker beyond which new ones get 503 + Retry-After "
@@ -50,6 +52,26 @@ def add_parser(sub) -> None:
                    help="seconds a client has to send its request body (default 10)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=run)
+
+
+def origin_url(text: str) -> str:
+    """argparse ``type`` of ``--allowed-origin``: a web origin as browsers send it in ``Origin``,
+    ``http(s)://HOST[:PORT]`` (a trailing ``/`` is dropped); anything else (``not a url``, a path, a query,
+    ``*``) could never match a request and is refused in one line."""
+    t = str(text).strip()
+    bad = argparse.ArgumentTypeError(f"{text!r} is not an origin: expected http(s)://HOST[:PORT], "
+                                     "e.g. https://app.example")
+    try:
+        u = urlsplit(t)
+        port = u.port  # raises on a port that is not a number in range
+    except ValueError:
+        raise bad from None
+    host = u.hostname or ""
+    if (u.scheme.lower() not in ("http", "https") or not host or u.path not in ("", "/") or u.query
+            or u.fragment or u.username is not None or u.password is not None or any(c.isspace() for c in t)
+            or (port is not None and not 0 < port < 65536)):
+        raise bad
+    return t.rstrip("/")
 
 
 def is_loopback(host: str) -> bool:

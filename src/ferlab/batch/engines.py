@@ -50,12 +50,13 @@ def _pool_task(units: list[Unit]) -> list[UnitResult]:
 
 
 def local_results(units: list[Unit], options: BatchOptions, sha: str, workers: int,
-                  batch_size: int) -> Iterator[tuple[Unit, UnitResult]]:
+                  batch_size: int, worker: UnitWorker | None = None) -> Iterator[tuple[Unit, UnitResult]]:
+    """``worker``: one already built with ``options`` (used when ``workers`` <= 1)."""
     tasks = make_tasks(units, batch_size)
     if not tasks:
         return
     if workers <= 1:
-        w = UnitWorker(options, sha)
+        w = worker or UnitWorker(options, sha)
         for t in tasks:
             yield from zip(t, w.process(t))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -11,7 +12,7 @@ from ..errors import FerlabError
 from .engines import RayConnection, _import_ray, check_address, local_results, ray_results
 from .inputs import Unit, gather_paths, plan_units
 from .store import OutputStore, describe_model, warm_up_parquet
-from .work import SCHEMA_VERSION, BatchOptions, UnitResult
+from .work import SCHEMA_VERSION, BatchOptions, UnitResult, UnitWorker
 
 ENGINES = ("local", "ray")
 FORMATS = ("parquet", "csv")
@@ -138,6 +139,12 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
                           f"no images or videos to read in the given inputs ({'; '.join(problems)[:300]})")
     for p in problems:
         say(f"ferlab batch: {p}")
+    # the model and the detector are built once here, before a worker starts or the folder is touched: a
+    # bad --detector or a broken .onnx is one line, not a traceback per worker, a ".lock" and a header left
+    in_process = engine == "local" and (workers or os.cpu_count() or 1) <= 1
+    checker: UnitWorker | None = UnitWorker(opts if in_process else dataclasses.replace(opts, threads=1), sha)
+    if not in_process:
+        checker = None  # the workers load their own: this process keeps no model it does not use
     t0 = time.perf_counter()
     conn = None
     if engine == "ray":
@@ -168,7 +175,7 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
         n_workers = workers or (os.cpu_count() or 1)
         if engine == "local":
             info.update(workers=n_workers if n_workers > 1 else 1)
-            results = local_results(todo, opts, sha, n_workers, batch_size)
+            results = local_results(todo, opts, sha, n_workers, batch_size, worker=checker)
         else:
             results = ray_results(todo, conn)
         bar = None

@@ -75,7 +75,7 @@ def open_device_page(browser, url: str, problems: list[str], query: str = "", **
     return ctx, page, traffic
 
 
-def analyse_all(page, frames: list[bytes], mode: str, search: str = "fast") -> list[dict]:
+def analyse_all(page, frames: list[bytes], mode: str, search: str | None = None) -> list[dict]:
     """The device pipeline on PNG frames (served to the page by a route of this test, never by the server)."""
     def fulfil(route):
         i = int(route.request.url.rsplit("/", 1)[1].split(".")[0])
@@ -89,7 +89,7 @@ def analyse_all(page, frames: list[bytes], mode: str, search: str = "fast") -> l
             const out = [];
             for (let i = 0; i < n; i++) {
               const blob = await (await fetch(`/__parity/${i}.png`)).blob();
-              const r = await window.ferlab.analyse(blob, mode, search);
+              const r = await window.ferlab.analyse(blob, mode, search ?? undefined);
               out.push(r.faces.map((f) => ({ box: f.box, label: f.label, track: f.track_id })));
             }
             return out;
@@ -176,9 +176,11 @@ def parity_frames() -> tuple[list[np.ndarray], list[np.ndarray]]:
 @pytest.mark.parametrize("path", ["photo", "live"])
 def test_parity_with_python(browser, server, path):
     """The browser pipeline and the Python ``Recognizer`` on the same frames: boxes with IoU >= 0.95 and the
-    same label on >= 99% of faces.  ``photo``: 27 still images through ``Recognizer.predict`` (the photo search);
+    same label on >= 99% of faces.  ``photo``: 27 still images through ``Recognizer.predict`` (the default photo
+    search, ``blazeface.run_search``: the full-range pyramid, both models' squares, ``plausible``, ``contained``);
     ``live``: 25 frames (five drifting sequences) through ``StreamRecognizer`` as ``ferlab serve`` makes it
-    (tracks confirmed at the third detection, smoothed probabilities).  Fewer than the issue's 200 frames so that
+    (``inference.live.LiveFaces``: windows around known faces, a full-frame search every 4 frames; tracks
+    confirmed at the third detection, smoothed probabilities).  Fewer than the issue's 200 frames so that
     the suite stays within its time (about 10 s a path on 2 cores); the frames cover the same cases."""
     from ferlab import Recognizer
     from ferlab.inference.video import StreamRecognizer
@@ -199,7 +201,8 @@ def test_parity_with_python(browser, server, path):
     finally:
         ctx.close()
     ok, total, bad = agreement(py, js)
-    assert total >= (40 if path == "photo" else 15), (total, py)  # the frames hold faces to compare
+    print(f"parity, {path} path: {ok}/{total} faces agree over {len(frames)} frames")
+    assert total >= (30 if path == "photo" else 12), (total, py)  # the frames hold faces to compare
     assert ok >= 0.99 * total, f"{ok}/{total} faces agree:\n" + "\n".join(bad[:10])
     if path == "live":
         assert [[f["track"] for f in p] for p in py] == [[f["track"] for f in j] for j in js]

@@ -144,7 +144,8 @@ class CompressedStatic:
 # ---------------------------------------------------------------------------------------------- models
 def served_manifest(state: ServingState) -> dict:
     entries = list(state.entries.values())
-    return manifest([(e.name, {**e.card, "name": e.name}) for e in entries], state.default, server=True)
+    return manifest([(e.name, {**e.card, "name": e.name}) for e in entries], state.default, server=True,
+                    search=state.search_of(None))
 
 
 router = APIRouter()

@@ -25,6 +25,7 @@ import urllib.parse
 from pathlib import Path
 
 from ..errors import FerlabError
+from ..inference import blazeface, live
 from ..inference.blazeface import MODELS_DIR as DETECTOR_DIR
 from ..inference.blazeface import RANGES
 from ..zoo import bundled_names, resolve
@@ -51,17 +52,38 @@ def file_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "model"
 
 
-def manifest(models: list[tuple[str, dict]], default: str, *, server: bool, model_url=None) -> dict:
+def detection_constants() -> dict:
+    """The constants of the detection pipeline (``inference.blazeface``, ``inference.live``) that the page's
+    ``pipeline.js`` mirrors: sent in models.json so the two run on the same numbers."""
+    import dataclasses
+
+    bf = blazeface
+
+    def spec(s) -> dict:
+        d = dataclasses.asdict(s)
+        d["rotations"] = list(d.get("rotations", (0,)))
+        return d
+
+    return {"searches": {k: spec(v) for k, v in bf.SEARCHES.items()}, "default_search": bf.DEFAULT_SEARCH,
+            "live_search": spec(bf.LIVE_SEARCH), "face_in_min": bf.FACE_IN_MIN, "level_step": bf.LEVEL_STEP,
+            "pyramid_range": bf.PYRAMID_RANGE, "window": bf.WINDOW, "search_every": live.SEARCH_EVERY,
+            "eyes_apart": list(bf.EYES_APART), "mouth_drop": list(bf.MOUTH_DROP), "max_skew": bf.MAX_SKEW,
+            "max_nose_off": bf.MAX_NOSE_OFF, "contain": bf.CONTAIN, "framing": bf.FRAMING}
+
+
+def manifest(models: list[tuple[str, dict]], default: str, *, server: bool, model_url=None,
+             search: str | None = None) -> dict:
     """``models.json``: what the page loads in device mode.  ``models``: (name, card) pairs; ``model_url``
-    gives a model's file relative to the page (default ``models/NAME.onnx``)."""
+    gives a model's file relative to the page (default ``models/NAME.onnx``); ``search``: the photo search
+    the page runs (default: the Python default)."""
     url = model_url or (lambda name: f"models/{urllib.parse.quote(name)}.onnx")
     detectors = {}
     for rng, path in detector_files().items():
         card = json.loads(path.with_suffix(".json").read_text())
         detectors[rng] = {"file": f"models/detectors/{path.name}", "card": card}
-    return {"default": default, "server": bool(server),
+    return {"default": default, "server": bool(server), "search": search or blazeface.DEFAULT_SEARCH,
             "models": [{"name": n, "file": url(n), "card": c} for n, c in models],
-            "detectors": detectors}
+            "detectors": detectors, "detection": detection_constants()}
 
 
 def site_models(models=None) -> list[tuple[str, Path, dict]]:

@@ -135,7 +135,7 @@ const device = {
     const base = new URL(".", location.href);
     const detectors = Object.fromEntries(Object.entries(m.detectors).map(([k, d]) =>
       [k, { url: new URL(d.file, base).href, card: d.card }]));
-    this.ready = this.call({ type: "init", threads: wanted, detectors }).then((r) => {
+    this.ready = this.call({ type: "init", threads: wanted, detectors, detection: m.detection }).then((r) => {
       this.threads = r.threads;
       this.initMs = performance.now() - t0;
       return r;
@@ -588,7 +588,7 @@ const photo = {
       throw new Error(`${name}: image is corrupt or truncated (this browser cannot decode it)`);
     }
     const shown = await createImageBitmap(bitmap);  // kept for display; the other one goes to the worker
-    const res = await device.analyse(bitmap, "photo", { search: "fast" });
+    const res = await device.analyse(bitmap, "photo", { search: state.manifest.search });
     return { data: { ...res, ms: res.ms.total }, bitmap: shown };
   },
 
@@ -679,7 +679,7 @@ setup();
 window.ferlab = {
   device, state, simdSupported,
   /** analyse an image (Blob or {data: RGBA, width, height}) with the device engine; mode "photo" | "live" */
-  async analyse(source, mode = "photo", search = "fast") {
+  async analyse(source, mode = "photo", search = undefined) {
     const src = source instanceof Blob
       ? await createImageBitmap(source, { colorSpaceConversion: "none", premultiplyAlpha: "none" }) : source;
     return device.analyse(src, mode, { search });

@@ -4,18 +4,43 @@
 // (the worker passes a `run` callback), so Node can import this module too.
 //
 // Images are {data, width, height, channels}: interleaved uint8 (RGBA from a canvas: 4 channels, R first).
-// The detector passes are data: a *plan* (photoPlan / livePlan) lists the passes (which model, which canvas,
-// which scale, which score) and runPlan runs any plan: each pass is prepared, run, decoded and mapped back to
-// image pixels, the passes of a group are merged by weighted NMS, framed, the groups merged, and the
-// plausibility filter (`plausible`) has the last word.
+// The detector passes are data: a *plan* (searchPlan: which model at which scale, as blazeface.search_plan) and
+// one engine runs any plan (runSearch: each pass prepared, run, decoded, its implausible rows dropped by
+// `plausible`, mapped back to image pixels); `merge` blends all passes by weighted NMS and drops the boxes
+// around smaller faces (`contained`).  The live path (LiveFaces, as inference.live) adds windows around the
+// known faces.
 "use strict";
 
 // ------------------------------------------------------------------------------------------ constants
 /** BlazeFace box -> FER2013 framing (blazeface.FRAMING) */
 export const FRAMING = { short: { scale: 1.209, dx: 0.0, dy: -0.094 }, full: { scale: 1.201, dx: 0.006, dy: -0.042 } };
-/** the photo search's enlarged pass (blazeface.SEARCH_WINDOW, MAX_SEARCH_AREA, MIN_SEARCH_SIDE, SEARCH_MIN_SCORE) */
-export const SEARCH = { window: { short: 0.6, full: 0.5 }, maxArea: 8, minSide: 160, minScore: 0.6 };
-export const SEARCH_MODES = ["fast", "thorough"];
+/** The detection constants of ferlab.inference.blazeface and .live (models.json carries Python's own values
+ * as `detection`; `configure` takes them, so the two cannot drift apart silently) */
+export const DETECTION = {
+  // the photo searches (blazeface.SEARCHES): smallest face sought (px), bound on the finest level's input
+  // pixels, rotations tried in turn while none found a face
+  searches: {
+    fast: { min_face: 64, max_pixels: 600_000, rotations: [0] },
+    balanced: { min_face: 40, max_pixels: 1_400_000, rotations: [0] },
+    thorough: { min_face: 24, max_pixels: 4_000_000, rotations: [0, 90, 270, 180] },
+  },
+  default_search: "balanced",
+  live_search: { min_face: 48, max_pixels: 200_000, rotations: [0] },  // blazeface.LIVE_SEARCH
+  face_in_min: 20, level_step: 3.0, pyramid_range: "full",           // the pyramid (search_plan)
+  native: { short: 128, full: 192 },
+  window: 2.5, search_every: 4,                                        // blazeface.WINDOW, live.SEARCH_EVERY
+  eyes_apart: [0.2, 0.65], mouth_drop: [0.6, 2.0], max_skew: 0.5, max_nose_off: 0.4, contain: 0.8,
+};
+export const SEARCH_MODES = Object.keys(DETECTION.searches);
+
+/** Takes the constants models.json carries (Python's), keeping these defaults for what it lacks */
+export function configure(detection) {
+  if (!detection) return DETECTION;
+  for (const [k, v] of Object.entries(detection)) if (k in DETECTION && v != null) DETECTION[k] = v;
+  if (detection.framing) Object.assign(FRAMING, detection.framing);
+  SEARCH_MODES.splice(0, SEARCH_MODES.length, ...Object.keys(DETECTION.searches));
+  return DETECTION;
+}
 export const LOGIT_CLIP = 100.0;
 export const MAX_FACES = 200;
 /** crop.CROP_MAX_SIDE, crop.FACE_CROP_PX, card.FACE_MARGIN */
@@ -470,79 +495,270 @@ export function detectionsFromFramed(rows, scores, W, H, minSize = 0) {
 }
 
 // ------------------------------------------------------------------------------------ plans and passes
-/** BlazeFaceDetector.search_scale: the enlarged pass's scale for a w x h image (null: no such pass) */
-export function searchScale(spec, w, h) {
-  if (!spec.multiple || Math.min(w, h) < SEARCH.minSide) return null;
-  let s = spec.size / (SEARCH.window[spec.range] * Math.min(w, h));
-  s = Math.min(s, (SEARCH.maxArea * spec.size ** 2 / (w * h)) ** 0.5);
-  return s > 1.25 * spec.size / Math.max(w, h) ? s : null;
+/** blazeface.plausible: which raw rows (16) have keypoints that make a face (eyes, nose, mouth inside the box
+ * grown by a tenth, eyes apart by EYES_APART of the side, the mouth below the eyes by MOUTH_DROP of the eye
+ * distance, roughly square to the eye line, the nose near the eyes-mouth axis) */
+export function plausible(d) {
+  const D = DETECTION;
+  const side = Math.max(Math.max(d[2] - d[0], d[3] - d[1]), 1e-6), pad = side * 0.1;
+  for (let k = 0; k < 4; k++) {
+    const x = d[4 + 2 * k], y = d[5 + 2 * k];
+    if (!(x >= d[0] - pad && x <= d[2] + pad && y >= d[1] - pad && y <= d[3] + pad)) return false;
+  }
+  const ex = d[6] - d[4], ey = d[7] - d[5];
+  const dEye = Math.max(Math.hypot(ex, ey), 1e-6);
+  const mx = (d[4] + d[6]) / 2, my = (d[5] + d[7]) / 2;
+  const dx = d[10] - mx, dy = d[11] - my;
+  const dMouth = Math.max(Math.hypot(dx, dy), 1e-6);
+  const square = Math.abs(ex * dx + ey * dy) / (dEye * dMouth);
+  const nx = d[8] - mx, ny = d[9] - my;
+  const offAxis = Math.abs(nx * dy - ny * dx) / dMouth;
+  const apart = dEye / side, drop = dMouth / dEye;
+  return apart >= D.eyes_apart[0] && apart <= D.eyes_apart[1] && drop >= D.mouth_drop[0] && drop <= D.mouth_drop[1]
+    && square <= D.max_skew && offAxis <= D.max_nose_off * dEye;
 }
 
-/** The photo search (BlazeFaceAuto.detect): per model ("fast": short; "thorough": short and full) the whole
- * frame letterboxed and the whole frame enlarged, merged by weighted NMS; the models' frames merged again. */
-export function photoPlan(specs, w, h, mode = "fast") {
-  const models = mode === "thorough" ? ["short", "full"] : ["short"];
-  return {
-    groups: models.map((m) => {
-      const spec = specs[m];
-      const passes = [{ model: m, canvas: "letterbox", minScore: spec.minScore }];
-      const scale = searchScale(spec, w, h);
-      if (scale != null) passes.push({ model: m, canvas: "enlarged", scale, minScore: Math.max(spec.minScore, SEARCH.minScore) });
-      return { model: m, passes, nms: true };
-    }),
-    merge: true,
-  };
+/** blazeface.contained: which merged framed rows to keep (a box holding most of a smaller face of a score at
+ * least its own is dropped: a torso or head-and-shoulders box around a face) */
+export function contained(rows, scores) {
+  const n = rows.length, keep = new Array(n).fill(true);
+  const area = rows.map((r) => Math.max(r[2] - r[0], 0) * Math.max(r[3] - r[1], 0));
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      if (i === j || area[j] >= area[i] * 0.5 || scores[j] < scores[i]) continue;
+      const iw = Math.min(rows[i][2], rows[j][2]) - Math.max(rows[i][0], rows[j][0]);
+      const ih = Math.min(rows[i][3], rows[j][3]) - Math.max(rows[i][1], rows[j][1]);
+      if (iw > 0 && ih > 0 && iw * ih >= DETECTION.contain * area[j]) { keep[i] = false; break; }
+    }
+  }
+  return keep;
 }
 
-/** The live pass (BlazeFaceDetector.detect_live): one short-range pass, NMS in input pixels, no merge */
-export function livePlan(specs) {
-  return { groups: [{ model: "short", passes: [{ model: "short", canvas: "letterbox", minScore: specs.short.minScore, nmsInput: true }], nms: false }], merge: false };
+function searchSpec(search) {
+  if (search && typeof search === "object") return search;
+  const s = DETECTION.searches[search];
+  if (!s) throw new Error(`search must be one of ${SEARCH_MODES.join(", ")} (got '${search}')`);
+  return s;
 }
 
-/** Which faces are plausible: every one (the Python detector has no plausibility filter yet) */
-export function plausible(rows, scores) {
+/** blazeface.search_plan: the passes of a photo search on a w x h image, finest first: [{range, scale}]
+ * (scale null: the whole image letterboxed into the model's square).  Pure data: the engine is runSearch. */
+export function searchPlan(w, h, search = DETECTION.default_search, ranges = ["short", "full"]) {
+  const spec = searchSpec(search), D = DETECTION;
+  const pyramid = ranges.includes(D.pyramid_range) ? D.pyramid_range : ranges[0];
+  let s = Math.min(D.face_in_min / spec.min_face, (spec.max_pixels / Math.max(1, w * h)) ** 0.5);
+  const coarsest = D.native[pyramid] / Math.max(w, h);
+  const passes = [];
+  while (s > 1.2 * coarsest) {
+    passes.push({ range: pyramid, scale: s });
+    s /= D.level_step;
+  }
+  for (const r of ["full", "short"]) if (ranges.includes(r)) passes.push({ range: r, scale: null });
+  return passes;
+}
+
+/** np.rot90(img, k): k quarter turns counter-clockwise */
+export function rot90(img, k) {
+  k = ((k % 4) + 4) % 4;
+  if (!k) return img;
+  const { data, width: w, height: h } = img, c = img.channels || 4;
+  const W = k === 2 ? w : h, H = k === 2 ? h : w;
+  const out = new Uint8Array(W * H * c);
+  for (let r = 0; r < H; r++) {
+    for (let col = 0; col < W; col++) {
+      let sy, sx;
+      if (k === 1) { sy = col; sx = w - 1 - r; } else if (k === 2) { sy = h - 1 - r; sx = w - 1 - col; } else { sy = h - 1 - col; sx = r; }
+      const p = (sy * w + sx) * c, q = (r * W + col) * c;
+      for (let ch = 0; ch < c; ch++) out[q + ch] = data[p + ch];
+    }
+  }
+  return { data: out, width: W, height: H, channels: c };
+}
+
+/** blazeface._rotate_back: rows found in rot90(img, k) -> img's pixels (img is w x h) */
+function rotateBack(rows, k, w, h) {
+  return rows.map((d) => {
+    const o = Float64Array.from(d);
+    for (let i = 0; i < 16; i += 2) {
+      const x = d[i], y = d[i + 1];
+      if (k === 1) { o[i] = w - y; o[i + 1] = x; } else if (k === 2) { o[i] = w - x; o[i + 1] = h - y; } else if (k === 3) { o[i] = y; o[i + 1] = h - x; }
+    }
+    if (o[0] > o[2]) [o[0], o[2]] = [o[2], o[0]];
+    if (o[1] > o[3]) [o[1], o[3]] = [o[3], o[1]];
+    return o;
+  });
+}
+
+const now = () => (typeof performance !== "undefined" ? performance.now() : Date.now());
+
+/** BlazeFaceDetector.run_pass: one pass (letterbox when scale is null, else the image resized by scale), decoded
+ * without NMS, in `img`'s pixels, implausible rows dropped */
+async function runPass(spec, img, scale, run, t) {
+  let t0 = now();
+  const prep = scale == null ? letterbox(img, spec.size) : enlarged(img, scale, spec.multiple);
+  t.prepare += now() - t0;
+  t0 = now();
+  const out = await run(spec, prep);
+  t.detect += now() - t0;
+  t0 = now();
+  const d = decode(spec, out.boxes, out.logits, prep, spec.minScore, false);
+  const rows = [], scores = [];
+  d.rows.forEach((r, i) => { if (plausible(r)) { rows.push(r); scores.push(d.scores[i]); } });
+  t.decode += now() - t0;
   return { rows, scores };
 }
 
-/** Prepared input of one pass */
-export function preparePass(spec, pass, img) {
-  return pass.canvas === "enlarged" ? enlarged(img, pass.scale, spec.multiple) : letterbox(img, spec.size);
+/** blazeface.run_search: the passes of searchPlan over `img`: [{range, rows, scores}] in img's pixels.  Each
+ * level is resized from the image, kept at >= twice the pass's scale; rotations are tried in turn until one
+ * finds a face.  `run(spec, prep)` runs a graph: {boxes, logits}. */
+export async function runSearch(specs, img, search, run, t = { prepare: 0, detect: 0, decode: 0 }) {
+  const spec = searchSpec(search);
+  const w = img.width, h = img.height, ranges = ["short", "full"].filter((r) => specs[r]);
+  const turns = { 0: 0, 90: 3, 180: 2, 270: 1 };
+  for (const deg of spec.rotations) {
+    const k = turns[deg];
+    let t0 = now();
+    const src = k ? rot90(img, k) : img;
+    t.prepare += now() - t0;
+    const rw = src.width, rh = src.height;
+    const out = [];
+    let level = src, levelS = 1.0;
+    for (const p of searchPlan(rw, rh, spec, ranges)) {
+      const m = specs[p.range];
+      const scale = p.scale == null ? m.size / Math.max(rw, rh) : p.scale;
+      if (scale < levelS / 2) {
+        t0 = now();
+        level = shrunk(src, Math.max(1, pyRound(rw * scale * 2)), Math.max(1, pyRound(rh * scale * 2))).img;
+        levelS = scale * 2;
+        t.prepare += now() - t0;
+      }
+      let { rows, scores } = await runPass(m, level, p.scale == null ? null : p.scale / levelS, run, t);
+      const fx = rw / level.width, fy = rh / level.height;
+      for (const d of rows) {
+        for (let i = 0; i < 16; i += 2) { d[i] = Math.fround(d[i] * fx); d[i + 1] = Math.fround(d[i + 1] * fy); }
+      }
+      if (k) rows = rotateBack(rows, k, w, h);
+      out.push({ range: p.range, rows, scores });
+    }
+    if (out.some((o) => o.scores.length) || deg === spec.rotations[spec.rotations.length - 1]) return out;
+  }
+  return [];
 }
 
-/** Runs a plan on an image: `run(spec, prep)` runs one graph and resolves to {boxes, logits} (Float32Arrays).
- * Returns {detections, passes: n, ms: {prepare, detect, decode}}. */
-export async function runPlan(plan, specs, img, run, opts = {}) {
+/** BlazeFaceAuto.merge: framed rows of several passes [{rows (20), scores}] -> detections: weighted NMS, then
+ * the boxes that hold a smaller face of a higher score dropped (contained) */
+export function merge(found, specs, W, H, minSize = 0) {
+  const parts = found.filter((f) => f.scores.length);
+  if (!parts.length) return [];
+  const { rows, scores } = weightedNms(parts.flatMap((f) => f.rows), parts.flatMap((f) => f.scores),
+                                       specs.short.nmsIou, MAX_FACES);
+  const keep = contained(rows, scores);
+  return detectionsFromFramed(rows.filter((_, i) => keep[i]), scores.filter((_, i) => keep[i]), W, H, minSize);
+}
+
+/** The photo search (BlazeFaceAuto.detect): {detections, ms} */
+export async function detectPhoto(specs, img, search, run) {
   const t = { prepare: 0, detect: 0, decode: 0 };
-  const now = () => (typeof performance !== "undefined" ? performance.now() : Date.now());
-  let allRows = [], allScores = [];
-  for (const g of plan.groups) {
-    const spec = specs[g.model];
-    let rows = [], scores = [];
-    for (const p of g.passes) {
-      let t0 = now();
-      const prep = preparePass(specs[p.model], p, img);
-      t.prepare += now() - t0;
-      t0 = now();
-      const out = await run(specs[p.model], prep);
-      t.detect += now() - t0;
-      t0 = now();
-      const d = decode(specs[p.model], out.boxes, out.logits, prep, p.minScore, Boolean(p.nmsInput));
-      rows = rows.concat(d.rows);
-      scores = scores.concat(d.scores);
-      t.decode += now() - t0;
-    }
-    const t0 = now();
-    if (g.nms) ({ rows, scores } = weightedNms(rows, scores, spec.nmsIou, MAX_FACES));
-    allRows = allRows.concat(framed(rows, spec.framing));
-    allScores = allScores.concat(scores);
-    t.decode += now() - t0;
-  }
+  const found = await runSearch(specs, img, search, run, t);
   const t0 = now();
-  if (plan.merge) ({ rows: allRows, scores: allScores } = weightedNms(allRows, allScores, specs.short.nmsIou, MAX_FACES));
-  ({ rows: allRows, scores: allScores } = plausible(allRows, allScores));
-  const detections = detectionsFromFramed(allRows, allScores, img.width, img.height, opts.minSize || 0);
+  const detections = merge(found.map((f) => ({ rows: framed(f.rows, specs[f.range].framing), scores: f.scores })),
+                           specs, img.width, img.height);
   t.decode += now() - t0;
   return { detections, ms: t };
+}
+
+/** cv2.warpAffine(img, [[k, 0, ox], [0, k, oy]], (n, n), bilinear, black border) as OpenCV computes it for
+ * uint8: the inverse map in 10-bit fixed point, 1/32-pixel interpolation cells, 15-bit weights */
+export function warpScaleShift(img, k, ox, oy, n) {
+  const { data, width: w, height: h } = img, c = img.channels || 4;
+  const out = new Uint8Array(n * n * c);
+  const ia = 1 / k, ib = -ox / k, ic = -oy / k;  // invertAffineTransform of a scale + shift
+  const AB = 1024, delta = AB / 32 / 2;
+  const cvRound = (v) => pyRound(v);
+  const wt = new Int32Array(32 * 32 * 4);
+  for (let ay = 0; ay < 32; ay++) {
+    for (let ax = 0; ax < 32; ax++) {
+      const fx = ax / 32, fy = ay / 32, q = (ay * 32 + ax) * 4;
+      wt[q] = Math.round((1 - fx) * (1 - fy) * 32768); wt[q + 1] = Math.round(fx * (1 - fy) * 32768);
+      wt[q + 2] = Math.round((1 - fx) * fy * 32768); wt[q + 3] = Math.round(fx * fy * 32768);
+    }
+  }
+  const px = (x, y, ch) => (x >= 0 && y >= 0 && x < w && y < h ? data[(y * w + x) * c + ch] : 0);
+  const adelta = new Int32Array(n);
+  for (let x = 0; x < n; x++) adelta[x] = cvRound(ia * x * AB);
+  const X0 = cvRound(ib * AB) + delta;
+  for (let y = 0; y < n; y++) {
+    const Y = (cvRound((ia * y + ic) * AB) + delta) >> 5;
+    for (let x = 0; x < n; x++) {
+      const X = (X0 + adelta[x]) >> 5;
+      const sx = X >> 5, sy = Y >> 5, q = ((Y & 31) * 32 + (X & 31)) * 4;
+      const o = (y * n + x) * c;
+      for (let ch = 0; ch < 3; ch++) {
+        const v = px(sx, sy, ch) * wt[q] + px(sx + 1, sy, ch) * wt[q + 1] + px(sx, sy + 1, ch) * wt[q + 2]
+                + px(sx + 1, sy + 1, ch) * wt[q + 3];
+        out[o + ch] = Math.min(255, Math.max(0, (v + 16384) >> 15));
+      }
+      if (c === 4) out[o + 3] = 255;
+    }
+  }
+  return { data: out, width: n, height: n, channels: c };
+}
+
+/** BlazeFaceDetector.run_windows: rows (plausible, no NMS) in square windows of WINDOW x side around face frames
+ * [cx, cy, side], each seen at the model's native size, all in one batch */
+export async function runWindows(spec, img, frames, run, t) {
+  const n = spec.size, W = DETECTION.window, plane = 3 * n * n;
+  let t0 = now();
+  const tensor = new Float32Array(frames.length * plane), maps = [];
+  frames.forEach(([cx, cy, side], i) => {
+    const k = n / Math.max(W * side, 1.0);
+    const ox = -k * (cx - W * side / 2), oy = -k * (cy - W * side / 2);
+    const win = warpScaleShift(img, k, ox, oy, n);
+    tensor.set(toInput(win, n, n, 0, 0), i * plane);
+    maps.push([k, k, ox, oy]);
+  });
+  t.prepare += now() - t0;
+  t0 = now();
+  const out = await run(spec, { tensor, batch: frames.length, height: n, width: n });
+  t.detect += now() - t0;
+  t0 = now();
+  const per = out.logits.length / frames.length;
+  const rows = [], scores = [];
+  maps.forEach((map, i) => {
+    const d = decode(spec, out.boxes.subarray(i * per * 16, (i + 1) * per * 16), out.logits.subarray(i * per, (i + 1) * per),
+                     { height: n, width: n, map }, spec.minScore, false);
+    d.rows.forEach((r, j) => { if (plausible(r)) { rows.push(r); scores.push(d.scores[j]); } });
+  });
+  t.decode += now() - t0;
+  return { rows, scores };
+}
+
+/** inference.live.LiveFaces: the faces of a live stream: every frame a window around each known face, every
+ * SEARCH_EVERY frames (and whenever no face is known) the full-frame search (LIVE_SEARCH), merged */
+export class LiveFaces {
+  constructor() { this.reset(); }
+
+  reset() { this.frameIndex = -1; this.known = []; }
+
+  async step(specs, img, run) {
+    this.frameIndex += 1;
+    const t = { prepare: 0, detect: 0, decode: 0 };
+    const found = [];
+    const frames = this.known.filter((d) => d.frame).map((d) => d.frame);
+    if (frames.length) {
+      const win = await runWindows(specs.short, img, frames, run, t);
+      found.push({ rows: framed(win.rows, specs.short.framing), scores: win.scores });
+    }
+    if (!frames.length || this.frameIndex % DETECTION.search_every === 0) {
+      for (const f of await runSearch(specs, img, DETECTION.live_search, run, t)) {
+        found.push({ rows: framed(f.rows, specs[f.range].framing), scores: f.scores });
+      }
+    }
+    const t0 = now();
+    this.known = merge(found, specs, img.width, img.height);
+    t.decode += now() - t0;
+    return { detections: this.known, ms: t };
+  }
 }
 
 // ----------------------------------------------------------------------------------------------- crops

@@ -3,16 +3,19 @@
 // device: frames and photos arrive as ImageBitmaps from the page, models as bytes fetched from the page's own
 // origin, each checked against the sha256 of its card before a session is made.
 //
-// Messages in:  {type: "init", threads, detectors: {short: {url, card}, full: {url, card}}}
+// Messages in:  {type: "init", threads, detectors: {short: {url, card}, full: {url, card}}, detection}
 //               {type: "model", name, url, card}         load (or switch to) a classifier
 //               {type: "analyse", id, mode: "live" | "photo", bitmap | {data, width, height}, search}
+//               (live: inference.live + video.StreamRecognizer: windows, searches, tracks, smoothing;
+//                photo: Recognizer.predict: the photo search, every face)
 //               {type: "reset"}                          forget the live tracks
 // Messages out: {type: "ready", threads, ms} · {type: "model", name, ms} · {type: "result", id, ...}
 //               {type: "error", id?, scope, detail}
 import * as ort from "./vendor/ort/ort.wasm.min.mjs";
 import * as P from "./pipeline.js";
 
-const state = { specs: {}, sessions: {}, classifier: null, tracker: new P.Tracker(), canvas: null, models: {} };
+const state = { specs: {}, sessions: {}, classifier: null, tracker: new P.Tracker(), live: new P.LiveFaces(),
+                canvas: null, models: {} };
 
 function hex(buf) {
   return Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -53,7 +56,8 @@ async function init(msg) {
   ort.env.wasm.numThreads = threads;
   ort.env.logLevel = "error";
   state.detectors = msg.detectors;
-  await loadDetector("short");
+  P.configure(msg.detection);
+  await Promise.all([loadDetector("short"), loadDetector("full")]);
   return { type: "ready", threads, isolated: Boolean(self.crossOriginIsolated), ms: performance.now() - t0 };
 }
 
@@ -67,14 +71,14 @@ async function loadModel(msg) {
           temperature: Number(msg.card.temperature ?? 1.0), margin: msg.card.face_margin ?? P.FACE_MARGIN };
     state.models[msg.name] = m;
   }
-  if (state.classifier !== m) state.tracker = new P.Tracker();  // tracks smooth one model's probabilities
+  if (state.classifier !== m) resetLive();  // tracks smooth one model's probabilities
   state.classifier = m;
   return { type: "model", name: msg.name, ms: performance.now() - t0 };
 }
 
 async function runDetector(spec, prep) {
   const s = state.sessions[spec.range];
-  const feeds = { [s.inputNames[0]]: new ort.Tensor("float32", prep.tensor, [1, 3, prep.height, prep.width]) };
+  const feeds = { [s.inputNames[0]]: new ort.Tensor("float32", prep.tensor, [prep.batch || 1, 3, prep.height, prep.width]) };
   const out = await s.run(feeds);
   const names = spec.outputs;
   let boxes = out[names.boxes], logits = out[names.scores];
@@ -137,10 +141,9 @@ async function analyse(msg) {
     ms.classify = performance.now() - t;
     faces = [face({ box: [0, 0, W, H] }, p, m.classes, { whole_image: true })];
   } else {
-    const search = P.SEARCH_MODES.includes(msg.search) ? msg.search : "fast";
-    if (msg.mode === "photo" && search === "thorough") await loadDetector("full");
-    const plan = msg.mode === "photo" ? P.photoPlan(state.specs, W, H, search) : P.livePlan(state.specs);
-    const found = await P.runPlan(plan, state.specs, img, runDetector);
+    const found = msg.mode === "photo"
+      ? await P.detectPhoto(state.specs, img, P.SEARCH_MODES.includes(msg.search) ? msg.search : P.DETECTION.default_search, runDetector)
+      : await state.live.step(state.specs, img, runDetector);
     Object.assign(ms, found.ms);
     t = performance.now();
     const gray = P.toGray(img);
@@ -168,7 +171,12 @@ async function analyse(msg) {
   return { type: "result", id: msg.id, mode: msg.mode, model: m.name, faces, no_face: noFace, width: W, height: H, ms };
 }
 
-const handlers = { init, model: loadModel, analyse, reset: async () => { state.tracker = new P.Tracker(); return { type: "reset" }; } };
+function resetLive() {
+  state.tracker = new P.Tracker();
+  state.live.reset();
+}
+
+const handlers = { init, model: loadModel, analyse, reset: async () => { resetLive(); return { type: "reset" }; } };
 
 // one message at a time, in order (a model switch never races a frame)
 let queue = Promise.resolve();

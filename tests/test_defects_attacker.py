@@ -165,3 +165,78 @@ def test_batch_checks_detector_and_model_before_workers_or_writes(bad, tmp_path)
     assert "worker" not in err and not out.exists()  # nothing written: the folder can be used as it is
     r = run_cli("batch", photos, "--out", out, "--model", MODEL, "--workers", "2", "--format", "csv", "-q")
     assert r.returncode == 0 and "2 input unit(s) processed" in r.stdout, r.stderr
+
+
+# ----------------------------------------------------------------- 11: pool workers die with their driver
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie is dead: a container's PID 1 may never reap what it inherits)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigkill_of_the_batch_driver_ends_its_workers(tmp_path):
+    import signal
+    import time
+
+    pytest.importorskip("pyarrow", reason="the [scale] extra (pyarrow) is not installed")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = photos / "p0000.jpg"
+    shutil.copy(EXAMPLES / "two_faces.jpg", src)
+    for i in range(1, 1500):  # enough work that the job is still running when it is killed
+        os.link(src, photos / f"p{i:04d}.jpg")
+    out = tmp_path / "out"
+    driver = subprocess.Popen([*FERLAB, "batch", str(photos), "--out", str(out), "--model", MODEL, "--workers", "2",
+                               "--batch-size", "2", "--part-inputs", "2", "--format", "csv", "-q"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                              start_new_session=True)
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # until the workers have committed results (they are up and working)
+            children |= set(_children(driver.pid))
+            if driver.poll() is not None:
+                pytest.fail(f"the job ended (rc {driver.returncode}) before it could be killed: give it more work")
+            if (out / "faces").exists() and any((out / "faces").rglob("*.csv")) and len(children) >= 3:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the batch job did not commit a part within 300 s")
+        children |= set(_children(driver.pid))
+        workers = [p for p in children if "spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
+        assert len(workers) >= 2, children
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+        deadline = time.monotonic() + 60  # they end at once (parent-death signal); 60 s for a loaded machine
+        while time.monotonic() < deadline and any(_alive(p) for p in children):
+            time.sleep(0.2)
+        left = [p for p in children if _alive(p)]
+        assert not left, f"processes of the killed driver still running: {left}"
+        # nobody holds the caller's stdout pipe any more: reading it ends
+        assert driver.stdout.read() is not None
+    finally:
+        for p in [driver.pid, *children]:
+            if _alive(p):
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        driver.stdout.close()

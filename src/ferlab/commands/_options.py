@@ -88,7 +88,7 @@ def add_search(p: argparse.ArgumentParser, where: str, note: str = "") -> None:
     the help text."""
     p.add_argument("--search", choices=SEARCH_CHOICES, default="balanced",
                    help=f"default detector's photo search on {where}, an image pyramid at the photo's own "
-                        "resolution: balanced (default: faces from ~40 px, bounded to 1.4 MP of model input), "
+                        "resolution: balanced (default: faces from ~40 px, bounded to 2 MP of model input), "
                         "fast (from ~64 px, 0.6 MP) or thorough (from ~24 px, 4 MP, and tries the photo turned "
                         f"90/270/180 degrees when nothing is found){note}")
 

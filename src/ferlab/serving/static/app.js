@@ -235,6 +235,7 @@ async function setup() {
   state.models = state.manifest.models;
   state.model = state.manifest.default;
   fillModels(state.models, state.model);
+  if (state.manifest.search) $("search").value = state.manifest.search;
   const engine = $("engine");
   engine.querySelector("option[value=server]").disabled = !state.server;
   const simd = simdSupported();
@@ -305,6 +306,7 @@ $("model").addEventListener("change", async (ev) => {
 });
 
 $("engine").addEventListener("change", (ev) => switchEngine(ev.target.value));
+$("search").addEventListener("change", () => { if (photo.file && !$("photo-viewport").hidden) photo.analyse(photo.file); });
 
 // ---------------------------------------------------------------------------------------------- tabs
 const TABS = ["live", "photo"];
@@ -461,7 +463,8 @@ const live = {
   },
 
   connect() {
-    const ws = new WebSocket(new URL("v1/stream", location.href.replace(/^http/, "ws")).href);
+    const proto = location.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(`${proto}//${location.host}/v1/stream`);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.inflight = false;
@@ -588,7 +591,7 @@ const photo = {
       throw new Error(`${name}: image is corrupt or truncated (this browser cannot decode it)`);
     }
     const shown = await createImageBitmap(bitmap);  // kept for display; the other one goes to the worker
-    const res = await device.analyse(bitmap, "photo", { search: state.manifest.search });
+    const res = await device.analyse(bitmap, "photo", { search: $("search").value });
     return { data: { ...res, ms: res.ms.total }, bitmap: shown };
   },
 
@@ -598,7 +601,8 @@ const photo = {
     }
     const form = new FormData();
     form.append("file", file, file.name);
-    const r = await fetch(`v1/predict?model=${encodeURIComponent(state.model || "")}`, { method: "POST", body: form });
+    const q = `model=${encodeURIComponent(state.model || "")}&search=${encodeURIComponent($("search").value)}`;
+    const r = await fetch(`/v1/predict?${q}`, { method: "POST", body: form });
     const data = await r.json().catch(() => ({ detail: `HTTP ${r.status}` }));
     if (!r.ok) throw new Error(data.detail || `HTTP ${r.status}`);
     return data;

@@ -7,6 +7,7 @@ fails the test instead of hanging the suite) and, where a defect ate memory, an 
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -140,7 +141,6 @@ def test_predict_refuses_an_empty_output_name(option, value, tmp_path):
 def _broken_model(folder: Path) -> Path:
     """An .onnx that is not a model, with a card whose sha256 and size match it (so only loading fails)."""
     import hashlib
-    import json
 
     from ferlab.zoo import ZOO_DIR
 
@@ -240,3 +240,145 @@ def test_sigkill_of_the_batch_driver_ends_its_workers(tmp_path):
                 except ProcessLookupError:
                     pass
         driver.stdout.close()
+
+
+# ------------------------------------------------------------------- 14, 15: the WebSocket, hostile clients
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    from helpers_models import make_exported_tiny_model
+
+    folder = tmp_path_factory.mktemp("models")
+    make_exported_tiny_model(folder)
+    return folder
+
+
+def _app(models, **kw):
+    from ferlab.serving import create_app
+
+    return create_app(models, "tiny", workers=1, threads=1, detector="none", **kw)
+
+
+@pytest.fixture
+def real_server(tiny_models):
+    """A factory: the app on a real uvicorn server on 127.0.0.1 (a context manager yielding the port)."""
+    from helpers_models import serve_in_thread
+
+    from ferlab.serving.app import uvicorn_options
+
+    def start(**kw):
+        return serve_in_thread(_app(tiny_models, **kw), **uvicorn_options())
+
+    return start
+
+
+class _Records:
+    """Records of uvicorn's error logger (added after the server configured its logging)."""
+
+    def __enter__(self):
+        import logging
+
+        self.records: list = []
+        self.handler = logging.Handler()
+        self.handler.emit = self.records.append
+        logging.getLogger("uvicorn.error").addHandler(self.handler)
+        return self.records
+
+    def __exit__(self, *exc):
+        import logging
+
+        logging.getLogger("uvicorn.error").removeHandler(self.handler)
+
+
+def test_ws_deeply_nested_control_message_is_an_error_reply(tiny_models):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    with TestClient(_app(tiny_models), base_url="http://localhost") as c:
+        with c.websocket_connect("ws://localhost/v1/stream") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            ws.send_text("[" * 1000 + "]" * 1000)  # 2 KB: RecursionError in json.loads
+            reply = ws.receive_json()
+            assert reply["type"] == "error" and reply["kind"] == "bad_request" and reply["status"] == 400
+            ws.send_text('{"a": ' * 5000 + "1" + "}" * 5000)  # over the length limit: not even parsed
+            reply = ws.receive_json()
+            assert reply["type"] == "error" and reply["kind"] == "too_large"
+            ws.send_text(json.dumps({"type": "config", "model": "tiny"}))  # the socket still works
+            assert ws.receive_json() == {"type": "config", "model": "tiny"}
+
+
+def test_ws_nested_json_and_invalid_utf8_on_a_real_server(real_server):
+    pytest.importorskip("websockets")
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with real_server() as port, _Records() as records:
+        url = f"ws://127.0.0.1:{port}/v1/stream"
+        with connect(url, open_timeout=60) as ws:
+            ws.recv(timeout=60)
+            ws.send("[" * 1000 + "]" * 1000)
+            assert '"bad_request"' in ws.recv(timeout=60)
+        with connect(url, open_timeout=60) as ws:
+            ws.recv(timeout=60)
+            ws.send(b"\xff\xfe{not utf-8", text=True)
+            with pytest.raises(ConnectionClosed) as e:
+                ws.recv(timeout=60)
+            assert e.value.rcvd is not None and e.value.rcvd.code == 1007
+        assert records and not [r for r in records if r.exc_info or r.levelname == "ERROR"], \
+            [(r.levelname, r.getMessage()) for r in records]
+        assert any("UTF-8" in r.getMessage() for r in records)
+
+
+def _handshake(port: int, host: str, origin: str | None = None) -> tuple[str, dict, bytes]:
+    """A raw WebSocket handshake: (status line, headers, body) of the answer."""
+    import socket
+
+    req = (f"GET /v1/stream HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           + (f"Origin: {origin}\r\n" if origin else "") + "\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(req.encode())
+        data = b""
+        while b"\r\n\r\n" not in data:
+            part = s.recv(65536)
+            if not part:
+                break
+            data += part
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+        want = int(headers.get("content-length", 0))
+        while len(body) < want:
+            part = s.recv(65536)
+            if not part:
+                break
+            body += part
+    return lines[0], headers, body
+
+
+def test_ws_refusals_are_json_and_busy_is_not_forbidden(real_server):
+    pytest.importorskip("websockets")
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+    from websockets.sync.client import connect
+
+    with real_server(max_streams=1) as port:
+        status, headers, body = _handshake(port, "attacker.example")  # DNS rebinding: 421 as the README says
+        assert status.split()[1] == "421" and headers["content-type"].startswith("application/json"), status
+        assert json.loads(body)["kind"] == "host_not_allowed" and json.loads(body)["detail"]
+        status, headers, body = _handshake(port, f"127.0.0.1:{port}", origin="http://evil.example")
+        assert status.split()[1] == "403" and json.loads(body)["kind"] == "origin_not_allowed", (status, body)
+        url = f"ws://127.0.0.1:{port}/v1/stream"
+        with pytest.raises(InvalidStatus) as e:
+            connect(url, origin="http://evil.example", open_timeout=60)
+        assert e.value.response.status_code == 403
+        with connect(url, open_timeout=60) as first:
+            assert json.loads(first.recv(timeout=60))["type"] == "hello"
+            # the 9th stream of 8 (here the 2nd of 1): accepted, then closed with 1013 "try again later"
+            with connect(url, open_timeout=60) as second:
+                with pytest.raises(ConnectionClosed) as e:
+                    second.recv(timeout=60)
+            assert e.value.rcvd is not None and e.value.rcvd.code == 1013 and "busy" in e.value.rcvd.reason

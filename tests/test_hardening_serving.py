@@ -77,13 +77,18 @@ def test_allowed_host_option(models_dir):
 
 
 def test_websocket_with_foreign_host_and_origin_refused(client):
-    from starlette.websockets import WebSocketDisconnect
+    """Refused over HTTP before the handshake (ASGI WebSocket denial response): 421 / 403 and JSON."""
+    from starlette.testclient import WebSocketDenialResponse
 
-    with pytest.raises(WebSocketDisconnect) as e:
+    with pytest.raises(WebSocketDenialResponse) as e:
         with client.websocket_connect("ws://attacker.example/v1/stream",
                                       headers={"Origin": "http://attacker.example"}) as ws:
             ws.receive_json()
-    assert e.value.code == 1008
+    assert e.value.status_code == 421 and e.value.json()["kind"] == "host_not_allowed"
+    with pytest.raises(WebSocketDenialResponse) as e:
+        with client.websocket_connect(WS, headers={"Origin": "http://attacker.example"}) as ws:
+            ws.receive_json()
+    assert e.value.status_code == 403 and e.value.json()["kind"] == "origin_not_allowed"
 
 
 # ------------------------------------------------------------------------------ cross-origin (Origin)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -86,6 +87,7 @@ class HostOriginGuard:
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str] = (), allowed_origins: Iterable[str] = ()):
         self.app = app
+        quiet_protocol_tracebacks()  # every ferlab app has this guard: the place to set up its server's log
         self.hosts = LOCAL_HOSTS | {host_name(h) for h in allowed_hosts if h}
         self.origins = {normalise_origin(o) for o in allowed_origins if o}
 
@@ -119,10 +121,40 @@ class HostOriginGuard:
         else:
             await self.app(scope, receive, send)
             return
-        if scope["type"] == "websocket":
+        if scope["type"] == "websocket" and "websocket.http.response" not in scope.get("extensions", {}):
+            # a server without the denial-response extension: close before the handshake (HTTP 403)
             await send({"type": "websocket.close", "code": 1008, "reason": refusal[1]})
             return
+        # HTTP, and a WebSocket handshake answered over HTTP (ASGI WebSocket denial response): 421 / 403 with
+        # the JSON body {"detail", "kind"} of every other error
         await error_response(*refusal, headers={"Connection": "close"})(scope, receive, send)
+
+
+class _ClientFaultFilter(logging.Filter):
+    """Turns uvicorn's log of a client's protocol fault (a WebSocket text message that is not UTF-8: uvicorn
+    closes the socket with 1007, then logs a traceback as if the server had failed) into one warning line."""
+
+    MESSAGES = {"Invalid UTF-8 sequence received from client.":
+                "WebSocket text message that is not valid UTF-8: closed with 1007"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        line = self.MESSAGES.get(str(record.msg))
+        if line is not None:
+            record.msg, record.args = line, ()
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_CLIENT_FAULT_FILTER = _ClientFaultFilter()
+
+
+def quiet_protocol_tracebacks() -> None:
+    """Install ``_ClientFaultFilter`` on uvicorn's error logger (once; ``logging.config`` keeps a logger's
+    filters when uvicorn configures its handlers)."""
+    logger = logging.getLogger("uvicorn.error")
+    if _CLIENT_FAULT_FILTER not in logger.filters:
+        logger.addFilter(_CLIENT_FAULT_FILTER)
 
 
 def header_timeout_protocol(seconds: float):

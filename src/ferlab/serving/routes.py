@@ -21,6 +21,8 @@ from .schemas import PREDICT_OPENAPI, PREDICT_RESPONSES, HealthOut, ModelsOut, P
 from .state import ApiError, ServingState, api_error_of, face_json, recognise
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: longest WebSocket control (text) message read; the longest real one is ~100 characters
+CONTROL_MAX_CHARS = 4096
 _RAW_TYPES = ("image/", "application/octet-stream")
 
 api = APIRouter()
@@ -162,7 +164,10 @@ async def stream_endpoint(ws: WebSocket):
     state = _state(ws)
     if state.streams >= state.max_streams:
         state.shed += 1
-        await ws.close(code=1013, reason="server busy: too many live streams")  # 1013: try again later
+        # accepted, then closed with 1013 (try again later) and a reason: a close *before* the handshake is
+        # an HTTP 403 that a browser cannot tell from a refused Origin (HostOriginGuard)
+        await ws.accept()
+        await ws.close(code=1013, reason="server busy: too many live streams, try again later")
         return
     state.streams += 1
     try:
@@ -208,13 +213,19 @@ class StreamSession:
         self.stream = None  # made with the first frame's recognizer; reset when the model changes
 
     def control(self, text: str) -> dict:
+        """A text message: ``{"type": "config", "model": NAME}`` or ``{"type": "reset"}``; anything else is an
+        error reply (too long, not JSON, nested deeper than Python's parser goes, not an object), never an
+        exception that drops the socket."""
+        usage = 'control messages are JSON objects like {"type": "config", "model": "default"}'
+        if len(text) > CONTROL_MAX_CHARS:
+            return {"type": "error", "status": 413, "kind": "too_large",
+                    "detail": f"control message over {CONTROL_MAX_CHARS} characters; {usage}"}
         try:
             msg = json.loads(text)
             if not isinstance(msg, dict):
                 raise ValueError
-        except ValueError:
-            return {"type": "error", "status": 400, "kind": "bad_request",
-                    "detail": 'control messages are JSON objects like {"type": "config", "model": "default"}'}
+        except (ValueError, RecursionError):  # RecursionError: "[[[[...", 1,000 deep in 2 KB
+            return {"type": "error", "status": 400, "kind": "bad_request", "detail": usage}
         if "model" in msg:
             try:
                 entry = self.state.entry(str(msg["model"]) if msg["model"] else None)

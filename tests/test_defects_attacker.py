@@ -382,3 +382,50 @@ def test_ws_refusals_are_json_and_busy_is_not_forbidden(real_server):
                 with pytest.raises(ConnectionClosed) as e:
                     second.recv(timeout=60)
             assert e.value.rcvd is not None and e.value.rcvd.code == 1013 and "busy" in e.value.rcvd.reason
+
+
+# ------------------------------------------------------------------------------- item 3: one input walker
+def test_one_walker_files_folders_globs_lists(tmp_path):
+    from ferlab.imageio import IMAGE_SUFFIXES, folder_files, walk_inputs
+
+    root = tmp_path / "in"
+    for rel in ("b.jpg", "a/z.png", "a/y.PNG", "a/.hidden.jpg", ".dot/x.jpg", "c/notes.txt", "c/clip.mp4"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    os.mkfifo(root / "a" / "fifo.jpg")
+    os.symlink(root / "b.jpg", root / "c" / "link.jpg")  # a link to a regular file is one (listed once)
+    os.symlink(root / "gone.jpg", root / "c" / "broken.jpg")  # a broken link is not
+
+    files, other = folder_files(root, IMAGE_SUFFIXES)  # os.walk order: a folder's files, then its folders
+    assert [p.relative_to(root).as_posix() for p in files] == ["b.jpg", "a/y.PNG", "a/z.png", "c/link.jpg"]
+    assert other == 2  # notes.txt, clip.mp4: regular files that are not images; the FIFO is not counted
+
+    found, problems = walk_inputs([str(root)], sort_folders=True)  # predict: sorted by path, each file once
+    assert [p.relative_to(root).as_posix() for p, _ in found] == ["a/y.PNG", "a/z.png", "b.jpg"]
+    assert all(r == root for _, r in found) and problems == []
+
+    lst = tmp_path / "list.txt"
+    lst.write_text("# inputs\nin/c/clip.mp4\n\nin/b.jpg\n/dev/zero\nin/missing.jpg\n")
+    found, problems = walk_inputs([str(root / "a" / "z.png"), str(root / "a" / "fifo.jpg"), str(root / "*.jpg"),
+                                   str(tmp_path / "nothing*.png"), str(root / "c" / "notes.txt")],
+                                  IMAGE_SUFFIXES | {".mp4"}, list_files=[str(lst)], noun="images or videos")
+    assert [p.relative_to(root).as_posix() for p, _ in found] == ["a/z.png", "b.jpg", "c/notes.txt", "c/clip.mp4"]
+    msgs = [m for _, m in problems]
+    assert len(msgs) == 4 and "fifo.jpg: not a regular file" in msgs[0] and "/dev/zero: not a regular file" in msgs[2]
+    assert msgs[1].endswith("no image or video files match this pattern") and "no such file" in msgs[3]
+
+
+def test_list_file_is_bounded_and_one_line(tmp_path):
+    from ferlab.errors import FerlabError
+    from ferlab.imageio import read_list_file
+
+    with pytest.raises(FerlabError, match="list file not found"):
+        read_list_file(tmp_path / "none.txt")
+    with pytest.raises(FerlabError, match="cannot read the list file"):
+        read_list_file(tmp_path)
+    bad = tmp_path / "bin.txt"
+    bad.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(FerlabError, match="cannot read the list file"):
+        read_list_file(bad)
+    with pytest.raises(FerlabError, match="larger than"):  # a device never ends: read up to the limit, refused
+        read_list_file("/dev/zero")

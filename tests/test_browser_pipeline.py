@@ -172,24 +172,36 @@ def parity_frames() -> tuple[list[np.ndarray], list[np.ndarray]]:
     return photos, live
 
 
+def turned_photos() -> list[np.ndarray]:
+    """Photos turned 90 and 180 degrees (no EXIF tag), and one upright: the thorough search's rotations."""
+    import cv2
+
+    astro = cv2.imread(str(ROOT / "examples" / "astronaut.jpg"))
+    two = cv2.imread(str(ROOT / "examples" / "two_faces.jpg"))
+    return [np.ascontiguousarray(np.rot90(astro, 1)), np.ascontiguousarray(np.rot90(two, 2)),
+            np.ascontiguousarray(np.rot90(astro, 3)), two]
+
+
 # ------------------------------------------------------------------------------------- the tests
-@pytest.mark.parametrize("path", ["photo", "live"])
+@pytest.mark.parametrize("path", ["photo", "live", "thorough"])
 def test_parity_with_python(browser, server, path):
     """The browser pipeline and the Python ``Recognizer`` on the same frames: boxes with IoU >= 0.95 and the
     same label on >= 99% of faces.  ``photo``: 27 still images through ``Recognizer.predict`` (the default photo
     search, ``blazeface.run_search``: the full-range pyramid, both models' squares, ``plausible``, ``contained``);
     ``live``: 25 frames (five drifting sequences) through ``StreamRecognizer`` as ``ferlab serve`` makes it
     (``inference.live.LiveFaces``: windows around known faces, a full-frame search every 4 frames; tracks
-    confirmed at the third detection, smoothed probabilities).  Fewer than the issue's 200 frames so that
+    confirmed at the third detection, smoothed probabilities); ``thorough``: 4 photos through the thorough search
+    (turned photos: the rotations, the surest one kept, sideways faces cropped upright).  Fewer than the issue's 200 frames so that
     the suite stays within its time (about 10 s a path on 2 cores); the frames cover the same cases."""
     from ferlab import Recognizer
     from ferlab.inference.video import StreamRecognizer
 
     photos, live = parity_frames()
-    frames = photos if path == "photo" else live
+    frames = {"photo": photos, "live": live, "thorough": turned_photos()}[path]
     rec = Recognizer("default")
-    if path == "photo":
-        py = [[{"box": list(f.box), "label": f.label} for f in rec.predict(img)] for img in frames]
+    search = "thorough" if path == "thorough" else None
+    if path != "live":
+        py = [[{"box": list(f.box), "label": f.label} for f in rec.predict(img, search=search)] for img in frames]
     else:
         stream = StreamRecognizer(rec, every=3, smoothing=0.6)
         py = [[{"box": list(f.box), "label": f.label, "track": f.track_id} for f in stream.process(img)]
@@ -197,12 +209,12 @@ def test_parity_with_python(browser, server, path):
     problems: list[str] = []
     ctx, page, traffic = open_device_page(browser, server, problems)
     try:
-        js = analyse_all(page, [_png(f) for f in frames], path)
+        js = analyse_all(page, [_png(f) for f in frames], "live" if path == "live" else "photo", search)
     finally:
         ctx.close()
     ok, total, bad = agreement(py, js)
     print(f"parity, {path} path: {ok}/{total} faces agree over {len(frames)} frames")
-    assert total >= (30 if path == "photo" else 12), (total, py)  # the frames hold faces to compare
+    assert total >= {"photo": 30, "live": 12, "thorough": 4}[path], (total, py)  # the frames hold faces to compare
     assert ok >= 0.99 * total, f"{ok}/{total} faces agree:\n" + "\n".join(bad[:10])
     if path == "live":
         assert [[f["track"] for f in p] for p in py] == [[f["track"] for f in j] for j in js]

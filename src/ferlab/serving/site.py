@@ -25,7 +25,7 @@ import urllib.parse
 from pathlib import Path
 
 from ..errors import FerlabError
-from ..inference import blazeface, live
+from ..inference import blazeface, crop, live
 from ..inference.blazeface import MODELS_DIR as DETECTOR_DIR
 from ..inference.blazeface import RANGES
 from ..zoo import bundled_names, resolve
@@ -68,7 +68,8 @@ def detection_constants() -> dict:
             "live_search": spec(bf.LIVE_SEARCH), "face_in_min": bf.FACE_IN_MIN, "level_step": bf.LEVEL_STEP,
             "pyramid_range": bf.PYRAMID_RANGE, "window": bf.WINDOW, "search_every": live.SEARCH_EVERY,
             "eyes_apart": list(bf.EYES_APART), "mouth_drop": list(bf.MOUTH_DROP), "max_skew": bf.MAX_SKEW,
-            "max_nose_off": bf.MAX_NOSE_OFF, "contain": bf.CONTAIN, "framing": bf.FRAMING}
+            "max_nose_off": bf.MAX_NOSE_OFF, "contain": bf.CONTAIN, "framing": bf.FRAMING,
+            "upright_score": getattr(bf, "UPRIGHT_SCORE", None), "sideways": getattr(crop, "SIDEWAYS", None)}
 
 
 def manifest(models: list[tuple[str, dict]], default: str, *, server: bool, model_url=None,

@@ -21,7 +21,7 @@ export const DETECTION = {
   // pixels, rotations tried in turn while none found a face
   searches: {
     fast: { min_face: 64, max_pixels: 600_000, rotations: [0] },
-    balanced: { min_face: 40, max_pixels: 1_400_000, rotations: [0] },
+    balanced: { min_face: 40, max_pixels: 2_000_000, rotations: [0] },
     thorough: { min_face: 24, max_pixels: 4_000_000, rotations: [0, 90, 270, 180] },
   },
   default_search: "balanced",
@@ -30,6 +30,8 @@ export const DETECTION = {
   native: { short: 128, full: 192 },
   window: 2.5, search_every: 4,                                        // blazeface.WINDOW, live.SEARCH_EVERY
   eyes_apart: [0.2, 0.65], mouth_drop: [0.6, 2.0], max_skew: 0.5, max_nose_off: 0.4, contain: 0.8,
+  upright_score: 0.8,  // blazeface.UPRIGHT_SCORE: the rotations stop at a face this sure
+  sideways: null,      // crop.SIDEWAYS: eye-line angle from which a face is cropped upright (null: never)
 };
 export const SEARCH_MODES = Object.keys(DETECTION.searches);
 
@@ -610,11 +612,13 @@ async function runPass(spec, img, scale, run, t) {
 
 /** blazeface.run_search: the passes of searchPlan over `img`: [{range, rows, scores}] in img's pixels.  Each
  * level is resized from the image, kept at >= twice the pass's scale; rotations are tried in turn until one
- * finds a face.  `run(spec, prep)` runs a graph: {boxes, logits}. */
+ * finds a face of UPRIGHT_SCORE, and the one with the surest face is kept.  `run(spec, prep)` runs a graph. */
 export async function runSearch(specs, img, search, run, t = { prepare: 0, detect: 0, decode: 0 }) {
   const spec = searchSpec(search);
   const w = img.width, h = img.height, ranges = ["short", "full"].filter((r) => specs[r]);
   const turns = { 0: 0, 90: 3, 180: 2, 270: 1 };
+  const bestScore = (found) => Math.max(0, ...found.flatMap((f) => f.scores));
+  let best = [];
   for (const deg of spec.rotations) {
     const k = turns[deg];
     let t0 = now();
@@ -640,9 +644,11 @@ export async function runSearch(specs, img, search, run, t = { prepare: 0, detec
       if (k) rows = rotateBack(rows, k, w, h);
       out.push({ range: p.range, rows, scores });
     }
-    if (out.some((o) => o.scores.length) || deg === spec.rotations[spec.rotations.length - 1]) return out;
+    // the rotation with the surest face wins; a sure face ends the turns (blazeface.run_search)
+    if (bestScore(out) > bestScore(best)) best = out;
+    if (bestScore(best) >= DETECTION.upright_score) break;
   }
-  return [];
+  return best;
 }
 
 /** BlazeFaceAuto.merge: framed rows of several passes [{rows (20), scores}] -> detections: weighted NMS, then
@@ -667,33 +673,35 @@ export async function detectPhoto(specs, img, search, run) {
   return { detections, ms: t };
 }
 
-/** cv2.warpAffine(img, [[k, 0, ox], [0, k, oy]], (n, n), bilinear, black border) as OpenCV computes it for
- * uint8: the inverse map in 10-bit fixed point, 1/32-pixel interpolation cells, 15-bit weights */
-export function warpScaleShift(img, k, ox, oy, n) {
+/** cv2.warpAffine(img, M, (n, n), INTER_LINEAR) as OpenCV computes it for uint8: M (2x3, src -> dst) inverted,
+ * the inverse map in 10-bit fixed point, 1/32-pixel interpolation cells, 15-bit weights; `border` "constant"
+ * (black) or "replicate".  Colour images: the first three channels. */
+export function warpAffine(img, M, n, border = "constant") {
   const { data, width: w, height: h } = img, c = img.channels || 4;
+  const [a11, a12, b1, a21, a22, b2] = M;
+  let D = a11 * a22 - a12 * a21;
+  D = D !== 0 ? 1 / D : 0;
+  const A11 = a22 * D, A22 = a11 * D, A12 = -a12 * D, A21 = -a21 * D;
+  const B1 = -A11 * b1 - A12 * b2, B2 = -A21 * b1 - A22 * b2;
   const out = new Uint8Array(n * n * c);
-  const ia = 1 / k, ib = -ox / k, ic = -oy / k;  // invertAffineTransform of a scale + shift
   const AB = 1024, delta = AB / 32 / 2;
-  const cvRound = (v) => pyRound(v);
-  const wt = new Int32Array(32 * 32 * 4);
-  for (let ay = 0; ay < 32; ay++) {
-    for (let ax = 0; ax < 32; ax++) {
-      const fx = ax / 32, fy = ay / 32, q = (ay * 32 + ax) * 4;
-      wt[q] = Math.round((1 - fx) * (1 - fy) * 32768); wt[q + 1] = Math.round(fx * (1 - fy) * 32768);
-      wt[q + 2] = Math.round((1 - fx) * fy * 32768); wt[q + 3] = Math.round(fx * fy * 32768);
-    }
-  }
-  const px = (x, y, ch) => (x >= 0 && y >= 0 && x < w && y < h ? data[(y * w + x) * c + ch] : 0);
-  const adelta = new Int32Array(n);
-  for (let x = 0; x < n; x++) adelta[x] = cvRound(ia * x * AB);
-  const X0 = cvRound(ib * AB) + delta;
+  const wt = weightTable();
+  const adelta = new Int32Array(n), bdelta = new Int32Array(n);
+  for (let x = 0; x < n; x++) { adelta[x] = pyRound(A11 * x * AB); bdelta[x] = pyRound(A21 * x * AB); }
+  const channels = c === 1 ? 1 : 3;
+  const replicate = border === "replicate";
+  const px = (x, y, ch) => {
+    if (replicate) { x = x < 0 ? 0 : x >= w ? w - 1 : x; y = y < 0 ? 0 : y >= h ? h - 1 : y; }
+    else if (x < 0 || y < 0 || x >= w || y >= h) return 0;
+    return data[(y * w + x) * c + ch];
+  };
   for (let y = 0; y < n; y++) {
-    const Y = (cvRound((ia * y + ic) * AB) + delta) >> 5;
+    const X0 = pyRound((A12 * y + B1) * AB) + delta, Y0 = pyRound((A22 * y + B2) * AB) + delta;
     for (let x = 0; x < n; x++) {
-      const X = (X0 + adelta[x]) >> 5;
+      const X = (X0 + adelta[x]) >> 5, Y = (Y0 + bdelta[x]) >> 5;
       const sx = X >> 5, sy = Y >> 5, q = ((Y & 31) * 32 + (X & 31)) * 4;
       const o = (y * n + x) * c;
-      for (let ch = 0; ch < 3; ch++) {
+      for (let ch = 0; ch < channels; ch++) {
         const v = px(sx, sy, ch) * wt[q] + px(sx + 1, sy, ch) * wt[q + 1] + px(sx, sy + 1, ch) * wt[q + 2]
                 + px(sx + 1, sy + 1, ch) * wt[q + 3];
         out[o + ch] = Math.min(255, Math.max(0, (v + 16384) >> 15));
@@ -702,6 +710,26 @@ export function warpScaleShift(img, k, ox, oy, n) {
     }
   }
   return { data: out, width: n, height: n, channels: c };
+}
+
+let WEIGHTS = null;
+/** OpenCV's bilinear weights of the 32 x 32 sub-pixel cells, 15-bit fixed point */
+function weightTable() {
+  if (WEIGHTS) return WEIGHTS;
+  WEIGHTS = new Int32Array(32 * 32 * 4);
+  for (let ay = 0; ay < 32; ay++) {
+    for (let ax = 0; ax < 32; ax++) {
+      const fx = ax / 32, fy = ay / 32, q = (ay * 32 + ax) * 4;
+      WEIGHTS[q] = pyRound((1 - fx) * (1 - fy) * 32768); WEIGHTS[q + 1] = pyRound(fx * (1 - fy) * 32768);
+      WEIGHTS[q + 2] = pyRound((1 - fx) * fy * 32768); WEIGHTS[q + 3] = pyRound(fx * fy * 32768);
+    }
+  }
+  return WEIGHTS;
+}
+
+/** The live path's window: cv2.warpAffine(img, [[k, 0, ox], [0, k, oy]], (n, n), black border) */
+export function warpScaleShift(img, k, ox, oy, n) {
+  return warpAffine(img, [k, 0, ox, 0, k, oy], n, "constant");
 }
 
 /** BlazeFaceDetector.run_windows: rows (plausible, no NMS) in square windows of WINDOW x side around face frames
@@ -713,7 +741,7 @@ export async function runWindows(spec, img, frames, run, t) {
   frames.forEach(([cx, cy, side], i) => {
     const k = n / Math.max(W * side, 1.0);
     const ox = -k * (cx - W * side / 2), oy = -k * (cy - W * side / 2);
-    const win = warpScaleShift(img, k, ox, oy, n);
+    const win = warpScaleShift(img, Math.fround(k), Math.fround(ox), Math.fround(oy), n);  // a float32 matrix
     tensor.set(toInput(win, n, n, 0, 0), i * plane);
     maps.push([k, k, ox, oy]);
   });
@@ -810,13 +838,55 @@ function resizeSquare(img, size) {
   return (Math.min(img.width, img.height) >= size ? resizeArea(img, size, size) : resizeLinear(img, size, size)).data;
 }
 
-/** crop.crop_detection without alignment: a detection's frame (or its box) grown by `margin` */
+/** crop.eye_angle: the tilt of the eye line in degrees (keypoints: right eye, left eye, ...) */
+export function eyeAngle(kps) {
+  const [[rx, ry], [lx, ly]] = kps;
+  return Math.atan2(ly - ry, lx - rx) * 180 / Math.PI;
+}
+
+/** crop.crop_aligned: the square of `side` px centred on (cx, cy), rotated by `angle` degrees (big faces shrunk
+ * with INTER_AREA first, then one bilinear warp; the border pixels repeat outside the image) */
+export function cropAligned(gray, W, H, cx, cy, side, angle, size = 48) {
+  if (!(side > 0) || side > 4 * Math.max(H, W)) return null;
+  const half = side * 0.7072 + 2;
+  const x0 = Math.floor(cx - half), y0 = Math.floor(cy - half), n = Math.ceil(2 * half);
+  const ix0 = Math.max(0, x0), iy0 = Math.max(0, y0), ix1 = Math.min(W, x0 + n), iy1 = Math.min(H, y0 + n);
+  if (ix1 <= ix0 || iy1 <= iy0) return null;
+  const pw0 = ix1 - ix0, ph0 = iy1 - iy0;
+  let patch = { data: new Uint8Array(pw0 * ph0), width: pw0, height: ph0, channels: 1 };
+  for (let y = 0; y < ph0; y++) patch.data.set(gray.subarray((iy0 + y) * W + ix0, (iy0 + y) * W + ix1), y * pw0);
+  let k = 1.0, c;
+  if (side > size) {
+    k = size / side;
+    const ph = Math.max(1, pyRound(ph0 * k)), pw = Math.max(1, pyRound(pw0 * k));
+    patch = resizeArea(patch, pw, ph);
+    const kx = pw / pw0, ky = ph / ph0;
+    c = [(cx - ix0) * kx, (cy - iy0) * ky];
+    k = (kx + ky) / 2;
+  } else {
+    c = [cx - ix0, cy - iy0];
+  }
+  // cv2.getRotationMatrix2D(c, angle, size / (side * k)), then the centre moved to the crop's centre
+  const scale = size / (side * k), a = (angle * Math.PI) / 180;
+  const alpha = scale * Math.cos(a), beta = scale * Math.sin(a);
+  const M = [alpha, beta, (1 - alpha) * c[0] - beta * c[1] + size / 2 - c[0],
+             -beta, alpha, beta * c[0] + (1 - alpha) * c[1] + size / 2 - c[1]];
+  return warpAffine(patch, M, size, "replicate").data;
+}
+
+/** crop.crop_detection: a detection's frame (or its box) grown by `margin`; a face lying on its side or upside
+ * down (eye line at SIDEWAYS degrees or more, where Python has that rule) is cropped upright */
 export function cropDetection(gray, W, H, det, margin = FACE_MARGIN, size = 48) {
-  if (det.frame) {
-    const [cx, cy, side] = det.frame;
+  let cx, cy, side;
+  if (det.frame) [cx, cy, side] = det.frame;
+  else { const [x, y, w, h] = det.box; cx = x + w / 2; cy = y + h / 2; side = Math.max(w, h); }
+  let angle = det.keypoints ? eyeAngle(det.keypoints) : 0;
+  if (DETECTION.sideways == null || Math.abs(angle) < DETECTION.sideways) angle = 0;
+  if (Math.abs(angle) < 1.0) {
+    if (!det.frame) return cropFace(gray, W, H, det.box, margin, size);
     return cropFace(gray, W, H, [cx - side / 2, cy - side / 2, side, side], margin, size);
   }
-  return cropFace(gray, W, H, det.box, margin, size);
+  return cropAligned(gray, W, H, cx, cy, side * (1 + 2 * margin), angle, size);
 }
 
 /** crop.whole_image_crop: the whole image as a grey square (the shorter side padded by its border) */

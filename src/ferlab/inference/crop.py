@@ -39,6 +39,8 @@ FACE_CROP_PX = 64
 DEFAULT_ALIGN = False
 #: below this tilt (degrees) the crop is not rotated
 _MIN_TILT = 1.0
+#: eye-line angle (degrees) from which a face is cropped upright whatever ``align`` says
+SIDEWAYS = 45.0
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
@@ -145,7 +147,9 @@ def crop_detection(image: np.ndarray, det, margin: float = DEFAULT_MARGIN, size:
                    align: bool = DEFAULT_ALIGN) -> np.ndarray:
     """Grey ``size`` x ``size`` crop of one face the way the Recognizer crops it: a ``Detection`` (its face
     frame, and with ``align`` its eye keypoints: rotated so the eyes are level) or a plain (x, y, w, h) box,
-    grown by ``margin``.  Also used to crop labelled training photos (``FaceCropper``)."""
+    grown by ``margin``.  A face whose eyes are turned ``SIDEWAYS`` degrees or more (a photo turned 90 or 180
+    degrees, found by the thorough search) is turned upright even without ``align``: the classifiers only
+    know upright faces.  Also used to crop labelled training photos (``FaceCropper``)."""
     gray = _gray(image)
     if not isinstance(det, Detection):
         return crop_face(gray, det, margin, size)
@@ -154,7 +158,9 @@ def crop_detection(image: np.ndarray, det, margin: float = DEFAULT_MARGIN, size:
     else:
         x, y, w, h = det.box
         cx, cy, side = x + w / 2, y + h / 2, max(w, h)
-    angle = eye_angle(det.keypoints) if align and det.keypoints is not None else 0.0
+    angle = eye_angle(det.keypoints) if det.keypoints is not None else 0.0
+    if not align and abs(angle) < SIDEWAYS:
+        angle = 0.0  # unaligned crops stay upright, unless the face lies on its side or upside down
     if abs(angle) < _MIN_TILT:
         if det.frame is None:
             return crop_face(gray, det.box, margin, size)

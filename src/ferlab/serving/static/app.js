@@ -124,7 +124,9 @@ const device = {
     if (this.ready) return this.ready;
     const t0 = performance.now();
     const cores = navigator.hardwareConcurrency || 1;
-    const wanted = Number(PARAMS.get("threads")) || Math.min(4, cores);
+    // half the cores, at most 4: the page's own thread and the camera need the rest (bench_browser.py on 2 busy
+    // cores: 1 thread ran 23.5 frames/s, 2 threads 8.5)
+    const wanted = Number(PARAMS.get("threads")) || Math.max(1, Math.min(4, Math.floor(cores / 2)));
     this.worker = new Worker(new URL("./worker.js", import.meta.url), { type: "module" });
     this.worker.onmessage = (ev) => this.onMessage(ev.data);
     this.worker.onerror = (ev) => {

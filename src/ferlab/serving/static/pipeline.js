@@ -169,6 +169,27 @@ export function toGray(img) {
   return out;
 }
 
+/** toGray, computed only in the squares the crops of `dets` read (the rest stays 0): the same crops, less work */
+export function toGrayAround(img, dets, margin = FACE_MARGIN) {
+  const { data, width: W, height: H } = img, c = img.channels || 4;
+  if (c === 1 || !dets.length) return c === 1 ? toGray(img) : new Uint8Array(W * H);
+  const out = new Uint8Array(W * H);
+  for (const d of dets) {
+    let cx, cy, side;
+    if (d.frame) [cx, cy, side] = d.frame;
+    else { cx = d.box[0] + d.box[2] / 2; cy = d.box[1] + d.box[3] / 2; side = Math.max(d.box[2], d.box[3]); }
+    const r = side * (1 + 2 * Math.max(margin, 0)) * 0.7072 + 4;  // covers the square, turned or not
+    const x0 = Math.max(0, Math.floor(cx - r)), x1 = Math.min(W, Math.ceil(cx + r));
+    const y0 = Math.max(0, Math.floor(cy - r)), y1 = Math.min(H, Math.ceil(cy + r));
+    for (let y = y0; y < y1; y++) {
+      for (let x = x0, i = y * W + x0, j = (y * W + x0) * c; x < x1; x++, i++, j += c) {
+        out[i] = (data[j] * 4899 + data[j + 1] * 9617 + data[j + 2] * 1868 + 8192) >> 14;
+      }
+    }
+  }
+  return out;
+}
+
 /** OpenCV INTER_AREA by a whole factor k (the fast path): block means; the right / bottom pixels that do not
  * fill a block are dropped */
 function areaWhole(src, w, h, c, k) {

@@ -146,12 +146,12 @@ async function analyse(msg) {
       : await state.live.step(state.specs, img, runDetector);
     Object.assign(ms, found.ms);
     t = performance.now();
-    const gray = P.toGray(img);
     let items = found.detections, pairs = null;
     if (msg.mode === "live") {
       pairs = state.tracker.update(items.map((d) => d.box));
       items = pairs.map(([, bi]) => items[bi]);
     }
+    const gray = P.toGrayAround(img, items, m.margin);  // only where the crops read
     const crops = items.map((d) => P.cropDetection(gray, W, H, d, m.margin, m.size));
     ms.crop = performance.now() - t;
     t = performance.now();

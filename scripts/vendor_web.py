@@ -1,8 +1,12 @@
-"""Vendor onnxruntime-web (npm, MIT) into the web page's static folder: the page runs the whole pipeline in the
-browser with no CDN and nothing downloaded at run time.
+"""Vendor onnxruntime-web (npm, MIT) and swagger-ui-dist (npm, Apache-2.0) into the web page's static folder:
+the page runs the whole pipeline in the browser and ``/docs`` shows the API, with no CDN and nothing
+downloaded at run time.
 
-    python scripts/vendor_web.py            # npm pack onnxruntime-web@VERSION, copy the files, check their sha256
+    python scripts/vendor_web.py            # npm pack each pinned version, copy the files, check their sha256
     python scripts/vendor_web.py --check    # only check the committed files against the pins below
+
+swagger-ui-dist: the bundle and its stylesheet (``static/vendor/swagger/``), with the package's LICENSE, NOTICE
+and the bundle's third-party licence file; ``serving/assets.py`` serves ``/docs`` with them.
 
 Only what the page needs is copied (into ``src/ferlab/serving/static/vendor/ort/``): the wasm-only ES module
 API (``ort.wasm.min.mjs``), the Emscripten loader of the SIMD (+ threads) build (``ort-wasm-simd-threaded.mjs``)
@@ -27,7 +31,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEST = ROOT / "src" / "ferlab" / "serving" / "static" / "vendor" / "ort"
+VENDOR = ROOT / "src" / "ferlab" / "serving" / "static" / "vendor"
+DEST = VENDOR / "ort"
 PACKAGE = "onnxruntime-web"
 VERSION = "1.30.0"
 #: file in the npm package -> sha256 (measured on the npm registry's onnxruntime-web-1.30.0.tgz, 2026-12-07)
@@ -37,6 +42,14 @@ FILES = {
     "dist/ort-wasm-simd-threaded.wasm": "3398c10d07d229bd91b364548e130e0e51a8e5704b88c7c083ebbeb78842dee2",
 }
 LICENSE_NAME = "LICENSE-onnxruntime-web.txt"
+#: swagger-ui-dist: file in the npm package -> sha256 (its own LICENSE and NOTICE are copied as they are)
+SWAGGER = ("swagger-ui-dist", "5.36.0", VENDOR / "swagger", {
+    "swagger-ui-bundle.js": "b164c5a22535e40dae08c00271674a67e437ec195098c55fcedf8ffac7ac3c88",
+    "swagger-ui.css": "7eb9f5a125e4bc9b3f0b71869b66d1a3d7c501f972f53d44ef91c2ae6c5bda5e",
+    "swagger-ui-bundle.js.LICENSE.txt": "37eb6e7e59aed57b2c1acf076574b818ea07b74265717e0bd67b59e0baf9abbb",
+    "LICENSE": "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30",
+    "NOTICE": "0d20d1adef18aee3f40dd258172155521ce702ac445cb5f7b7d60ed32dad2fb2",
+})
 LICENSE = f"""onnxruntime-web {VERSION} (https://www.npmjs.com/package/onnxruntime-web,
 https://github.com/microsoft/onnxruntime), vendored by scripts/vendor_web.py: {", ".join(Path(f).name for f in FILES)}.
 
@@ -75,33 +88,55 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def check(folder: Path) -> list[str]:
-    """Problems of the vendored files in ``folder`` (empty: all present with their pinned sha256)."""
+def _check_files(folder: Path, files: dict) -> list[str]:
     bad = []
-    for name, pin in FILES.items():
+    for name, pin in files.items():
         p = folder / Path(name).name
         if not p.is_file():
             bad.append(f"{p}: missing")
         elif sha256(p) != pin:
             bad.append(f"{p}: sha256 {sha256(p)} is not the pinned {pin}")
-    if not (folder / LICENSE_NAME).is_file():
-        bad.append(f"{folder / LICENSE_NAME}: missing")
     return bad
 
 
-def fetch(tmp: Path) -> Path:
+def check(folder: Path) -> list[str]:
+    """Problems of the vendored files (empty: all present with their pinned sha256): onnxruntime-web's in
+    ``folder``, swagger-ui-dist's in its own folder."""
+    bad = _check_files(folder, FILES)
+    if not (folder / LICENSE_NAME).is_file():
+        bad.append(f"{folder / LICENSE_NAME}: missing")
+    return bad + _check_files(SWAGGER[2], SWAGGER[3])
+
+
+def fetch(tmp: Path, package: str = PACKAGE, version: str = VERSION) -> Path:
     """``npm pack`` the pinned version into ``tmp`` and unpack it: the package folder."""
     npm = shutil.which("npm")
     if npm is None:
-        sys.exit("npm is needed to vendor onnxruntime-web (apt-get install npm, or Node.js's installer)")
-    out = subprocess.run([npm, "pack", f"{PACKAGE}@{VERSION}", "--silent", "--pack-destination", str(tmp)],
+        sys.exit(f"npm is needed to vendor {package} (apt-get install npm, or Node.js's installer)")
+    out = subprocess.run([npm, "pack", f"{package}@{version}", "--silent", "--pack-destination", str(tmp)],
                          capture_output=True, text=True, cwd=tmp)
     if out.returncode != 0:
-        sys.exit(f"npm pack {PACKAGE}@{VERSION} failed: {out.stderr.strip()[-400:]}")
+        sys.exit(f"npm pack {package}@{version} failed: {out.stderr.strip()[-400:]}")
     tgz = tmp / out.stdout.strip().splitlines()[-1]
     with tarfile.open(tgz) as t:
-        t.extractall(tmp / "x", filter="data")
-    return tmp / "x" / "package"
+        t.extractall(tmp / package, filter="data")
+    return tmp / package / "package"
+
+
+def vendor_swagger(tmp: Path, print_pins: bool) -> None:
+    package, version, dest, files = SWAGGER
+    pkg = fetch(tmp, package, version)
+    got = {name: sha256(pkg / name) for name in files}
+    if print_pins:
+        for name, digest in got.items():
+            print(f'    "{name}": "{digest}",')
+        return
+    wrong = [f"{n}: {got[n]} (pinned {pin})" for n, pin in files.items() if got[n] != pin]
+    if wrong:
+        sys.exit(f"{package}@{version} from npm differs from the pinned files:\n  " + "\n  ".join(wrong))
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        shutil.copyfile(pkg / name, dest / name)
 
 
 def main(argv=None) -> int:
@@ -111,7 +146,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.check:
         bad = check(DEST)
-        print("\n".join(bad) or f"{PACKAGE} {VERSION}: {len(FILES)} files match their pins")
+        print("\n".join(bad) or f"{PACKAGE} {VERSION} and {SWAGGER[0]} {SWAGGER[1]}: "
+                                 f"{len(FILES) + len(SWAGGER[3])} files match their pins")
         return 1 if bad else 0
     with tempfile.TemporaryDirectory() as d:
         pkg = fetch(Path(d))
@@ -119,6 +155,7 @@ def main(argv=None) -> int:
         if args.print_pins:
             for name, digest in got.items():
                 print(f'    "{name}": "{digest}",')
+            vendor_swagger(Path(d), True)
             return 0
         wrong = [f"{n}: {got[n]} (pinned {pin})" for n, pin in FILES.items() if got[n] != pin]
         if wrong:
@@ -126,11 +163,13 @@ def main(argv=None) -> int:
         DEST.mkdir(parents=True, exist_ok=True)
         for name in FILES:
             shutil.copyfile(pkg / name, DEST / Path(name).name)
+        vendor_swagger(Path(d), False)
     (DEST / LICENSE_NAME).write_text(LICENSE)
     bad = check(DEST)
     if bad:
         sys.exit("\n".join(bad))
-    print(f"{PACKAGE} {VERSION}: {len(FILES)} files in {DEST.relative_to(ROOT)} ({LICENSE_NAME} beside them)")
+    print(f"{PACKAGE} {VERSION}: {len(FILES)} files in {DEST.relative_to(ROOT)} ({LICENSE_NAME} beside them); "
+          f"{SWAGGER[0]} {SWAGGER[1]}: {len(SWAGGER[3])} files in {SWAGGER[2].relative_to(ROOT)}")
     return 0
 
 

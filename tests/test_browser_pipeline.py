@@ -394,6 +394,7 @@ def test_static_site_runs_without_python_behind_it(browser, static_site, tmp_pat
     assert manifest["server"] is False and [m["name"] for m in manifest["models"]] == ["default", "fast"]
     assert (out / "static" / "vendor" / "ort" / "ort-wasm-simd-threaded.wasm").is_file()
     assert (out / "static" / "vendor" / "ort" / "LICENSE-onnxruntime-web.txt").is_file()
+    assert not (out / "static" / "vendor" / "swagger").exists()  # /docs needs the server
     assert 'src="static/app.js"' in (out / "index.html").read_text()
     problems: list[str] = []
     ctx, page, traffic = open_device_page(browser, url, problems)
@@ -409,6 +410,25 @@ def test_static_site_runs_without_python_behind_it(browser, static_site, tmp_pat
     finally:
         ctx.close()
     assert not problems, problems
+
+
+def test_docs_page_offline(browser, server):
+    """/docs: the vendored Swagger UI describes the API from /openapi.json; nothing from outside this server."""
+    problems: list[str] = []
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(server) else None)
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    try:
+        page.goto(server + "/docs")
+        page.wait_for_selector(".opblock", timeout=30_000)
+        paths = page.locator(".opblock-summary-path").all_inner_texts()
+        assert "/v1/predict" in paths and "/v1/models" in paths
+    finally:
+        ctx.close()
+    assert not outside and not problems, (outside, problems)
 
 
 # ------------------------------------------------------------------------------ server side, no browser

@@ -179,7 +179,7 @@ def create_app(models: Any = None, default_model: str = "default", *, detector: 
     app = FastAPI(title="ferlab", version=__version__, description=_DESCRIPTION,
                   summary="Facial expression recognition: faces and their expressions in uploaded images and "
                           "live frames.",
-                  docs_url=None,  # Swagger UI loads from a CDN; this server works offline (schema: /openapi.json)
+                  docs_url=None,  # FastAPI's Swagger page loads from a CDN: assets.docs serves the vendored one
                   redoc_url=None)
     app.state.ferlab = state
     app.add_middleware(IsolationHeaders)  # COOP / COEP (threads in the page's worker), CSP with WebAssembly

@@ -5,6 +5,7 @@ and ``models.json``, and the headers that make the page cross-origin isolated (t
   manifest the page reads in device mode; ``ferlab site`` writes the same file (``manifest``);
 - ``GET /models/{name}.onnx``              a served model's bytes (a served name, never a path);
 - ``GET /models/detectors/{name}.onnx``    the bundled BlazeFace graphs;
+- ``GET /docs``                             Swagger UI (vendored) on ``/openapi.json``;
 - ``/static/...``                          the page, its scripts and the vendored runtime (``CompressedStatic``:
   gzip when the client accepts it, compressed once and kept in memory; ETag / 304; ``Cache-Control``);
 - ``IsolationHeaders``: COOP ``same-origin`` + COEP ``require-corp`` (SharedArrayBuffer, hence threads), a CSP
@@ -149,6 +150,13 @@ def served_manifest(state: ServingState) -> dict:
 
 
 router = APIRouter()
+
+
+@router.get("/docs", include_in_schema=False)
+async def docs():
+    """The API described by Swagger UI (vendored: scripts/vendor_web.py), from this server's /openapi.json."""
+    return FileResponse(STATIC_DIR / "docs.html", media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/models.json", include_in_schema=False)

@@ -149,7 +149,7 @@ def write_site(out: str | os.PathLike, models=None, *, compress: bool = True) ->
         for name in PAGE_FILES:
             shutil.copyfile(STATIC_DIR / name, tmp / "static" / name)
         shutil.copytree(STATIC_DIR / "vendor", tmp / "static" / "vendor",
-                        ignore=shutil.ignore_patterns("*.gz", ".*"))
+                        ignore=shutil.ignore_patterns("*.gz", ".*", "swagger"))  # /docs needs a server
         (tmp / "models" / "detectors").mkdir(parents=True)
         for path in detector_files().values():
             shutil.copyfile(path, tmp / "models" / "detectors" / path.name)

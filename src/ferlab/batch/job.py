@@ -139,13 +139,13 @@ def run(inputs: list[str] | str, out: str | os.PathLike, *, engine: str = "local
                           f"no images or videos to read in the given inputs ({'; '.join(problems)[:300]})")
     for p in problems:
         say(f"ferlab batch: {p}")
+    t0 = time.perf_counter()  # the job's time includes the check below (it is the model load of a 1-worker job)
     # the model and the detector are built once here, before a worker starts or the folder is touched: a
     # bad --detector or a broken .onnx is one line, not a traceback per worker, a ".lock" and a header left
     in_process = engine == "local" and (workers or os.cpu_count() or 1) <= 1
     checker: UnitWorker | None = UnitWorker(opts if in_process else dataclasses.replace(opts, threads=1), sha)
     if not in_process:
         checker = None  # the workers load their own: this process keeps no model it does not use
-    t0 = time.perf_counter()
     conn = None
     if engine == "ray":
         conn = RayConnection(address, runtime_env)  # connects; its probe task runs while the inputs are planned

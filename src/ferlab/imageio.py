@@ -12,6 +12,11 @@ Every image that enters ferlab (folder datasets, ``ferlab predict``, the HTTP AP
   (Pillow raises many exception types on hostile input) becomes an ``ImageError``.
 Errors are ``ImageError`` (a ``FerlabError``) with a ``kind`` the HTTP layer maps to a status code.
 
+Files are read by ``read_file``: regular files only (a device such as ``/dev/zero`` never ends, a FIFO named
+``x.jpg`` blocks its reader), never more than ``MAX_FILE_BYTES``.  The one input walker lives here too
+(``walk_inputs``, ``folder_files``, ``read_list_file``): files, folders, globs and list files -> regular files,
+for ``ferlab predict``, ``ferlab batch`` and the data floor's photo folders.
+
 Memory budget (peak, measured): a grey decode costs about 3 bytes per pixel (120 MB at ``MAX_PIXELS`` = 40 M;
 large JPEGs go straight to grey), a colour one about 10 (Pillow holds RGB as 4 bytes a pixel, plus one copy
 out and the result: 400 MB at 40 M); with ``max_side`` (the HTTP API: 4096) a JPEG is never decoded at full

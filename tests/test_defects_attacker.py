@@ -429,3 +429,24 @@ def test_list_file_is_bounded_and_one_line(tmp_path):
         read_list_file(bad)
     with pytest.raises(FerlabError, match="larger than"):  # a device never ends: read up to the limit, refused
         read_list_file("/dev/zero")
+
+
+def test_ws_server_fault_closes_with_1011_not_a_dropped_socket(tiny_models, monkeypatch):
+    import warnings
+
+    from ferlab.serving.routes import StreamSession
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    def broken(self, text):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(StreamSession, "control", broken)
+    with TestClient(_app(tiny_models), base_url="http://localhost") as c:
+        with c.websocket_connect("ws://localhost/v1/stream") as ws:
+            assert ws.receive_json()["type"] == "hello"
+            ws.send_text("{}")
+            msg = ws.receive()
+            assert msg["type"] == "websocket.close" and msg["code"] == 1011

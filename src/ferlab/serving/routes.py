@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -199,6 +201,10 @@ async def _stream_loop(ws: WebSocket, state: ServingState) -> None:
             await ws.send_text(json.dumps(reply))
     except WebSocketDisconnect:
         pass
+    except Exception:  # a fault of the server's own: logged once, and the client gets a close frame (1011)
+        logging.getLogger("uvicorn.error").exception("live stream: unexpected error; the stream is closed")
+        with contextlib.suppress(Exception):  # the socket may be gone already
+            await ws.close(code=1011, reason="internal error")
 
 
 class StreamSession:

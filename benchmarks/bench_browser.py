@@ -11,6 +11,9 @@ short range (the live pass), crops, the classifier, tracking.  One frame at a ti
   (``pixels``: bitmap -> RGBA; ``prepare``: letterbox; ``detect``: the BlazeFace graph; ``decode``: anchors,
   NMS, framing; ``crop``; ``classify``: the classifier graph and the softmax; ``total``: in the worker) and the
   main thread's ``bitmap`` (createImageBitmap);
+- ``chromium_cpu_ms_per_frame``: the CPU time all chromium processes used per frame (from /proc; the 30 frames'
+  PNG decoding and the warm-up included: an upper bound), and ``fps_if_cpu_were_free`` = 1000 / that: what the
+  frame rate would be with that much CPU to spare, a number other jobs on the machine do not change;
 - ``memory``: resident memory of the chromium processes this run started (the sum of their RSS from /proc)
   with the page running, and ``performance.measureUserAgentSpecificMemory()`` where it answers in time;
 - ``ready``: ms from navigation to the page being ready (the detector and the default model loaded and
@@ -64,10 +67,13 @@ def serve(app):
     return server, f"http://127.0.0.1:{port}"
 
 
-def descendants_rss_mb() -> float:
-    """Resident memory (MB) of every process below this one (the chromium this run launched)."""
+def descendants() -> tuple[float, float]:
+    """(resident memory in MB, CPU seconds used so far) of every process below this one (the chromium this run
+    launched, its renderer and its workers' process)."""
     parent: dict[int, int] = {}
     rss: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
@@ -75,6 +81,7 @@ def descendants_rss_mb() -> float:
             fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
             parent[int(d.name)] = int(fields[1])
             rss[int(d.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+            cpu[int(d.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
         except (OSError, IndexError, ValueError):
             continue
     mine, todo = set(), [os.getpid()]
@@ -84,7 +91,7 @@ def descendants_rss_mb() -> float:
             if pp == p and c not in mine:
                 mine.add(c)
                 todo.append(c)
-    return round(sum(rss.get(p, 0) for p in mine) / 2**20, 1)
+    return round(sum(rss.get(p, 0) for p in mine) / 2**20, 1), sum(cpu.get(p, 0.0) for p in mine)
 
 
 RUN = """async ([frames, warmup, n]) => {
@@ -166,8 +173,12 @@ def main(argv=None) -> int:
                                              "warm_runs_ms": [round(w, 1) for w in warm]}
             for model in args.models:
                 page.evaluate("(m) => window.ferlab.useModel(m)", model)
+                _, cpu0 = descendants()
                 r = page.evaluate(RUN, [frames, args.warmup, args.frames])
-                rss = descendants_rss_mb()
+                rss, cpu1 = descendants()
+                # chromium's CPU time per frame (all its processes, the warm-up frames and the frames' decoding
+                # from PNG included: an upper bound): what a machine with that CPU to spare would run
+                cpu_ms = 1000 * (cpu1 - cpu0) / (args.frames + args.warmup)
                 try:
                     uam = page.evaluate("""() => Promise.race([
                         performance.measureUserAgentSpecificMemory().then((m) => m.bytes),
@@ -178,6 +189,8 @@ def main(argv=None) -> int:
                        "fps": round(r["fps"], 1), "ms": {k: median(v) for k, v in r["stages"].items()},
                        "ms_p90_total": round(sorted(r["stages"]["total"])[int(0.9 * len(r["stages"]["total"]))], 2),
                        "faces_per_frame": round(sum(r["faces"]) / len(r["faces"]), 2),
+                       "chromium_cpu_ms_per_frame": round(cpu_ms, 2),
+                       "fps_if_cpu_were_free": round(1000 / cpu_ms, 1) if cpu_ms > 0 else None,
                        "memory_mb": {"chromium_rss": rss,
                                      "page_measured": None if uam is None else round(uam / 2**20, 1)},
                        "console_errors": errors[:5]}

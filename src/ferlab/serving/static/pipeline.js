@@ -191,27 +191,28 @@ export function toGrayAround(img, dets, margin = FACE_MARGIN) {
 }
 
 /** OpenCV INTER_AREA by a whole factor k (the fast path): block means; the right / bottom pixels that do not
- * fill a block are dropped */
+ * fill a block are dropped.  Colour images: the first three channels (alpha is set opaque). */
 function areaWhole(src, w, h, c, k) {
   const ow = Math.floor(w / k), oh = Math.floor(h / k);
   const out = new Uint8Array(ow * oh * c);
-  const acc = new Float64Array(ow * c);
+  const nc = c === 4 ? 3 : c;
+  const acc = new Int32Array(ow * nc);
   const inv = 1 / (k * k);
   for (let oy = 0; oy < oh; oy++) {
     acc.fill(0);
     for (let dy = 0; dy < k; dy++) {
-      let p = ((oy * k + dy) * w) * c;
-      for (let ox = 0; ox < ow; ox++) {
-        const a = ox * c;
-        for (let dx = 0; dx < k; dx++) {
-          for (let ch = 0; ch < c; ch++) acc[a + ch] += src[p + ch];
-          p += c;
+      let p = (oy * k + dy) * w * c;
+      for (let ox = 0, a = 0; ox < ow; ox++, a += nc) {
+        for (let dx = 0; dx < k; dx++, p += c) {
+          for (let ch = 0; ch < nc; ch++) acc[a + ch] += src[p + ch];
         }
       }
     }
-    const base = oy * ow * c;
-    if (k === 2) for (let i = 0; i < acc.length; i++) out[base + i] = (acc[i] + 2) >> 2;
-    else for (let i = 0; i < acc.length; i++) out[base + i] = sat8(acc[i] * inv);
+    let o = oy * ow * c;
+    for (let ox = 0, a = 0; ox < ow; ox++, a += nc, o += c) {
+      for (let ch = 0; ch < nc; ch++) out[o + ch] = k === 2 ? (acc[a + ch] + 2) >> 2 : sat8(acc[a + ch] * inv);
+      if (c === 4) out[o + 3] = 255;
+    }
   }
   return { data: out, width: ow, height: oh, channels: c };
 }
@@ -280,32 +281,42 @@ function linearTab(ssize, dsize) {
   return { idx, a0 };
 }
 
-/** OpenCV INTER_LINEAR resize of uint8 (fixed point: 11-bit coefficients, SIMD rounding of the vertical pass) */
+/** OpenCV INTER_LINEAR resize of uint8 (fixed point: 11-bit coefficients, SIMD rounding of the vertical pass).
+ * Colour images: the first three channels (alpha is set opaque). */
 export function resizeLinear(img, dw, dh) {
   const { data, width: w, height: h } = img, c = img.channels || 4;
+  const nc = c === 4 ? 3 : c;
   const tx = linearTab(w, dw), ty = linearTab(h, dh);
   const out = new Uint8Array(dw * dh * c);
-  const rows = new Map();
-  const hrow = (y) => {
-    let r = rows.get(y);
-    if (r) return r;
-    r = new Int32Array(dw * c);
+  const x0 = new Int32Array(dw), x1 = new Int32Array(dw), b0s = new Int32Array(dw);
+  for (let x = 0; x < dw; x++) {
+    x0[x] = tx.idx[x] * c;
+    x1[x] = Math.min(tx.idx[x] + 1, w - 1) * c;
+    b0s[x] = tx.a0[x];
+  }
+  const rowLen = dw * nc;
+  let rA = new Int32Array(rowLen), rB = new Int32Array(rowLen), yA = -1, yB = -1;
+  const hrow = (y, r) => {
     const base = y * w * c;
-    for (let x = 0; x < dw; x++) {
-      const s = tx.idx[x], b0 = tx.a0[x], b1 = 2048 - b0, s1 = Math.min(s + 1, w - 1);
-      for (let ch = 0; ch < c; ch++) r[x * c + ch] = data[base + s * c + ch] * b0 + data[base + s1 * c + ch] * b1;
+    for (let x = 0, q = 0; x < dw; x++, q += nc) {
+      const b0 = b0s[x], b1 = 2048 - b0, p0 = base + x0[x], p1 = base + x1[x];
+      for (let ch = 0; ch < nc; ch++) r[q + ch] = data[p0 + ch] * b0 + data[p1 + ch] * b1;
     }
-    if (rows.size > 4) rows.clear();
-    rows.set(y, r);
-    return r;
   };
   for (let y = 0; y < dh; y++) {
-    const s = ty.idx[y], b0 = ty.a0[y], b1 = 2048 - b0;
-    const r0 = hrow(s), r1 = hrow(Math.min(s + 1, h - 1));
-    const o = y * dw * c;
-    for (let i = 0; i < r0.length; i++) {
-      const v = (((b0 * (r0[i] >> 4)) >> 16) + ((b1 * (r1[i] >> 4)) >> 16) + 2) >> 2;
-      out[o + i] = v < 0 ? 0 : v > 255 ? 255 : v;
+    const s0 = ty.idx[y], s1 = Math.min(s0 + 1, h - 1), b0 = ty.a0[y], b1 = 2048 - b0;
+    // the two source rows, each filtered once (rows advance monotonically)
+    if (yA !== s0) {
+      if (yB === s0) { [rA, rB] = [rB, rA]; yA = s0; yB = -1; } else { hrow(s0, rA); yA = s0; }
+    }
+    if (yB !== s1) { if (s1 === s0) { rB.set(rA); } else { hrow(s1, rB); } yB = s1; }
+    let o = y * dw * c;
+    for (let x = 0, q = 0; x < dw; x++, q += nc, o += c) {
+      for (let ch = 0; ch < nc; ch++) {
+        const v = (((b0 * (rA[q + ch] >> 4)) >> 16) + ((b1 * (rB[q + ch] >> 4)) >> 16) + 2) >> 2;
+        out[o + ch] = v < 0 ? 0 : v > 255 ? 255 : v;
+      }
+      if (c === 4) out[o + 3] = 255;
     }
   }
   return { data: out, width: dw, height: dh, channels: c };
@@ -722,10 +733,18 @@ export function warpAffine(img, M, n, border = "constant") {
       const X = (X0 + adelta[x]) >> 5, Y = (Y0 + bdelta[x]) >> 5;
       const sx = X >> 5, sy = Y >> 5, q = ((Y & 31) * 32 + (X & 31)) * 4;
       const o = (y * n + x) * c;
-      for (let ch = 0; ch < channels; ch++) {
-        const v = px(sx, sy, ch) * wt[q] + px(sx + 1, sy, ch) * wt[q + 1] + px(sx, sy + 1, ch) * wt[q + 2]
-                + px(sx + 1, sy + 1, ch) * wt[q + 3];
-        out[o + ch] = Math.min(255, Math.max(0, (v + 16384) >> 15));
+      const w0 = wt[q], w1 = wt[q + 1], w2 = wt[q + 2], w3 = wt[q + 3];
+      if (sx >= 0 && sy >= 0 && sx + 1 < w && sy + 1 < h) {  // all four samples inside: no border rule
+        const p = (sy * w + sx) * c, pd = p + w * c;
+        for (let ch = 0; ch < channels; ch++) {
+          const v = data[p + ch] * w0 + data[p + c + ch] * w1 + data[pd + ch] * w2 + data[pd + c + ch] * w3;
+          out[o + ch] = Math.min(255, Math.max(0, (v + 16384) >> 15));
+        }
+      } else {
+        for (let ch = 0; ch < channels; ch++) {
+          const v = px(sx, sy, ch) * w0 + px(sx + 1, sy, ch) * w1 + px(sx, sy + 1, ch) * w2 + px(sx + 1, sy + 1, ch) * w3;
+          out[o + ch] = Math.min(255, Math.max(0, (v + 16384) >> 15));
+        }
       }
       if (c === 4) out[o + 3] = 255;
     }

@@ -11,8 +11,8 @@ short range (the live pass), crops, the classifier, tracking.  One frame at a ti
   (``pixels``: bitmap -> RGBA; ``prepare``: letterbox; ``detect``: the BlazeFace graph; ``decode``: anchors,
   NMS, framing; ``crop``; ``classify``: the classifier graph and the softmax; ``total``: in the worker) and the
   main thread's ``bitmap`` (createImageBitmap);
-- ``chromium_cpu_ms_per_frame``: the CPU time all chromium processes used per frame (from /proc; the 30 frames'
-  PNG decoding and the warm-up included: an upper bound), and ``fps_if_cpu_were_free`` = 1000 / that: what the
+- ``chromium_cpu_ms_per_frame``: the CPU time all chromium processes used per frame (from /proc; the warm-up
+  frames included), and ``fps_if_cpu_were_free`` = 1000 / that: what the
   frame rate would be with that much CPU to spare, a number other jobs on the machine do not change;
 - ``memory``: resident memory of the chromium processes this run started (the sum of their RSS from /proc)
   with the page running, and ``performance.measureUserAgentSpecificMemory()`` where it answers in time;
@@ -94,16 +94,20 @@ def descendants() -> tuple[float, float]:
     return round(sum(rss.get(p, 0) for p in mine) / 2**20, 1), sum(cpu.get(p, 0.0) for p in mine)
 
 
-RUN = """async ([frames, warmup, n]) => {
-  const bitmaps = [];
+PREPARE = """async (frames) => {
+  window.__benchFrames = [];
   for (const b64 of frames) {
     const bin = atob(b64), u = new Uint8Array(bin.length);
     for (let i = 0; i < u.length; i++) u[i] = bin.charCodeAt(i);
     const bmp = await createImageBitmap(new Blob([u], { type: "image/png" }), { colorSpaceConversion: "none" });
     const c = new OffscreenCanvas(bmp.width, bmp.height), ctx = c.getContext("2d");
     ctx.drawImage(bmp, 0, 0);
-    bitmaps.push(c);  // a canvas stands for the <video>: createImageBitmap(source) per frame, as the page does
+    window.__benchFrames.push(c);  // a canvas stands for the <video>: createImageBitmap(source) per frame, as the page does
   }
+}"""
+
+RUN = """async ([warmup, n]) => {
+  const bitmaps = window.__benchFrames;
   await window.ferlab.reset();
   const stages = {}, faces = [];
   let t0 = 0;
@@ -173,11 +177,12 @@ def main(argv=None) -> int:
                                              "warm_runs_ms": [round(w, 1) for w in warm]}
             for model in args.models:
                 page.evaluate("(m) => window.ferlab.useModel(m)", model)
+                page.evaluate(PREPARE, frames)
                 _, cpu0 = descendants()
-                r = page.evaluate(RUN, [frames, args.warmup, args.frames])
+                r = page.evaluate(RUN, [args.warmup, args.frames])
                 rss, cpu1 = descendants()
-                # chromium's CPU time per frame (all its processes, the warm-up frames and the frames' decoding
-                # from PNG included: an upper bound): what a machine with that CPU to spare would run
+                # chromium's CPU time per frame (all its processes; the warm-up frames included): what a machine
+                # with that much CPU to spare would run
                 cpu_ms = 1000 * (cpu1 - cpu0) / (args.frames + args.warmup)
                 try:
                     uam = page.evaluate("""() => Promise.race([

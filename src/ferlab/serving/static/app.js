@@ -191,7 +191,7 @@ function describeEngine() {
   document.body.dataset.engine = state.engine || "";
   if (state.engine === "device") {
     where.textContent = `Inference runs on this device (WebAssembly, ${device.threads} thread${device.threads === 1 ? "" : "s"}): ` +
-                        "camera frames and photos never leave this browser.";
+                        "what the camera sees and the photos you choose never leave this browser.";
   } else if (state.engine === "server") {
     where.textContent = "Inference runs on the server: camera frames and photos go only to the ferlab server this " +
                         "page came from and are processed in memory.";

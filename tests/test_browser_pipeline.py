@@ -519,3 +519,34 @@ def test_header_checks_give_the_cli_messages():
             assert got[name] in (want, "junk.gif: unreadable image size"), got[name]
             continue
         assert got[name] == want, (name, got[name], want)
+
+
+# ------------------------------------------------------------------------------------------ ferlab site
+def test_site_command_refusals_and_rewrite(tmp_path, capsys):
+    """One-line refusals (a foreign non-empty folder, a file, an unknown model, a model whose bytes differ from
+    its card) and a site written twice (the second replaces the first)."""
+    from ferlab.cli import main
+
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    assert main(["site", "--out", str(foreign)]) == 2
+    assert "not empty and was not written by `ferlab site`" in capsys.readouterr().err
+    assert (foreign / "keep.txt").read_text() == "mine"
+    assert main(["site", "--out", str(tmp_path / "a.txt"), "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    src = ROOT / "src" / "ferlab" / "zoo"
+    (bad / "fast.onnx").write_bytes((src / "fast.onnx").read_bytes()[:-10] + b"0123456789")
+    (bad / "fast.json").write_text((src / "fast.json").read_text())
+    assert main(["site", "--out", str(tmp_path / "www"), "--model", str(bad / "fast.onnx")]) == 2
+    assert "sha256" in capsys.readouterr().err and not (tmp_path / "www").exists()
+    out = tmp_path / "www"
+    assert main(["site", "--out", str(out), "--model", "fast", "--no-gzip"]) == 0
+    assert main(["site", "--out", str(out), "--model", "default", "--no-gzip"]) == 0
+    m = json.loads((out / "models.json").read_text())
+    assert [x["name"] for x in m["models"]] == ["default"] and m["default"] == "default"
+    assert not (out / "models" / "fast.onnx").exists() and (out / "models" / "default.onnx").is_file()
+    assert m["detection"]["searches"][m["search"]]  # the Python constants the page runs on
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".www")]  # no temporary folder left

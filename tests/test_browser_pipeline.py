@@ -467,6 +467,8 @@ def test_isolation_compression_and_model_routes(client):
     for entry in m["models"] + list(m["detectors"].values()):
         body = client.get("/" + entry["file"]).content
         assert hashlib.sha256(body).hexdigest() == entry["card"]["sha256"], entry["file"]
+    r = client.get("/models/fast.onnx")
+    assert client.get("/models/fast.onnx", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
     assert client.get("/models/ferplus.onnx").status_code == 404  # not served here
     assert client.get("/models/..%2Fzoo%2Fdefault.onnx").status_code == 404
 

@@ -122,7 +122,7 @@ class CompressedStatic:
             await JSONResponse({"detail": "not found", "kind": "not_found"}, 404)(scope, receive, send)
             return
         st = p.stat()
-        etag = '"' + hashlib.sha1(f"{st.st_mtime_ns}-{st.st_size}".encode()).hexdigest()[:20] + '"'
+        etag = etag_of(p)
         rel = p.relative_to(self.directory).as_posix()
         headers = {"ETag": etag, "Vary": "Accept-Encoding",
                    "Cache-Control": f"public, max-age={VENDOR_MAX_AGE}" if rel.startswith("vendor/") else "no-cache"}
@@ -140,6 +140,21 @@ class CompressedStatic:
             await resp(scope, receive, send)
             return
         await FileResponse(p, media_type=content_type(p), headers=headers)(scope, receive, send)
+
+
+def etag_of(p: Path) -> str:
+    st = p.stat()
+    return '"' + hashlib.sha1(f"{st.st_mtime_ns}-{st.st_size}".encode()).hexdigest()[:20] + '"'
+
+
+def revalidated(request: Request, p: Path) -> Response:
+    """A model file with its ETag, or 304 when the client's copy is that version (a warm page reloads no
+    model bytes)."""
+    etag = etag_of(p)
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(p, media_type="application/octet-stream", headers=headers)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -165,11 +180,11 @@ async def models_json(request: Request):
 
 
 @router.get("/models/detectors/{name}.onnx", include_in_schema=False)
-async def detector_bytes(name: str):
+async def detector_bytes(name: str, request: Request):
     files = {p.stem: p for p in detector_files().values()}
     if name not in files:
         raise ApiError(404, "not_found", f"unknown face detector {name!r}")
-    return FileResponse(files[name], media_type="application/octet-stream", headers={"Cache-Control": "no-cache"})
+    return revalidated(request, files[name])
 
 
 @router.get("/models/{name}.onnx", include_in_schema=False)
@@ -179,4 +194,4 @@ async def model_bytes(name: str, request: Request):
     if entry is None:
         raise ApiError(404, "not_found", f"unknown model {name!r}: served models are {', '.join(state.entries)}")
     path, _ = resolve(entry.source, verify=False)  # the page checks the bytes against the card itself
-    return FileResponse(path, media_type="application/octet-stream", headers={"Cache-Control": "no-cache"})
+    return revalidated(request, path)

@@ -143,8 +143,8 @@ def _png(img: np.ndarray) -> bytes:
 def parity_frames() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(photos, live sequence), BGR.  Photos: the three examples, FER2013 sample faces composited into frames of
     several sizes (crowds of up to 6, faces of 40-90 px, 64-200 px and 200-420 px, some cut by the border,
-    no face at all).  Live: drifting 640x480 sequences (five frames each) of one to three faces, of the smiling
-    astronaut, and of none."""
+    no face at all).  Live: drifting 640x480 sequences (five frames each) of one to three faces (one of small
+    faces, 55-90 px), of the smiling astronaut, and of none."""
     import cv2
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -165,6 +165,8 @@ def parity_frames() -> tuple[list[np.ndarray], list[np.ndarray]]:
                                             max_side=200)]
     sequences += [f for f, _ in make_frames(faces48[14:], labels[14:], 1, seed=12, max_faces=2, min_side=150,
                                             max_side=260)]
+    sequences += [f for f, _ in make_frames(faces48[30:], labels[30:], 1, seed=15, max_faces=3, min_side=55,
+                                            max_side=90)]  # small faces: found by the search, kept by windows
     sequences += [webcam_frames(face_photo(), 1)[0]]
     sequences += [f for f, _ in make_frames(faces48, labels, 1, seed=14, p_empty=1.0)]
     for base in sequences:  # five frames each, drifting 3 px a frame
@@ -188,7 +190,7 @@ def test_parity_with_python(browser, server, path):
     """The browser pipeline and the Python ``Recognizer`` on the same frames: boxes with IoU >= 0.95 and the
     same label on >= 99% of faces.  ``photo``: 27 still images through ``Recognizer.predict`` (the default photo
     search, ``blazeface.run_search``: the full-range pyramid, both models' squares, ``plausible``, ``contained``);
-    ``live``: 25 frames (five drifting sequences) through ``StreamRecognizer`` as ``ferlab serve`` makes it
+    ``live``: 30 frames (six drifting sequences) through ``StreamRecognizer`` as ``ferlab serve`` makes it
     (``inference.live.LiveFaces``: windows around known faces, a full-frame search every 4 frames; tracks
     confirmed at the third detection, smoothed probabilities); ``thorough``: 4 photos through the thorough search
     (turned photos: the rotations, the surest one kept, sideways faces cropped upright).  Fewer than the issue's 200 frames so that

@@ -143,7 +143,7 @@ def _png(img: np.ndarray) -> bytes:
 def parity_frames() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """(photos, live sequence), BGR.  Photos: the three examples, FER2013 sample faces composited into frames of
     several sizes (crowds of up to 6, faces of 40-90 px, 64-200 px and 200-420 px, some cut by the border,
-    no face at all).  Live: drifting 640x480 sequences (five frames each) of one to three faces (one of small
+    no face at all, Full HD groups of up to 8).  Live: drifting 640x480 sequences (five frames each) of one to three faces (one of small
     faces, 55-90 px), of the smiling astronaut, and of none."""
     import cv2
 
@@ -156,7 +156,8 @@ def parity_frames() -> tuple[list[np.ndarray], list[np.ndarray]]:
             dict(n_frames=5, seed=2, w=960, h=540, max_faces=6, min_side=40, max_side=90),  # crowds, small faces
             dict(n_frames=4, seed=3, w=800, h=600, max_faces=2, min_side=200, max_side=420),  # large faces
             dict(n_frames=4, seed=4, w=480, h=640, border=0.3),                       # portrait, cut faces
-            dict(n_frames=3, seed=5, w=640, h=480, p_empty=1.0)]                      # no face
+            dict(n_frames=3, seed=5, w=640, h=480, p_empty=1.0),                      # no face
+            dict(n_frames=2, seed=6, w=1920, h=1080, max_faces=8, min_side=50, max_side=130, p_empty=0.0)]  # groups
     for kw in sets:
         photos += [f for f, _ in make_frames(faces48, labels, **kw)]
     live = []
@@ -188,7 +189,7 @@ def turned_photos() -> list[np.ndarray]:
 @pytest.mark.parametrize("path", ["photo", "live", "thorough"])
 def test_parity_with_python(browser, server, path):
     """The browser pipeline and the Python ``Recognizer`` on the same frames: boxes with IoU >= 0.95 and the
-    same label on >= 99% of faces.  ``photo``: 27 still images through ``Recognizer.predict`` (the default photo
+    same label on >= 99% of faces.  ``photo``: 29 still images through ``Recognizer.predict`` (the default photo
     search, ``blazeface.run_search``: the full-range pyramid, both models' squares, ``plausible``, ``contained``);
     ``live``: 30 frames (six drifting sequences) through ``StreamRecognizer`` as ``ferlab serve`` makes it
     (``inference.live.LiveFaces``: windows around known faces, a full-frame search every 4 frames; tracks

@@ -38,7 +38,10 @@ async function fetchVerified(url, card, what) {
 }
 
 async function session(bytes) {
-  return ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  // no busy-waiting threads (as session.cpu_session does in Python): the detector and the classifier take turns,
+  // and spinning threads steal the cores the page and the camera need
+  return ort.InferenceSession.create(bytes, { executionProviders: ["wasm"], graphOptimizationLevel: "all",
+                                              extra: { session: { intra_op: { allow_spinning: "0" } } } });
 }
 
 async function loadDetector(range) {

@@ -137,7 +137,9 @@ const device = {
     const base = new URL(".", location.href);
     const detectors = Object.fromEntries(Object.entries(m.detectors).map(([k, d]) =>
       [k, { url: new URL(d.file, base).href, card: d.card }]));
-    this.ready = this.call({ type: "init", threads: wanted, detectors, detection: m.detection }).then((r) => {
+    const first = m.models.find((x) => x.name === state.model);
+    const model = first && { name: first.name, url: new URL(first.file, base).href, card: first.card };
+    this.ready = this.call({ type: "init", threads: wanted, detectors, detection: m.detection, model }).then((r) => {
       this.threads = r.threads;
       this.initMs = performance.now() - t0;
       return r;

@@ -60,19 +60,28 @@ async function init(msg) {
   ort.env.logLevel = "error";
   state.detectors = msg.detectors;
   P.configure(msg.detection);
-  await Promise.all([loadDetector("short"), loadDetector("full")]);
+  // the detectors and the first model are fetched and checked together (the page is ready sooner)
+  await Promise.all([loadDetector("short"), loadDetector("full"), msg.model ? loadModel(msg.model) : null]);
   return { type: "ready", threads, isolated: Boolean(self.crossOriginIsolated), ms: performance.now() - t0 };
 }
 
 async function loadModel(msg) {
   const t0 = performance.now();
-  let m = state.models[msg.name];
+  let m = await state.models[msg.name];
   if (!m) {
-    const bytes = await fetchVerified(msg.url, msg.card, `model ${msg.name}`);
-    const s = await session(bytes);
-    m = { name: msg.name, session: s, card: msg.card, classes: msg.card.classes, size: msg.card.input_size || 48,
-          temperature: Number(msg.card.temperature ?? 1.0), margin: msg.card.face_margin ?? P.FACE_MARGIN };
-    state.models[msg.name] = m;
+    const loading = (async () => {
+      const bytes = await fetchVerified(msg.url, msg.card, `model ${msg.name}`);
+      const s = await session(bytes);
+      return { name: msg.name, session: s, card: msg.card, classes: msg.card.classes, size: msg.card.input_size || 48,
+               temperature: Number(msg.card.temperature ?? 1.0), margin: msg.card.face_margin ?? P.FACE_MARGIN };
+    })();
+    state.models[msg.name] = loading;
+    try {
+      m = await loading;
+    } catch (e) {
+      delete state.models[msg.name];  // a refused model can be tried again (its file may be replaced)
+      throw e;
+    }
   }
   if (state.classifier !== m) resetLive();  // tracks smooth one model's probabilities
   state.classifier = m;

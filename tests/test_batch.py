@@ -463,7 +463,7 @@ def test_search_reaches_the_workers_and_is_recorded(small_faces, tmp_path):
     """--search thorough reaches the Recognizer of this process (--workers 1) and of the pool's worker
     processes (--workers 2, one image a task), is recorded in the job, and a re-run with another search is
     refused like any other changed option."""
-    outs = {"fast": ("--workers", 1), "thorough": ("--workers", 1, "--search", "thorough"),
+    outs = {"fast": ("--workers", 1, "--search", "fast"), "thorough": ("--workers", 1, "--search", "thorough"),
             "thorough-pool": ("--workers", 2, "--batch-size", 1, "--search", "thorough")}
     faces = {}
     for name, args in outs.items():
@@ -476,8 +476,9 @@ def test_search_reaches_the_workers_and_is_recorded(small_faces, tmp_path):
     assert faces["fast"] <= 4 and faces["thorough"] >= 14 and faces["thorough-pool"] == faces["thorough"]
     r = run_cli("batch", small_faces, "--out", tmp_path / "thorough", "--model", MODEL, "-q")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "option search='thorough' (this run: 'fast')" in r.stderr and "another --out" in r.stderr
-    # a folder whose record predates --search was written with the fast search: it resumes
+    assert "option search='thorough' (this run: 'balanced')" in r.stderr and "another --out" in r.stderr
+    # a folder whose record predates an option is taken to hold that option's default (store.check_header):
+    # it resumes with today's default search
     hp = tmp_path / "fast" / "_ferlab_batch.json"
     header = json.loads(hp.read_text())
     del header["options"]["search"]
@@ -497,7 +498,7 @@ def test_search_reaches_ray_actors_and_predictors(small_faces):
 
     paths = np.array([str(small_faces / "faces0.png")], dtype=object)
     assert len(Predictor(model=MODEL, search="thorough")({"path": paths})["label"]) >= 7
-    with pytest.raises(FerlabError, match="search must be 'fast' or 'thorough'"):
+    with pytest.raises(FerlabError, match="search must be one of fast, balanced, thorough"):
         BatchOptions(search="slow")
     pytest.importorskip("ray")
     from ferlab.batch.engines import RayTaskMapper

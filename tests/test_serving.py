@@ -149,14 +149,15 @@ def test_predict_no_face_no_label_and_on_no_face_whole(client):
 
 
 def test_predict_search_query(client):
-    """?search= chooses the photo search per request: 36 px faces are found by the thorough one only."""
+    """?search= chooses the photo search per request: 36 px faces are found by the thorough one only (the
+    server's default, balanced, looks for faces from ~40 px)."""
     import cv2
     from helpers_models import frame_of_faces
 
     ok, small = cv2.imencode(".jpg", frame_of_faces(36), [cv2.IMWRITE_JPEG_QUALITY, 95])
     headers = {"Content-Type": "image/jpeg"}
     fast = client.post("/v1/predict", content=small.tobytes(), headers=headers).json()
-    assert fast["search"] == "fast" and len(fast["faces"]) <= 2
+    assert fast["search"] == "balanced" and len(fast["faces"]) <= 2
     thorough = client.post("/v1/predict?search=thorough", content=small.tobytes(), headers=headers).json()
     assert thorough["search"] == "thorough" and len(thorough["faces"]) >= 7
     bad = client.post("/v1/predict?search=slow", content=small.tobytes(), headers=headers)

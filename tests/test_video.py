@@ -12,6 +12,7 @@ from PIL import Image
 
 from ferlab.cli import main
 from ferlab.errors import FerlabError
+from ferlab.inference.detection import Detector
 from ferlab.inference.live import LiveFaces
 from ferlab.inference.recognizer import Recognizer
 from ferlab.inference.video import IoUTracker, StreamRecognizer, process_video
@@ -183,8 +184,9 @@ def test_webcam_headless_opens_the_web_page(tiny, capsys, monkeypatch):
 
 # -- confirmed tracks, timeline axis, browser-playable video ------------------------------------------------------
 
-class _ScriptedDetector:
-    """A detector that returns given boxes per frame (to test the tracker without a model)."""
+class _ScriptedDetector(Detector):
+    """A detector that returns given boxes per frame (to test the tracker without a model); a ``Detector``, so
+    it declares what it is (grey input, no search, no windows) by the base class's defaults."""
 
     name = "scripted"
     cheap = True

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -80,6 +80,8 @@ class SearchSpec:
     min_face: int
     max_pixels: int
     rotations: tuple[int, ...] = (0,)
+    #: the finest level's longest side at most this (``--max-side``: less work, larger smallest face)
+    max_side: int | None = None
 
 
 #: the photo searches (``--search``): measured by benchmarks/bench_photos.py (benchmarks/results/photos.json)
@@ -114,6 +116,8 @@ def search_plan(w: int, h: int, search: str | SearchSpec = DEFAULT_SEARCH,
     pyramid = PYRAMID_RANGE if PYRAMID_RANGE in ranges else ranges[0]
     native = {"short": 128, "full": 192}
     s = min(FACE_IN_MIN / spec.min_face, (spec.max_pixels / max(1, w * h)) ** 0.5)
+    if spec.max_side:
+        s = min(s, spec.max_side / max(w, h))
     coarsest = native[pyramid] / max(w, h)
     passes = []
     while s > 1.2 * coarsest:
@@ -345,8 +349,9 @@ def _rotate_back(dec: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
     return out
 
 
-def _spec(search: str | SearchSpec) -> SearchSpec:
-    return search if isinstance(search, SearchSpec) else SEARCHES[check_search(search)]
+def _spec(search: str | SearchSpec, max_side: int | None = None) -> SearchSpec:
+    spec = search if isinstance(search, SearchSpec) else SEARCHES[check_search(search)]
+    return replace(spec, max_side=max_side) if max_side else spec
 
 
 def run_search(models: dict, img: np.ndarray, search: str | SearchSpec) -> list[tuple]:
@@ -401,6 +406,7 @@ class BlazeFaceDetector(Detector):
     """
 
     cheap = True  # a full detection costs a few ms: trackers may detect on every frame
+    needs_color = True
 
     def __init__(self, range: str = "full", min_score: float | None = None, nms_iou: float | None = None,
                  min_size: int | None = None, threads: int | None = None, model_path: str | os.PathLike | None = None,
@@ -425,6 +431,8 @@ class BlazeFaceDetector(Detector):
                               "the face-detector file is corrupt or was replaced")
         self.path, self.card = path, card
         self.size = int(card["input_size"])
+        self.native_sizes = (self.size,)
+        self.searches = SEARCH_MODES if self.search else ()
         a = card["anchors"]
         self.anchors = grid_anchors(self.size, self.size, a["strides"], a.get("interpolated_scale_aspect_ratio", 1.0),
                                     a.get("anchor_offset", 0.5))  # input pixels
@@ -630,13 +638,18 @@ class BlazeFaceAuto(Detector):
     (every frame, around each known face); ``detect_live`` alone is one short-range pass."""
 
     cheap = True
+    needs_color = True
+    searches = SEARCH_MODES
+    native_sizes = (128, 192)
     tracks_in_windows = True
     name = "blazeface"
 
     def __init__(self, min_score: float | None = None, nms_iou: float | None = None, min_size: int | None = None,
-                 threads: int | None = None, max_faces: int | None = 200, search: str | None = None, **_ignored):
+                 threads: int | None = None, max_faces: int | None = 200, search: str | None = None,
+                 max_side: int | None = None, **_ignored):
         opts = {"min_score": min_score, "nms_iou": nms_iou, "min_size": min_size, "threads": threads,
                 "max_faces": max_faces}
+        self.max_side = int(max_side) if max_side else None  # bounds the finest pyramid level (SearchSpec)
         self.search = check_search(DEFAULT_SEARCH if search is None else search)
         self.short = BlazeFaceDetector("short", search=True, **opts)
         self.full = BlazeFaceDetector("full", search=True, **opts)
@@ -658,7 +671,7 @@ class BlazeFaceAuto(Detector):
         img = np.asarray(image)
         if img.ndim < 2 or img.shape[0] < 1 or img.shape[1] < 1:
             return []
-        found = run_search({"short": self.short, "full": self.full}, _check_image(img), mode)
+        found = run_search({"short": self.short, "full": self.full}, _check_image(img), _spec(mode, self.max_side))
         return self.merge([(d.framed(a), s) for d, a, s in found], img.shape)
 
     def merge(self, found: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]) -> list[Detection]:
@@ -674,7 +687,8 @@ class BlazeFaceAuto(Detector):
 
     def live_search(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """The live path's full-frame search (``LIVE_SEARCH``): framed detections of each pass, for ``merge``."""
-        found = run_search({"short": self.short, "full": self.full}, _check_image(np.asarray(image)), LIVE_SEARCH)
+        found = run_search({"short": self.short, "full": self.full}, _check_image(np.asarray(image)),
+                           _spec(LIVE_SEARCH, self.max_side))
         return [(d.framed(a), s) for d, a, s in found]
 
     def live_windows(self, image: np.ndarray, frames) -> tuple[np.ndarray, np.ndarray]:

@@ -83,6 +83,7 @@ class WholeImageDetector(Detector):
 
     name = "none"
     cheap = True
+    whole_image = True
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         h, w = image.shape[:2]
@@ -201,6 +202,8 @@ class YuNetDetector(Detector):
     yourself and pass its path (``--detector path/to/yunet.onnx``).
     """
 
+    needs_color = True
+
     name = "yunet"
 
     def __init__(self, model_path: str | os.PathLike, score_threshold: float = 0.7, nms_threshold: float = 0.3,
@@ -267,7 +270,7 @@ def make_detector(name_or_path: str | os.PathLike | Detector = DEFAULT_DETECTOR,
                       if k in ("min_score", "nms_iou", "min_size", "threads", "max_faces")}
         rng, search = _BLAZE_NAMES[low]
         if rng == "auto":
-            return BlazeFaceAuto(search=opts.get("search"), **blaze_opts)
+            return BlazeFaceAuto(search=opts.get("search"), max_side=opts.get("max_side"), **blaze_opts)
         return BlazeFaceDetector(rng, search=search, **blaze_opts)
     opts.pop("threads", None)
     opts.pop("min_score", None)

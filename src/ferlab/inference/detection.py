@@ -45,8 +45,19 @@ class Detector:
 
     name = "detector"
     max_side: int | None = None
+    # -- what a detector is, declared (callers ask these, never its name or class) ---------------------------
     #: whether a full detection is cheap enough to run on every video frame (no search windows needed)
     cheap = False
+    #: whether it reads colour (the pipeline then decodes BGR; else grey is all it needs)
+    needs_color = False
+    #: the photo searches it offers (``detect(image, search=...)``; empty: none)
+    searches: tuple[str, ...] = ()
+    #: the input sizes of its models when it resizes images itself (then nobody shrinks an image for it first)
+    native_sizes: tuple[int, ...] = ()
+    #: whether it takes the whole image as the face (the image is a face crop)
+    whole_image = False
+    #: whether live frames are followed in windows around known faces (``inference.live``)
+    tracks_in_windows = False
 
     def detection_scale(self, shape: tuple[int, ...]) -> float:
         """The factor (<= 1) the image is shrunk by before detection (``max_side``)."""

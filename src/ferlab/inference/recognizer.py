@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import FerlabError
 from ..imageio import to_array
-from .blazeface import BlazeFaceAuto, check_search
+from .blazeface import check_search
 from .classifier import OnnxClassifier
 from .crop import DEFAULT_ALIGN, DEFAULT_MARGIN, FACE_CROP_PX, _gray, crop_detection, whole_image_crop
 from .detect import DEFAULT_DETECTOR, Detection, Detector, make_detector
@@ -132,10 +132,7 @@ class Recognizer:
     @property
     def needs_color(self) -> bool:
         """Whether the detector uses colour (else grey input is all the pipeline needs)."""
-        name = getattr(self.detector, "name", "")
-        return name == "yunet" or name.startswith("blazeface")
-
-    _needs_color = needs_color
+        return self.detector.needs_color
 
     def load(self, image, channel_order: str | None = None) -> np.ndarray:
         """Any accepted input -> uint8 array (grey, or BGR where the detector wants colour)."""
@@ -153,18 +150,20 @@ class Recognizer:
         return to_array(image, mode="bgr" if self.needs_color else "gray", channel_order=order)
 
     def detect(self, image: np.ndarray, search: str | None = None) -> list[Detection]:
-        """Faces of ``image``; one over ``DETECT_MAX_PIXELS`` is searched on a shrunk copy (boxes mapped back).
-        ``search``: the photo search of this call (default detector only; default: the detector's)."""
+        """Faces of ``image``.  A detector that resizes images itself (``native_sizes``: BlazeFace's photo
+        search, bounded by model-input pixels) gets the image as it is; for the others, one over
+        ``DETECT_MAX_PIXELS`` is searched on a shrunk copy (boxes mapped back).  ``search``: the photo search of
+        this call (detectors that offer one; default: the detector's)."""
         import cv2
 
+        det = self.detector
         if search is not None:
             search = check_search(search)
-            if isinstance(self.detector, BlazeFaceAuto):
-                return self.detector.detect(image, search=search)
+            if search in det.searches:
+                return det.detect(image, search=search)
         h, w = image.shape[:2]
-        if h * w <= DETECT_MAX_PIXELS or getattr(self.detector, "name", "") == "none" \
-                or getattr(self.detector, "name", "").startswith("blazeface"):  # BlazeFace letterboxes itself
-            return self.detector.detect(image)
+        if h * w <= DETECT_MAX_PIXELS or det.whole_image or det.native_sizes:
+            return det.detect(image)
         f = (DETECT_MAX_PIXELS / (h * w)) ** 0.5
         small = cv2.resize(image, (max(1, int(w * f)), max(1, int(h * f))), interpolation=cv2.INTER_AREA)
         fx, fy = w / small.shape[1], h / small.shape[0]
@@ -201,7 +200,7 @@ class Recognizer:
     def is_face_crop(self, img: np.ndarray) -> bool:
         """Whether ``img`` is taken as a face crop already (no detection): ``detector="none"`` or an image
         of at most ``FACE_CROP_PX`` on both sides."""
-        return self.detector.name == "none" or max(img.shape[:2]) <= FACE_CROP_PX
+        return self.detector.whole_image or max(img.shape[:2]) <= FACE_CROP_PX
 
     def _plan(self, img: np.ndarray, on_no_face: str | None = None, search: str | None = None) -> tuple:
         h, w = img.shape[:2]

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import FerlabError, OptionError
 from ..io import atomic_write
-from .blazeface import BlazeFaceAuto, check_search
+from .blazeface import check_search
 from .detect import DEFAULT_DETECTOR, Box, Detection, iou
 from .draw import annotate, color_for
 from .live import LiveFaces
@@ -544,7 +544,7 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
         summary_tracks.append({"track_id": t.id, "first_frame": t.first_frame, "last_frame": t.last_frame,
                                "frames": len(t.history), "mostly": rec.classes[int(np.argmax(mean))],
                                "mean_probabilities": {c: round(float(v), 4) for c, v in zip(rec.classes, mean)}})
-    search_ran = rec.detector.search if isinstance(rec.detector, BlazeFaceAuto) and not fast else None
+    search_ran = rec.detector.search if rec.detector.searches and not fast else None
     return {"video": str(src), "detector": rec.detector.name + (" (live pass)" if fast else ""), "search": search_ran,
             "video_codec": codec if "video" in outs else None,
             "frames": n, "frames_in_header": total, "fps": round(fps, 3), "width": w, "height": h,

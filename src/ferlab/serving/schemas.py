@@ -39,7 +39,7 @@ class PredictOut(BaseModel):
     no_face: bool = Field(False, description="true when the detector found no face: `faces` is empty (no face, no "
                                              "label), or with on_no_face=whole holds the whole image")
     detector: str | None = Field(None, description="the face detector that ran")
-    search: str | None = Field(None, description="the photo search that ran (fast or thorough; the default "
+    search: str | None = Field(None, description="the photo search that ran (fast, balanced or thorough; the default "
                                                  "detector only)")
 
 

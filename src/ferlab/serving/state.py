@@ -247,7 +247,7 @@ def recognise(state: ServingState, entry: ModelEntry, data: bytes, name: str,
     try:
         # grey is all the Haar detector and the classifier need; colour only for detectors that use it
         image, scale, (w, h) = decode_image_reduced(
-            data, name=name, mode="bgr" if getattr(rec, "_needs_color", True) else "gray",
+            data, name=name, mode="bgr" if rec.needs_color else "gray",
             max_side=state.decode_max_side)
         faces = rec._guard(lambda: rec.predict(image, on_no_face=on_no_face, search=search) if step is None
                            else step(rec, image))

@@ -352,6 +352,27 @@ def test_without_simd_the_server_runs_inference(browser, server):
     assert not problems, problems
 
 
+def test_device_failure_falls_back_to_the_server(browser, server):
+    """The runtime cannot start (its wasm file missing here): the page says so and the server does the work."""
+    ctx = browser.new_context()
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route("**/ort-wasm-simd-threaded.wasm", lambda route: route.fulfill(status=404, body=b"gone"))
+    try:
+        page.goto(server + "/")
+        page.wait_for_function("() => document.body.dataset.ready === 'true'", timeout=90_000)
+        assert page.get_attribute("#where", "data-engine") == "server"
+        assert "failed to start" in page.inner_text("#live-message")
+        page.click("#tab-photo")
+        page.set_input_files("#file", str(ROOT / "examples" / "astronaut.jpg"))
+        page.wait_for_selector("#photo-result[data-status='done']", state="attached", timeout=60_000)
+        assert page.eval_on_selector("#photo-result", "e => e.dataset.engine") == "server"
+    finally:
+        ctx.close()
+    assert not errors, errors
+
+
 def test_engine_switch_to_server_and_back(browser, server):
     problems: list[str] = []
     ctx, page, traffic = open_device_page(browser, server, problems)

@@ -267,7 +267,14 @@ async function switchEngine(name, note = "") {
       await device.start();
       await loadDeviceModel(state.model);
     } catch (e) {
-      showMessage($("live-message"), `On-device inference failed to start: ${e.message}`);
+      if (state.server) {  // the server can still do the work
+        state.engine = "server";
+        $("engine").value = "server";
+        note = `On-device inference failed to start (${e.message}), so inference runs on the server.`;
+      } else {
+        note = "";
+        showMessage($("live-message"), `On-device inference failed to start: ${e.message}`);
+      }
     }
   }
   describeEngine();

@@ -161,7 +161,7 @@ def revalidated(request: Request, p: Path) -> Response:
 def served_manifest(state: ServingState) -> dict:
     entries = list(state.entries.values())
     return manifest([(e.name, {**e.card, "name": e.name}) for e in entries], state.default, server=True,
-                    search=state.search_of(None))
+                    search=state.search_of(None), max_side=state.recognizer_options.get("max_side"))
 
 
 router = APIRouter()

@@ -25,7 +25,7 @@ import urllib.parse
 from pathlib import Path
 
 from ..errors import FerlabError
-from ..inference import blazeface, crop, live
+from ..inference import blazeface, crop, live, recognizer
 from ..inference.blazeface import MODELS_DIR as DETECTOR_DIR
 from ..inference.blazeface import RANGES
 from ..zoo import bundled_names, resolve
@@ -69,14 +69,16 @@ def detection_constants() -> dict:
             "pyramid_range": bf.PYRAMID_RANGE, "window": bf.WINDOW, "search_every": live.SEARCH_EVERY,
             "eyes_apart": list(bf.EYES_APART), "mouth_drop": list(bf.MOUTH_DROP), "max_skew": bf.MAX_SKEW,
             "max_nose_off": bf.MAX_NOSE_OFF, "contain": bf.CONTAIN, "framing": bf.FRAMING,
-            "upright_score": getattr(bf, "UPRIGHT_SCORE", None), "sideways": getattr(crop, "SIDEWAYS", None)}
+            "upright_score": getattr(bf, "UPRIGHT_SCORE", None), "sideways": getattr(crop, "SIDEWAYS", None),
+            "photo_tta": getattr(recognizer, "PHOTO_TTA", None)}
 
 
 def manifest(models: list[tuple[str, dict]], default: str, *, server: bool, model_url=None,
-             search: str | None = None) -> dict:
+             search: str | None = None, max_side: int | None = None) -> dict:
     """``models.json``: what the page loads in device mode.  ``models``: (name, card) pairs; ``model_url``
     gives a model's file relative to the page (default ``models/NAME.onnx``); ``search``: the photo search
-    the page runs (default: the Python default)."""
+    the page runs (default: the Python default); ``max_side``: the bound on the finest pyramid level the
+    detector was given (``--max-side``; None: none)."""
     url = model_url or (lambda name: f"models/{urllib.parse.quote(name)}.onnx")
     detectors = {}
     for rng, path in detector_files().items():
@@ -84,7 +86,7 @@ def manifest(models: list[tuple[str, dict]], default: str, *, server: bool, mode
         detectors[rng] = {"file": f"models/detectors/{path.name}", "card": card}
     return {"default": default, "server": bool(server), "search": search or blazeface.DEFAULT_SEARCH,
             "models": [{"name": n, "file": url(n), "card": c} for n, c in models],
-            "detectors": detectors, "detection": detection_constants()}
+            "detectors": detectors, "detection": {**detection_constants(), "max_side": max_side}}
 
 
 def site_models(models=None) -> list[tuple[str, Path, dict]]:

@@ -32,6 +32,8 @@ export const DETECTION = {
   eyes_apart: [0.2, 0.65], mouth_drop: [0.6, 2.0], max_skew: 0.5, max_nose_off: 0.4, contain: 0.8,
   upright_score: 0.8,  // blazeface.UPRIGHT_SCORE: the rotations stop at a face this sure
   sideways: null,      // crop.SIDEWAYS: eye-line angle from which a face is cropped upright (null: never)
+  max_side: null,      // BlazeFaceAuto.max_side (--max-side): bounds the finest pyramid level of every search
+  photo_tta: null,     // recognizer.PHOTO_TTA: "flip" averages each photo face with its mirror image (null: none)
 };
 export const SEARCH_MODES = Object.keys(DETECTION.searches);
 
@@ -568,10 +570,11 @@ export function contained(rows, scores) {
   return keep;
 }
 
+/** blazeface._spec: a search by name (or as given), with the detector's max_side bound where it has one */
 function searchSpec(search) {
-  if (search && typeof search === "object") return search;
-  const s = DETECTION.searches[search];
+  let s = search && typeof search === "object" ? search : DETECTION.searches[search];
   if (!s) throw new Error(`search must be one of ${SEARCH_MODES.join(", ")} (got '${search}')`);
+  if (DETECTION.max_side && !s.max_side) s = { ...s, max_side: DETECTION.max_side };
   return s;
 }
 
@@ -928,6 +931,13 @@ export function cropDetection(gray, W, H, det, margin = FACE_MARGIN, size = 48) 
     return cropFace(gray, W, H, [cx - side / 2, cy - side / 2, side, side], margin, size);
   }
   return cropAligned(gray, W, H, cx, cy, side * (1 + 2 * margin), angle, size);
+}
+
+/** A crop's mirror image (crops[:, :, ::-1]) */
+export function mirrored(crop, size) {
+  const out = new Uint8Array(crop.length);
+  for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) out[y * size + x] = crop[y * size + size - 1 - x];
+  return out;
 }
 
 /** crop.whole_image_crop: the whole image as a grey square (the shorter side padded by its border) */

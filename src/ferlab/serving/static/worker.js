@@ -103,7 +103,18 @@ async function runDetector(spec, prep) {
   return r;
 }
 
-async function classify(crops) {
+/** Recognizer.classify: probabilities of the crops; with `tta` "flip" each crop and its mirror image go through
+ * the model in one batch and their probabilities are averaged (photos, where Python's Recognizer does so) */
+async function classify(crops, tta = "none") {
+  const m = state.classifier, n = crops.length;
+  if (tta === "flip" && n && m.card.tta !== "flip") {
+    const p = await classifyViews(crops.concat(crops.map((c) => P.mirrored(c, m.size))));
+    return p.slice(0, n).map((a, i) => a.map((v, k) => (v + p[n + i][k]) / 2));
+  }
+  return classifyViews(crops);
+}
+
+async function classifyViews(crops) {
   const m = state.classifier, n = crops.length, S = m.size;
   if (!n) return [];
   const x = new Float32Array(n * S * S);
@@ -149,7 +160,7 @@ async function analyse(msg) {
     const crop = P.wholeImageCrop(P.toGray(img), W, H, m.size);
     ms.crop = performance.now() - t;
     t = performance.now();
-    const [p] = await classify([crop]);
+    const [p] = await classify([crop], P.DETECTION.photo_tta || "none");
     ms.classify = performance.now() - t;
     faces = [face({ box: [0, 0, W, H] }, p, m.classes, { whole_image: true })];
   } else {
@@ -167,7 +178,7 @@ async function analyse(msg) {
     const crops = items.map((d) => P.cropDetection(gray, W, H, d, m.margin, m.size));
     ms.crop = performance.now() - t;
     t = performance.now();
-    const probs = await classify(crops);
+    const probs = await classify(crops, msg.mode === "photo" ? P.DETECTION.photo_tta || "none" : "none");
     ms.classify = performance.now() - t;
     if (pairs) {
       pairs.forEach(([track], i) => {

@@ -141,8 +141,27 @@ def test_two_faces_in_one_image_one_batch(rec, astro_bgr):
         faces = rec.predict(pair)
     finally:
         rec.classifier.predict_proba = orig
-    assert len(faces) == 2 and calls == [2]
+    assert len(faces) == 2 and calls == [4]  # both faces and their mirror images (the flip view), one batch
     assert faces[0].box[0] < 512 <= faces[1].box[0]  # left to right
+
+
+def test_photos_are_classified_with_the_flip_view(rec, astro_bgr):
+    """Photos average each crop and its mirror image (``PHOTO_TTA``); ``tta="none"`` is the single view; a live
+    stream classifies one view."""
+    from ferlab.inference.recognizer import Recognizer
+
+    assert rec.tta == "flip"
+    dets = rec.detect(astro_bgr)
+    crops = rec.crops(astro_bgr, dets)
+    one = rec.classifier.predict_proba(crops)
+    mirror = rec.classifier.predict_proba(crops[:, :, ::-1].copy())
+    face = rec.predict_detections(astro_bgr, dets)[0]
+    got = np.array([face.probabilities[c] for c in rec.classes])
+    assert np.allclose(got, (one[0] + mirror[0]) / 2, atol=1e-6) and not np.allclose(got, one[0], atol=1e-4)
+    single = Recognizer(model=rec.classifier.path, tta="none", threads=1).predict_detections(astro_bgr, dets)[0]
+    assert np.allclose([single.probabilities[c] for c in rec.classes], one[0], atol=1e-6)
+    with pytest.raises(FerlabError, match="tta must be one of none, flip"):
+        Recognizer(model=rec.classifier.path, tta="tencrop")
 
 
 def test_predict_boxes(rec, astro_bgr):

@@ -176,7 +176,7 @@ def run(args) -> int:
     if args.json:
         doc = {"model": rec.classifier.name, "detector": rec.detector.name, "margin": rec.margin,
                "on_no_face": rec.on_no_face, "align": rec.align,
-               "search": args.search if args.search in rec.detector.searches else None,
+               "search": args.search if args.search in rec.detector.searches else None, "tta": rec.tta,
                "classes": list(rec.classes), "images": results, "failed": failed,
                "problems": [m for _, m in problems]}
         write_output(args.json, json.dumps(doc, indent=2) + "\n")

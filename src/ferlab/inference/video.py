@@ -171,7 +171,7 @@ class StreamRecognizer:
         if not pairs:
             return []
         items = [by_box.get(tuple(b), b) for _, b in pairs]
-        probs = self.rec.classify(self.rec.crops(img, items))
+        probs = self.rec.classify(self.rec.crops(img, items), tta="none")  # live: one view a frame
         faces = []
         ts = self.frame_index if time_s is None else time_s
         for (t, b), p, item in zip(pairs, probs, items):

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..card import FACE_MARGIN
 from ..errors import FerlabError
-from .detect import DEFAULT_DETECTOR, Detection, Detector, make_detector
+from .detect import DEFAULT_DETECTOR, Detection, Detector, _gray, make_detector
 
 #: margin used when a model card has no ``face_margin``.  Measured by benchmarks/face_margin.py on FER2013
 #: PrivateTest upscaled to 192 px (Haar box found on 75% of them): the FER2013 frame is the Haar box grown
@@ -41,12 +41,6 @@ DEFAULT_ALIGN = False
 _MIN_TILT = 1.0
 #: eye-line angle (degrees) from which a face is cropped upright whatever ``align`` says
 SIDEWAYS = 45.0
-
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
 def face_square(box: Sequence[float], margin: float) -> tuple[int, int, int]:

@@ -38,6 +38,7 @@ DETECTOR_NAMES = ("blazeface", "blazeface-short", "blazeface-full", "haar", "haa
 DEFAULT_DETECTOR = "blazeface"
 
 def _gray(image: np.ndarray) -> np.ndarray:
+    """A BGR (or grey) image as grey: the one conversion of the detectors and the face crop."""
     import cv2
 
     if image.ndim == 2:

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..errors import FerlabError
 from ..imageio import to_array
-from .blazeface import check_search
+from .blazeface import KEYPOINT_NAMES, check_search
 from .classifier import OnnxClassifier
 from .crop import DEFAULT_ALIGN, DEFAULT_MARGIN, FACE_CROP_PX, _gray, crop_detection, whole_image_crop
 from .detect import DEFAULT_DETECTOR, Detection, Detector, make_detector
@@ -78,9 +78,6 @@ class Face:
                 "keypoints": None if self.keypoints is None else [[round(float(x), 1), round(float(y), 1)]
                                                                   for x, y in self.keypoints],
                 "no_face": bool(self.no_face)}
-
-
-KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
 
 
 class Recognizer:

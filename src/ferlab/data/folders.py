@@ -117,11 +117,33 @@ def load_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
     if not root.is_dir():
         raise DataError(f"{root}: no such folder" if not root.exists() else f"{root}: not a folder")
     classes = tuple(classes) if classes else FER2013_CLASSES
+    jobs, warnings, release = _plan_jobs(root, classes)
+    show = progress if progress is not None else len(jobs) >= PROGRESS_MIN_FILES
+    images, ok, bad, no_face = _read_jobs(root, jobs, size, skip_bad, None if release else cropper, show)
+    if no_face:
+        warnings.append(f"{root}: skipped {no_face} photos where the face detector found no face")
+    if bad:
+        warnings = [f"{root}: skipped {len(bad)} unreadable images", *bad, *warnings]
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        if no_face and not bad:
+            raise DataError(f"{root}: no face found in any of the {len(jobs)} photos")
+        raise DataError(f"{root}: none of the {len(jobs)} images could be read (first: {bad[0]})")
+    labels = np.asarray([jobs[i][1] for i in idx], dtype=np.int64)
+    split = np.asarray([_split_of(jobs[i][0], jobs[i][2]) for i in idx])
+    ids = np.asarray([jobs[i][0].relative_to(root).as_posix() for i in idx])
+    return FERDataset(images=images[idx], labels=labels, split=split, ids=ids, classes=classes,
+                      source=str(root), warnings=warnings)
+
+
+def _plan_jobs(root: Path, classes: tuple[str, ...]) -> tuple[list[tuple[Path, int, str]], list[str], bool]:
+    """The images of a folder to read: [(file, label, default split)], the warnings so far, and whether the
+    folder is a FER2013 release (split folders) rather than a labelled photo folder."""
     subdirs = _subdirs(root)
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_FOLDERS]
     release = bool(split_dirs)
     warnings: list[str] = []
-    jobs: list[tuple[Path, int, str]] = []  # (file, label, default split)
+    jobs: list[tuple[Path, int, str]] = []
     dropped: dict[str, int] = {}
     skipped_other = 0
     if release:
@@ -151,14 +173,17 @@ def load_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
     if not jobs:
         what = "class folders" if not release else "train/<class> or test/<class> folders"
         raise DataError(f"{root}: no images found in {what}" + (f" ({warnings[0]})" if dropped else ""))
+    return jobs, warnings, release
 
+
+def _read_jobs(root: Path, jobs, size: int, skip_bad: bool, cropper: Cropper | None, show: bool):
+    """Decode (and, with a cropper, face-crop) each job's image: (images, which were read, the unreadable
+    ones' messages, how many photos had no face)."""
     from tqdm import tqdm
 
-    show = progress if progress is not None else len(jobs) >= PROGRESS_MIN_FILES
     images = np.empty((len(jobs), size, size), dtype=np.uint8)
     ok = np.zeros(len(jobs), dtype=bool)
     bad: list[str] = []
-    cropper = None if release else cropper
     no_face = 0
     for k, (f, _, _) in enumerate(tqdm(jobs, desc=f"reading {root.name}", unit="img", disable=not show,
                                        file=sys.stderr, leave=False)):
@@ -184,20 +209,7 @@ def load_folder(root: str | os.PathLike, *, classes: Sequence[str] | None = None
                 continue
         images[k] = to_48_gray(img, size)
         ok[k] = True
-    if no_face:
-        warnings.append(f"{root}: skipped {no_face} photos where the face detector found no face")
-    if bad:
-        warnings = [f"{root}: skipped {len(bad)} unreadable images", *bad, *warnings]
-    idx = np.flatnonzero(ok)
-    if len(idx) == 0:
-        if no_face and not bad:
-            raise DataError(f"{root}: no face found in any of the {len(jobs)} photos")
-        raise DataError(f"{root}: none of the {len(jobs)} images could be read (first: {bad[0]})")
-    labels = np.asarray([jobs[i][1] for i in idx], dtype=np.int64)
-    split = np.asarray([_split_of(jobs[i][0], jobs[i][2]) for i in idx])
-    ids = np.asarray([jobs[i][0].relative_to(root).as_posix() for i in idx])
-    return FERDataset(images=images[idx], labels=labels, split=split, ids=ids, classes=classes,
-                      source=str(root), warnings=warnings)
+    return images, ok, bad, no_face
 
 
 def merge_training(train: FERDataset, extra: FERDataset) -> FERDataset:

@@ -585,8 +585,46 @@ def versions() -> dict:
             "onnxruntime": onnxruntime.__version__}
 
 
+def tables(d: dict) -> str:
+    """The markdown tables of benchmarks/README.md's "Face detection in users' scenes" from a photos.json."""
+    ph, out = d["photos"], []
+    det = ph["detectors"]
+    bins = ["24-48", "48-96", "96-192", "192-400", "400-1000"]
+    for kind in ("person", "fer"):
+        n = ph["faces_by_kind_and_size"][kind]
+        out.append(f"| {kind} faces ({sum(n.values())}) | " + " | ".join(f"{b} px ({n[b]})" for b in bins)
+                   + " | >= 48 px | >= 96 px |")
+        out.append("| --- |" + " ---: |" * (len(bins) + 2))
+        for name, v in det.items():
+            r5, r3 = v["recall_iou05"][kind], v["recall_iou03"][kind]
+            cells = [f"{r5['by_face_size'][b]['recall']:.0%} ({r3['by_face_size'][b]['recall']:.0%})" for b in bins]
+            out.append(f"| {name} | " + " | ".join(cells) +
+                       f" | {r5['faces_ge48']['recall']:.1%} | {r5['faces_ge96']['recall']:.1%} |")
+        out.append("")
+    sizes = list(next(iter(det.values()))["ms_per_photo"])
+    sizes = [s for s in sizes if s != "all"]
+    out.append("| all faces | false positives a photo @ 0.5 (@ 0.3) | median IoU | IoU >= 0.7 | "
+               + " | ".join(f"ms, {s}" for s in sizes) + " |")
+    out.append("| --- |" + " ---: |" * (3 + len(sizes)))
+    for name, v in det.items():
+        fp = v["false_positives_per_photo"]
+        out.append(f"| {name} | {fp['iou05']:.2f} ({fp['iou03']:.2f}) | {v['median_iou_matched']:.3f} | "
+                   f"{v['share_matched_iou_ge_0.7']:.0%} | " + " | ".join(f"{v['ms_per_photo'][s]:.0f}" for s in sizes)
+                   + " |")
+    live = d.get("live", {}).get("one_person_640x480")
+    if live:
+        out += ["", "| face frame (px) | " + " | ".join(live) + " |", "| --- |" + " ---: |" * len(live),
+                "| `LiveFaces` (the live path) | " + " | ".join(f"{v['live_faces']:.0%}" for v in live.values()) + " |",
+                "| one short-range pass (before) | " + " | ".join(f"{v['single_short_pass']:.0%}"
+                                                           for v in live.values()) + " |",
+                "| `LiveFaces` median ms a frame | " + " | ".join(f"{v['live_faces_median_ms']:.1f}"
+                                                          for v in live.values()) + " |"]
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tables", metavar="JSON", help="print the README's markdown tables of a photos.json and exit")
     ap.add_argument("--photos", type=int, default=4, help="photos of each size (default 4)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="timed detections a photo for ferlab (median)")
@@ -603,6 +641,9 @@ def main(argv=None) -> int:
     ap.add_argument("--note", default="")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "photos.json"))
     args = ap.parse_args(argv)
+    if args.tables:
+        print(tables(json.loads(Path(args.tables).read_text())))
+        return 0
     sizes = PHOTO_SIZES
     if args.quick:
         sizes = {k: v for k, v in PHOTO_SIZES.items() if k in ("1MP", "2MP", "6MP")}

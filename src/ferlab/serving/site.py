@@ -70,6 +70,7 @@ def detection_constants() -> dict:
             "eyes_apart": list(bf.EYES_APART), "mouth_drop": list(bf.MOUTH_DROP), "max_skew": bf.MAX_SKEW,
             "max_nose_off": bf.MAX_NOSE_OFF, "contain": bf.CONTAIN, "framing": bf.FRAMING,
             "upright_score": getattr(bf, "UPRIGHT_SCORE", None), "sideways": getattr(crop, "SIDEWAYS", None),
+            "search_min_score": getattr(bf, "SEARCH_MIN_SCORE", 0.0),
             "photo_tta": getattr(recognizer, "PHOTO_TTA", None)}
 
 

@@ -31,6 +31,7 @@ export const DETECTION = {
   window: 2.5, search_every: 4,                                        // blazeface.WINDOW, live.SEARCH_EVERY
   eyes_apart: [0.2, 0.65], mouth_drop: [0.6, 2.0], max_skew: 0.5, max_nose_off: 0.4, contain: 0.8,
   upright_score: 0.8,  // blazeface.UPRIGHT_SCORE: the rotations stop at a face this sure
+  search_min_score: 0.6,  // blazeface.SEARCH_MIN_SCORE: the score a merged face of a search needs
   sideways: null,      // crop.SIDEWAYS: eye-line angle from which a face is cropped upright (null: never)
   max_side: null,      // BlazeFaceAuto.max_side (--max-side): bounds the finest pyramid level of every search
   photo_tta: null,     // recognizer.PHOTO_TTA: "flip" averages each photo face with its mirror image (null: none)
@@ -688,13 +689,16 @@ export async function runSearch(specs, img, search, run, t = { prepare: 0, detec
 }
 
 /** BlazeFaceAuto.merge: framed rows of several passes [{rows (20), scores}] -> detections: weighted NMS, then
- * the boxes that hold a smaller face of a higher score dropped (contained) */
+ * the boxes that hold a smaller face of a higher score dropped (contained), and the faces under
+ * SEARCH_MIN_SCORE */
 export function merge(found, specs, W, H, minSize = 0) {
   const parts = found.filter((f) => f.scores.length);
   if (!parts.length) return [];
   const { rows, scores } = weightedNms(parts.flatMap((f) => f.rows), parts.flatMap((f) => f.scores),
                                        specs.short.nmsIou, MAX_FACES);
   const keep = contained(rows, scores);
+  const least = Math.max(specs.short.minScore, DETECTION.search_min_score || 0);
+  scores.forEach((sc, i) => { if (!(sc >= least)) keep[i] = false; });
   return detectionsFromFramed(rows.filter((_, i) => keep[i]), scores.filter((_, i) => keep[i]), W, H, minSize);
 }
 

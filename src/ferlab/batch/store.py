@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from ..errors import FerlabError
+from ..inference.records import table_types
 from ..io import file_digest
 from ..zoo import resolve
 from .inputs import Unit
@@ -344,12 +345,9 @@ class OutputStore:
 def arrow_schema(classes):
     import pyarrow as pa
 
-    fields = [("source", pa.string()), ("kind", pa.string()), ("frame", pa.int64()), ("time_s", pa.float64()),
-              ("face", pa.int32()), ("x", pa.int32()), ("y", pa.int32()), ("w", pa.int32()), ("h", pa.int32()),
-              ("keypoints", pa.list_(pa.float32())), ("detection_score", pa.float32()),
-              ("whole_image", pa.bool_()), ("label", pa.string()), ("confidence", pa.float32())]
-    fields += [(f"p_{c}", pa.float32()) for c in classes]
-    fields += [("model", pa.string()), ("model_sha256", pa.string())]
+    types = {"string": pa.string(), "int64": pa.int64(), "int32": pa.int32(), "float64": pa.float64(),
+             "float32": pa.float32(), "bool": pa.bool_(), "list<float32>": pa.list_(pa.float32())}
+    fields = [(c, types[t]) for c, t in table_types(classes)]  # the face record's table columns
     return pa.schema(fields)
 
 

@@ -21,20 +21,21 @@ from ..errors import FerlabError
 from ..imageio import decode_image
 from ..inference.blazeface import DEFAULT_SEARCH, check_search
 from ..inference.recognizer import Recognizer
+from ..inference.records import TABLE_BASE_COLUMNS, TABLE_TAIL_COLUMNS, FaceRecord, table_columns
 from ..inference.video import open_video
 from .inputs import Unit
 
 SCHEMA_VERSION = 1
 
-#: face-row columns before the per-class probabilities (``p_<class>``) and after them
-BASE_COLUMNS = ("source", "kind", "frame", "time_s", "face", "x", "y", "w", "h", "keypoints", "detection_score",
-                "whole_image", "label", "confidence")
-TAIL_COLUMNS = ("model", "model_sha256")
+#: face-row columns before the per-class probabilities (``p_<class>``) and after them: the face record's table
+#: columns (``inference/records.py``, which also turns a face into a row)
+BASE_COLUMNS = TABLE_BASE_COLUMNS
+TAIL_COLUMNS = TABLE_TAIL_COLUMNS
 ERROR_COLUMNS = ("source", "kind", "frame_start", "frame_end", "error_kind", "error", "model", "model_sha256")
 
 
 def face_columns(classes) -> list[str]:
-    return [*BASE_COLUMNS, *(f"p_{c}" for c in classes), *TAIL_COLUMNS]
+    return table_columns(classes)
 
 
 @dataclass
@@ -69,22 +70,6 @@ class UnitResult:
     worker: str = ""
 
 
-def _flat_keypoints(face) -> list[float]:
-    kp = getattr(face, "keypoints", None)
-    if kp is None:
-        return []
-    try:
-        arr = np.asarray(kp, dtype=np.float64).reshape(-1)
-    except (TypeError, ValueError):
-        return []
-    return [round(float(v), 2) for v in arr]
-
-
-def _score(face):
-    s = getattr(face, "detection_score", None)
-    return None if s is None else float(s)
-
-
 class UnitWorker:
     """Loads the model once; ``process(units)`` -> one ``UnitResult`` per unit (never raises for bad input)."""
 
@@ -107,14 +92,8 @@ class UnitWorker:
 
     # -- rows ----------------------------------------------------------------------------------------------
     def _rows(self, source: str, kind: str, frame, time_s, faces) -> list[tuple]:
-        out = []
-        for i, f in enumerate(faces):
-            x, y, w, h = (int(v) for v in f.box)
-            out.append((source, kind, frame, time_s, i, x, y, w, h, _flat_keypoints(f), _score(f),
-                        bool(f.whole_image), f.label, round(float(f.confidence), 6),
-                        *(round(float(f.probabilities[c]), 6) for c in self.classes),
-                        self.model_name, self.model_sha256))
-        return out
+        return [FaceRecord(f, index=i, source=source, kind=kind, frame=frame, time_s=time_s, model=self.model_name,
+                           model_sha256=self.model_sha256).table_row(self.classes) for i, f in enumerate(faces)]
 
     def predict_batch(self, images: list, whole: bool) -> list:
         """``Recognizer.predict_batch`` with the no-face policy of this call (images: the job's; video
@@ -247,7 +226,8 @@ class Predictor:
                     img = w.rec.load(names[i])
                 faces = w.predict_batch([img], w.options.on_no_face == "whole")[0]
             except FerlabError as e:
-                rows.append((names[i], "image", *[None] * (len(self.columns) - 4), w.model_name, w.model_sha256))
+                rows.append(FaceRecord(None, source=names[i], model=w.model_name,
+                                       model_sha256=w.model_sha256).table_row(w.classes))
                 errors.append(str(e))
                 continue
             new = w._rows(names[i], "image", None, None, faces)

@@ -100,6 +100,7 @@ def run(args) -> int:
     from ..errors import FerlabError
     from ..imageio import read_image
     from ..inference.recognizer import Recognizer
+    from ..inference.records import PREDICT_CSV_LEAD, FaceRecord, csv_header, json_face
     from ..io import atomic_write
 
     if args.json == STDOUT and args.csv == STDOUT:
@@ -156,7 +157,7 @@ def run(args) -> int:
         n_none += status.startswith("no face found")
         results.append({"file": name, "width": int(img.shape[1]), "height": int(img.shape[0]),
                         "result": status, "no_face": status.startswith("no face found"),
-                        "faces": [f.to_dict() for f in faces]})
+                        "faces": [json_face(f) for f in faces]})
         if table:
             if not faces:
                 say(f"{name:<{width}}  {'-':>4}  {'no face found':<22}  {'-':<10}  -")
@@ -183,24 +184,15 @@ def run(args) -> int:
     if args.csv:
         import csv
 
-        from ..inference.recognizer import KEYPOINT_NAMES
-
-        kp_cols = [f"{k}_{a}" for k in KEYPOINT_NAMES for a in ("x", "y")]
-        cols = ["file", "face", "x", "y", "w", "h", "label", "confidence", "whole_image", "result", *rec.classes,
-                *kp_cols]
+        cols = csv_header(PREDICT_CSV_LEAD, rec.classes)
         status_of = {r["file"]: r["result"] for r in results}
 
         def write_csv(fh) -> None:
             w = csv.writer(fh)
             w.writerow(cols)
-            for name, faces in by_file.items():
-                if not faces:  # one row that says so: no face, no label
-                    w.writerow([name, "", "", "", "", "", "", "", "", status_of[name], *[""] * len(rec.classes),
-                                *[""] * len(kp_cols)])
-                    continue
-                for row, f in zip(Recognizer.to_table({name: faces}), faces):
-                    row = {**row, "file": name, "result": status_of[name], **Recognizer.keypoint_columns(f)}
-                    w.writerow([row[c] for c in cols])
+            for name, faces in by_file.items():  # no face: one row that says so (no face, no label)
+                for i, f in enumerate(faces or [None]):
+                    w.writerow(FaceRecord(f, index=i, source=name, result=status_of[name]).csv_row(cols))
 
         if args.csv == STDOUT:
             write_csv(sys.stdout)

@@ -29,10 +29,11 @@ import numpy as np
 
 from ..errors import FerlabError
 from ..imageio import to_array
-from .blazeface import KEYPOINT_NAMES, check_search
+from .blazeface import check_search
 from .classifier import OnnxClassifier
 from .crop import DEFAULT_ALIGN, DEFAULT_MARGIN, FACE_CROP_PX, _gray, crop_detection, whole_image_crop
 from .detect import DEFAULT_DETECTOR, Detection, Detector, make_detector
+from .records import json_face, keypoint_columns, table_rows
 
 #: work bounds (issue 13): whatever the input's shape, a crop is made from at most a ``crop.CROP_MAX_SIDE``
 #: square and detection runs on at most DETECT_MAX_PIXELS (a larger image is searched on a shrunk copy: a Full
@@ -71,13 +72,8 @@ class Face:
     no_face: bool = False
 
     def to_dict(self) -> dict:
-        return {"box": [int(v) for v in self.box], "label": self.label, "confidence": round(float(self.confidence), 4),
-                "probabilities": {k: round(float(v), 4) for k, v in self.probabilities.items()},
-                "whole_image": bool(self.whole_image), "track_id": self.track_id,
-                "detection_score": None if self.detection_score is None else round(float(self.detection_score), 3),
-                "keypoints": None if self.keypoints is None else [[round(float(x), 1), round(float(y), 1)]
-                                                                  for x, y in self.keypoints],
-                "no_face": bool(self.no_face)}
+        """The face as JSON (``records.json_face``: the one face record's JSON)."""
+        return json_face(self)
 
 
 class Recognizer:
@@ -292,39 +288,17 @@ class Recognizer:
 
     @staticmethod
     def keypoint_columns(face: Face) -> dict:
-        """The keypoint columns of a face for CSV rows (empty strings without keypoints)."""
-        row = {}
-        for k, name in enumerate(KEYPOINT_NAMES):
-            pt = face.keypoints[k] if face.keypoints is not None else None
-            row[f"{name}_x"] = "" if pt is None else round(float(pt[0]), 1)
-            row[f"{name}_y"] = "" if pt is None else round(float(pt[1]), 1)
-        return row
+        """The keypoint columns of a face for CSV rows (empty strings without keypoints; ``records``)."""
+        return keypoint_columns(face)
 
     @staticmethod
     def to_table(results, names: Sequence[str] | None = None) -> list[dict]:
         """Flat rows, one per face (``pandas.DataFrame(rows)`` works): image, face, x, y, w, h, label,
-        confidence, whole_image, track_id, then one probability column per class.
+        confidence, whole_image, track_id, then one probability column per class (``records.table_rows``).
 
         ``results``: the list of faces of one image, a list of such lists (``predict_batch``), or a
         dict {image name: faces}.  ``names`` labels the images (default: their index)."""
-        if isinstance(results, dict):
-            names, groups = list(results.keys()), list(results.values())
-        elif results and all(isinstance(r, Face) for r in results):
-            groups = [results]
-        else:
-            groups = list(results)
-        if names is not None and len(names) != len(groups):
-            raise FerlabError(f"{len(names)} names for {len(groups)} images")
-        rows = []
-        for gi, faces in enumerate(groups):
-            for fi, f in enumerate(faces):
-                x, y, w, h = (int(v) for v in f.box)
-                row = {"image": names[gi] if names is not None else gi, "face": fi, "x": x, "y": y, "w": w, "h": h,
-                       "label": f.label, "confidence": round(float(f.confidence), 4),
-                       "whole_image": bool(f.whole_image), "track_id": f.track_id}
-                row.update({c: round(float(p), 4) for c, p in f.probabilities.items()})
-                rows.append(row)
-        return rows
+        return table_rows(results, names)
 
 
 def _check_on_no_face(value: str) -> str:

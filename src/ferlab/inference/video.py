@@ -35,6 +35,7 @@ from .detect import DEFAULT_DETECTOR, Box, Detection, iou
 from .draw import annotate, color_for
 from .live import LiveFaces
 from .recognizer import Face, Recognizer
+from .records import VIDEO_CSV_LEAD, FaceRecord, csv_header
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp", ".ts")
 
@@ -484,9 +485,8 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
             tmp_csv.parent.mkdir(parents=True, exist_ok=True)
             csv_file = open(tmp_csv, "w", newline="")
             cw = csv.writer(csv_file)
-            kp_cols = list(Recognizer.keypoint_columns(Face((0, 0, 1, 1), "", 0.0)).keys())
-            cw.writerow(["frame", "time_s", "track_id", "x", "y", "w", "h", "label", "confidence", *rec.classes,
-                         *kp_cols])
+            cols = csv_header(VIDEO_CSV_LEAD, rec.classes)
+            cw.writerow(cols)
         if progress:
             from tqdm import tqdm
 
@@ -495,13 +495,8 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
             ts = n / fps
             faces = stream.process(frame, time_s=ts)
             if csv_file is not None:
-                if not faces:
-                    cw.writerow([n, f"{ts:.3f}", "", "", "", "", "", "", "", *[""] * len(rec.classes),
-                                 *[""] * len(kp_cols)])
-                for f in faces:
-                    cw.writerow([n, f"{ts:.3f}", f.track_id, *f.box, f.label, f"{f.confidence:.4f}",
-                                 *[f"{f.probabilities[c]:.4f}" for c in rec.classes],
-                                 *Recognizer.keypoint_columns(f).values()])
+                for i, f in enumerate(faces or [None]):  # a frame without faces: one row with its time
+                    cw.writerow(FaceRecord(f, index=i, kind="video", frame=n, time_s=ts).csv_row(cols))
             if writer is not None:
                 writer.write(annotate(frame, faces, bars=bars, copy=False))
             n += 1

@@ -18,9 +18,10 @@ from starlette.types import Message
 
 from .. import __version__
 from ..errors import FerlabError
+from ..inference.records import api_face
 from ..inference.video import StreamRecognizer
 from .schemas import PREDICT_OPENAPI, PREDICT_RESPONSES, HealthOut, ModelsOut, PredictOut
-from .state import ApiError, ServingState, api_error_of, face_json, recognise
+from .state import ApiError, ServingState, api_error_of, recognise
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: longest WebSocket control (text) message read; the longest real one is ~100 characters
@@ -133,7 +134,7 @@ async def predict(request: Request,
             w, h, faces, ms = await state.run(recognise, state, entry, data, name, None, on_no_face, search)
         except FerlabError as e:
             raise api_error_of(e, entry.name) from None
-    return {"model": entry.name, "faces": [face_json(f) for f in faces], "width": w, "height": h,
+    return {"model": entry.name, "faces": [api_face(f) for f in faces], "width": w, "height": h,
             "ms": round(ms, 1), "no_face": not faces or any(f.no_face for f in faces),
             "detector": str(state.detector), "search": state.search_of(search)}
 
@@ -265,7 +266,7 @@ class StreamSession:
         except ApiError as e:  # overloaded: the client drops this frame and sends the next one later
             return {"type": "error", "status": e.status, "kind": e.kind, "frame": self.frames, "detail": e.detail}
         return {"type": "result", "frame": self.frames, "model": self.entry.name,
-                "faces": [face_json(f) for f in faces], "width": w, "height": h, "ms": round(ms, 1)}
+                "faces": [api_face(f) for f in faces], "width": w, "height": h, "ms": round(ms, 1)}
 
 
 # ---------------------------------------------------------------------------------------------- web page

@@ -18,6 +18,8 @@ class ErrorOut(BaseModel):
                                   "host_not_allowed, origin_not_allowed, internal")
 
 
+# a face as the API answers it: ``inference.records.api_face`` (the face record shared with predict, video and
+# batch; values rounded as in ``ferlab predict --json``)
 class FaceOut(BaseModel):
     box: list[int] = Field(description="x, y, width, height in pixels of the uploaded image")
     label: str = Field(description="most probable expression")

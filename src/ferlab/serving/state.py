@@ -221,17 +221,6 @@ class ServingState:
             limiter.release()
 
 
-def face_json(face) -> dict:
-    """A ``Face`` as the API shows it (``track_id`` only for tracked faces)."""
-    d = face.to_dict()
-    out = {k: d[k] for k in ("box", "label", "confidence", "probabilities", "whole_image")}
-    if d.get("track_id") is not None:
-        out["track_id"] = int(d["track_id"])
-    if d.get("keypoints") is not None:
-        out["keypoints"] = d["keypoints"]
-    return out
-
-
 def recognise(state: ServingState, entry: ModelEntry, data: bytes, name: str,
               step=None, on_no_face: str | None = None, search: str | None = None) -> tuple[int, int, list, float]:
     """Decode (via imageio) and recognise; runs in a worker thread.  ``step(recognizer, image) -> faces``

@@ -364,6 +364,58 @@ def read_list_file(path: str | os.PathLike) -> list[str]:
     return out
 
 
+class _InputWalker:
+    """The state of one ``walk_inputs``: the files found in order, each once (by its resolved path), and the
+    problems."""
+
+    def __init__(self, suffixes: Collection[str], noun: str, folder_hint: str, sort_folders: bool):
+        self.suffixes, self.noun, self.folder_hint, self.sort_folders = suffixes, noun, folder_hint, sort_folders
+        self.singular = " or ".join(w.removesuffix("s") for w in noun.split(" or "))  # "image or video"
+        self.files: list[tuple[Path, Path | None]] = []
+        self.problems: list[tuple[str, str]] = []
+        self.seen: set[Path] = set()
+
+    def add(self, path: Path, root: Path | None) -> None:
+        key = path.resolve()
+        if key not in self.seen:
+            self.seen.add(key)
+            self.files.append((path, root))
+
+    def add_dir(self, d: Path) -> int:
+        found = folder_files(d, self.suffixes)[0]
+        for q in sorted(found) if self.sort_folders else found:
+            self.add(q, d)
+        return len(found)
+
+    def add_glob(self, pattern: str) -> int:
+        """Its folders searched, its regular files kept when their suffix is wanted: how many files found."""
+        n = 0
+        for m in sorted(glob.glob(pattern, recursive=True)):
+            mp = Path(m)
+            if mp.is_dir():
+                n += self.add_dir(mp)
+            elif mp.suffix.lower() in self.suffixes and is_regular_file(mp):
+                self.add(mp, None)
+                n += 1
+        return n
+
+    def add_input(self, arg: str) -> None:
+        p = Path(arg)
+        if p.is_dir():
+            if self.add_dir(p) == 0:
+                self.problems.append((arg, f"{arg}: no {self.noun} found in this folder{self.folder_hint}"))
+        elif p.exists():
+            if is_regular_file(p):
+                self.add(p, None)
+            else:
+                self.problems.append((arg, f"{arg}: not a regular file (a device, FIFO or socket): not read"))
+        elif _GLOB_CHARS & set(arg):
+            if self.add_glob(arg) == 0:
+                self.problems.append((arg, f"{arg}: no {self.singular} files match this pattern"))
+        else:
+            self.problems.append((arg, f"{arg}: no such file or folder"))
+
+
 def walk_inputs(inputs: Iterable[str], suffixes: Collection[str] = IMAGE_SUFFIXES, *,
                 list_files: Iterable[str] = (), noun: str = "images", folder_hint: str = "",
                 sort_folders: bool = False) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
@@ -379,50 +431,10 @@ def walk_inputs(inputs: Iterable[str], suffixes: Collection[str] = IMAGE_SUFFIXE
       searched, its regular files kept when their suffix is in ``suffixes``;
     - ``list_files`` (``read_list_file``): each entry is treated as an input of its own.
     ``noun`` names what is looked for in the messages ("images", "images or videos")."""
-    files: list[tuple[Path, Path | None]] = []
-    problems: list[tuple[str, str]] = []
-    seen: set[Path] = set()
-    singular = " or ".join(w.removesuffix("s") for w in noun.split(" or "))  # "images or videos": "image or video"
-
-    def add(path: Path, root: Path | None) -> None:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            files.append((path, root))
-
-    def add_dir(d: Path) -> int:
-        found = folder_files(d, suffixes)[0]
-        for q in sorted(found) if sort_folders else found:
-            add(q, d)
-        return len(found)
-
-    def add_one(arg: str) -> None:
-        p = Path(arg)
-        if p.is_dir():
-            if add_dir(p) == 0:
-                problems.append((arg, f"{arg}: no {noun} found in this folder{folder_hint}"))
-        elif p.exists():
-            if is_regular_file(p):
-                add(p, None)
-            else:
-                problems.append((arg, f"{arg}: not a regular file (a device, FIFO or socket): not read"))
-        elif _GLOB_CHARS & set(arg):
-            n = 0
-            for m in sorted(glob.glob(arg, recursive=True)):
-                mp = Path(m)
-                if mp.is_dir():
-                    n += add_dir(mp)
-                elif mp.suffix.lower() in suffixes and is_regular_file(mp):
-                    add(mp, None)
-                    n += 1
-            if n == 0:
-                problems.append((arg, f"{arg}: no {singular} files match this pattern"))
-        else:
-            problems.append((arg, f"{arg}: no such file or folder"))
-
+    walker = _InputWalker(suffixes, noun, folder_hint, sort_folders)
     for arg in inputs:
-        add_one(arg)
+        walker.add_input(arg)
     for lf in list_files:
         for entry in read_list_file(lf):
-            add_one(entry)
-    return files, problems
+            walker.add_input(entry)
+    return walker.files, walker.problems

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import FerlabError
 from ..imageio import decode_image
-from ..inference.blazeface import DEFAULT_SEARCH, check_search
+from ..inference.options import DEFAULT_SEARCH, InferenceOptions, check_option
 from ..inference.recognizer import Recognizer
 from ..inference.records import TABLE_BASE_COLUMNS, TABLE_TAIL_COLUMNS, FaceRecord, table_columns
 from ..inference.video import open_video
@@ -40,7 +40,13 @@ def face_columns(classes) -> list[str]:
 
 @dataclass
 class BatchOptions:
-    """What decides the rows of a job (recorded in the output folder; a re-run must match it)."""
+    """What decides the rows of a job (recorded in the output folder; a re-run must match it).
+
+    The fields that are inference options (model, detector, min_face, max_side, margin, on_no_face, search,
+    threads) are rows of the options table (``inference/options.py`` ``FIELDS``: values, ranges, help), checked
+    by it here; ``inference_options()`` is the ``InferenceOptions`` each worker's Recognizer is built from
+    (``align`` and ``tta`` keep the Recognizer's defaults: a batch job has no switch for them, and its record in
+    ``_ferlab_batch.json`` stays as it was).  ``video_fps`` and ``segment_seconds`` are the job's own."""
 
     model: str = "default"
     detector: str | None = None          # None: the Recognizer's default detector
@@ -54,10 +60,23 @@ class BatchOptions:
     threads: int | None = None           # ONNX Runtime threads per worker (not part of the results)
 
     def __post_init__(self):
-        self.search = check_search(self.search)
+        for name in _INFERENCE_FIELDS:
+            setattr(self, name, check_option(name, getattr(self, name)))
+        if self.search is None:
+            self.search = DEFAULT_SEARCH
+        if self.on_no_face is None:
+            self.on_no_face = "skip"
+
+    def inference_options(self) -> InferenceOptions:
+        """The options of each worker's Recognizer (``detector`` None: the default detector)."""
+        return InferenceOptions(**{n: getattr(self, n) for n in _INFERENCE_FIELDS})
 
     def row_options(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "threads"}
+
+
+#: the fields of ``BatchOptions`` that are inference options (``inference/options.py``)
+_INFERENCE_FIELDS = ("model", "detector", "min_face", "max_side", "margin", "on_no_face", "search", "threads")
 
 
 @dataclass
@@ -75,16 +94,7 @@ class UnitWorker:
 
     def __init__(self, options: BatchOptions | dict, model_sha256: str = "", worker_tag: str = ""):
         self.options = options if isinstance(options, BatchOptions) else BatchOptions(**options)
-        o = self.options
-        if o.on_no_face not in ("skip", "whole"):
-            raise FerlabError(f"on_no_face must be 'skip' or 'whole' (got {o.on_no_face!r})")
-        kw = {"detector": o.detector} if o.detector else {}
-        self.rec = Recognizer(model=o.model, min_face=o.min_face, max_side=o.max_side, margin=o.margin,
-                              threads=o.threads, whole_image_fallback=o.on_no_face == "whole", search=o.search,
-                              **kw)
-        import inspect
-
-        self._per_call = "on_no_face" in inspect.signature(self.rec.predict_batch).parameters
+        self.rec = Recognizer.from_options(self.options.inference_options())
         self.classes = list(self.rec.classes)
         self.model_name = self.rec.classifier.name
         self.model_sha256 = model_sha256 or str(self.rec.card.get("sha256", ""))
@@ -98,14 +108,7 @@ class UnitWorker:
     def predict_batch(self, images: list, whole: bool) -> list:
         """``Recognizer.predict_batch`` with the no-face policy of this call (images: the job's; video
         frames: never the whole frame)."""
-        if self._per_call:
-            return self.rec.predict_batch(images, on_no_face="whole" if whole else "skip")
-        old = self.rec.whole_image_fallback
-        self.rec.whole_image_fallback = whole
-        try:
-            return self.rec.predict_batch(images)
-        finally:
-            self.rec.whole_image_fallback = old
+        return self.rec.predict_batch(images, on_no_face="whole" if whole else "skip")
 
     # -- units ---------------------------------------------------------------------------------------------
     def process(self, units: list[Unit]) -> list[UnitResult]:

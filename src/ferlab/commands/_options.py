@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import OutputError
+from ..inference.options import FIELD, range_text
+from ..inference.options import SEARCH_CHOICES as SEARCH_CHOICES
 
 STDOUT = "-"
 
@@ -34,21 +36,12 @@ def _number(text: str, kind: type) -> float:
     return v
 
 
-def _range_text(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
-    def f(v) -> str:
-        return str(v) if isinstance(v, int) else f"{v:g}"
-
-    if hi is None:
-        return f"{'>' if lo_open else '>='} {f(lo)}"
-    return f"in {'(' if lo_open else '['}{f(lo)}, {f(hi)}{')' if hi_open else ']'}"
-
-
 def int_in(lo: int, hi: int | None = None) -> Callable[[str], int]:
     """argparse ``type``: an integer in [lo, hi] (``hi`` None: no upper bound)."""
     def parse(text: str) -> int:
         v = int(_number(text, int))
         if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{text!r} must be an integer {_range_text(lo, hi)}")
+            raise argparse.ArgumentTypeError(f"{text!r} must be an integer {range_text(lo, hi)}")
         return v
 
     parse.__name__ = "integer"
@@ -62,35 +55,62 @@ def float_in(lo: float, hi: float | None = None, *, lo_open: bool = False, hi_op
         v = _number(text, float)
         bad = v < lo or (lo_open and v == lo) or (hi is not None and (v > hi or (hi_open and v == hi)))
         if bad:
-            raise argparse.ArgumentTypeError(f"{text!r} must be a number {_range_text(lo, hi, lo_open, hi_open)}")
+            raise argparse.ArgumentTypeError(f"{text!r} must be a number {range_text(lo, hi, lo_open, hi_open)}")
         return v
 
     parse.__name__ = "number"
     return parse
 
 
-#: the usual ranges, named once
-THREADS = int_in(1, 256)
-PIXELS = int_in(1, 100_000)
-MIN_FACE = int_in(8, 100_000)
-MARGIN = float_in(-0.45, 2.0)
+def _type_of(name: str) -> Callable[[str], float]:
+    """The argparse ``type`` of a numeric row of ``inference.options.FIELDS`` (its range, written once)."""
+    f = FIELD[name]
+    return int_in(int(f.lo), None if f.hi is None else int(f.hi)) if f.kind == "int" else float_in(f.lo, f.hi)
+
+
+#: the usual ranges, named once (those of the inference options come from their table, ``inference/options.py``)
+THREADS = _type_of("threads")
+PIXELS = _type_of("max_side")
+MIN_FACE = _type_of("min_face")
+MARGIN = _type_of("margin")
 SMOOTHING = float_in(0.0, 0.99)
 COUNT = int_in(1)
 SEED = int_in(0, 2**32 - 1)
-#: the default detector's photo search (``ferlab.inference.blazeface.SEARCH_MODES``, kept equal by a test: this
-#: module must not import the inference layer for ``--help``)
-SEARCH_CHOICES = ("fast", "balanced", "thorough")
+#: ``SEARCH_CHOICES`` (imported above): the default detector's photo search, ``inference.options.SEARCH_CHOICES``,
+#: kept equal to ``ferlab.inference.blazeface.SEARCH_MODES`` by a test (``inference/options.py`` is stdlib only,
+#: so ``--help`` stays light)
+
+
+def add_inference_options(p: argparse.ArgumentParser, which: tuple[str, ...], *, where: str = "each image",
+                          notes: dict[str, str] | None = None, defaults: dict | None = None,
+                          helps: dict[str, str] | None = None) -> None:
+    """The flags of the inference options ``which`` (names of ``inference.options.FIELDS``, in this order), read
+    from the table: flag, type and range (``int_in`` / ``float_in``), choices, default and help.  ``where``
+    fills the search help's ``{where}``; ``notes[name]`` ends a help text; ``defaults[name]`` is a command's own
+    default (batch: ``--detector`` None, the Recognizer's); ``helps[name]`` replaces a help where a command
+    means something narrower by the flag (written beside the command, which says why)."""
+    notes, defaults, helps = notes or {}, defaults or {}, helps or {}
+    for name in which:
+        f = FIELD[name]
+        text = helps.get(name, f.help).format(where=where) + notes.get(name, "")
+        kw: dict = {"default": defaults.get(name, f.default), "help": text}
+        if f.metavar:
+            kw["metavar"] = f.metavar
+        if f.kind == "bool":
+            p.add_argument(f.flag, dest=name, action="store_true", **kw)
+            continue
+        if f.kind == "choice":
+            kw["choices"] = list(f.choices)
+        elif f.kind in ("int", "float"):
+            kw["type"] = _type_of(name)
+        p.add_argument(f.flag, **kw)
 
 
 def add_search(p: argparse.ArgumentParser, where: str, note: str = "") -> None:
-    """The ``--search`` option of the commands that run the photo search on ``where`` (predict, serve, batch, video): one
-    definition, its choices ``SEARCH_CHOICES`` (a bad value is argparse's one line, exit 2); ``note`` ends
+    """The ``--search`` option of the commands that run the photo search on ``where`` (predict, serve, batch, video):
+    the table's row (``inference.options.FIELDS``; a bad value is argparse's one line, exit 2); ``note`` ends
     the help text."""
-    p.add_argument("--search", choices=SEARCH_CHOICES, default="balanced",
-                   help=f"default detector's photo search on {where}, an image pyramid at the photo's own "
-                        "resolution: balanced (default: faces from ~40 px, bounded to 2 MP of model input), "
-                        "fast (from ~64 px, 0.6 MP) or thorough (from ~24 px, 4 MP, and tries the photo turned "
-                        f"90/270/180 degrees when nothing is found){note}")
+    add_inference_options(p, ("search",), where=where, notes={"search": note})
 
 
 def check_output(path: str | os.PathLike | None, option: str, *, folder: bool = False,

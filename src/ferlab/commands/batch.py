@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from ._options import (
-    MARGIN,
-    MIN_FACE,
-    PIXELS,
-    THREADS,
+    add_inference_options,
     add_progress,
-    add_search,
     check_output,
     float_in,
     int_in,
@@ -38,14 +34,11 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int_in(1, 4096), default=None,
                    help="local: processes (default: all cores; 1 = this process); ray: actors (default: "
                         "cluster CPUs - 1)")
-    p.add_argument("--model", default="default", help="bundled model name or .onnx path")
-    p.add_argument("--detector", default=None, help="face detector (as for predict; default: predict's default)")
-    p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX", help="smallest face to find (40 px)")
-    p.add_argument("--max-side", type=PIXELS, default=None, metavar="PX", help="detect on frames shrunk to this side")
-    p.add_argument("--margin", type=MARGIN, default=None, help="face-crop margin (default: the model card's)")
-    p.add_argument("--on-no-face", default="skip", choices=["skip", "whole"],
-                   help="images where no face is found: no row (skip, default) or classify the whole image")
-    add_search(p, "images and video frames")
+    # model, detector, min-face, max-side, margin, on-no-face, search, threads: the table of inference/options.py
+    # (FIELDS), as for predict; --detector defaults to None here (BatchOptions: the Recognizer's default detector)
+    add_inference_options(p, ("model", "detector", "min_face", "max_side", "margin", "on_no_face", "search"),
+                          where="images and video frames", defaults={"detector": None},
+                          notes={"on_no_face": ". In a batch, skip writes no row for that image"})
     p.add_argument("--video-fps", type=float_in(0, 1000, lo_open=True), default=None, metavar="F",
                    help="frames of video sampled per second (default: every frame)")
     p.add_argument("--segment-seconds", type=float_in(0, 86_400, lo_open=True), default=60.0, metavar="S",
@@ -54,7 +47,7 @@ def add_parser(sub) -> None:
     p.add_argument("--part-inputs", type=int_in(1), default=1000, metavar="N",
                    help="commit a part (data files + manifest record) every N finished inputs (1000) ...")
     p.add_argument("--flush-seconds", type=float_in(0, 86_400, lo_open=True), default=60.0, metavar="S", help="... or every S seconds (60)")
-    p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads per worker (default 1 in a pool)")
+    add_inference_options(p, ("threads",), notes={"threads": " per worker (default 1 in a pool)"})
     add_progress(p, default=True, aliases=("-q", "--quiet"))  # -q/--quiet: the old spelling of --no-progress
     p.set_defaults(func=run)
 

@@ -7,13 +7,9 @@ import sys
 from pathlib import Path
 
 from ._options import (
-    MARGIN,
-    MIN_FACE,
-    PIXELS,
     STDOUT,
-    THREADS,
+    add_inference_options,
     add_progress,
-    add_search,
     check_output,
     progress_of,
     write_output,
@@ -25,26 +21,13 @@ def add_parser(sub) -> None:
                        description="Recognise the facial expressions in images. Example: ferlab predict examples/ "
                                    "--annotate out/ --csv faces.csv")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
-    p.add_argument("--model", default="default", help="bundled model name or .onnx path (default: default)")
-    p.add_argument("--detector", default="blazeface",
-                   help="face detector: blazeface (default; the photo search, --search), blazeface-short (one pass), "
-                        "blazeface-full, haar, haar+profile, none (each image is a face crop), or a YuNet .onnx path")
-    p.add_argument("--on-no-face", choices=["skip", "whole"], default="skip",
-                   help="when no face is found: skip (report 'no face found', default) or whole (classify the "
-                        "whole image). Images of 64 px or less are face crops and always classified whole")
-    add_search(p, "each image")
-    p.add_argument("--align", dest="align", action="store_true", default=None,
-                   help="rotate face crops to level the eyes (off by default: it costs accuracy on upright faces, "
-                        "see benchmarks/README.md)")
-    p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX",
-                   help="smallest face to find, in pixels (40)")
-    p.add_argument("--max-side", type=PIXELS, default=None, metavar="PX",
-                   help="detect faces on a copy shrunk to this longest side (faster on large photos)")
-    p.add_argument("--margin", type=MARGIN, default=None, help="face-crop margin (default: the model card's)")
+    # model, detector, on-no-face, search, align, min-face, max-side, margin: inference/options.py FIELDS
+    add_inference_options(p, ("model", "detector", "on_no_face", "search", "align", "min_face", "max_side",
+                              "margin"))
     p.add_argument("--json", metavar="FILE", help="write all results as JSON (- for stdout)")
     p.add_argument("--csv", metavar="FILE", help="write one row per face as CSV (- for stdout)")
     p.add_argument("--annotate", metavar="DIR", help="write annotated copies of the images here")
-    p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads (1-256)")
+    add_inference_options(p, ("threads",))
     p.add_argument("-q", "--quiet", action="store_true", help="no table on stdout")
     add_progress(p)
     p.set_defaults(func=run)
@@ -94,14 +77,9 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def run(args) -> int:
-    from tqdm import tqdm
-
+def _inputs(args) -> tuple[list[tuple[Path, Path | None]], list[tuple[str, str]]]:
+    """The outputs checked before any work, then the images to read and the problems met finding them."""
     from ..errors import FerlabError
-    from ..imageio import read_image
-    from ..inference.recognizer import Recognizer
-    from ..inference.records import PREDICT_CSV_LEAD, FaceRecord, csv_header, json_face
-    from ..io import atomic_write
 
     if args.json == STDOUT and args.csv == STDOUT:
         raise FerlabError("--json - and --csv - cannot both go to stdout", "bad_option")
@@ -115,100 +93,151 @@ def run(args) -> int:
         print(f"ferlab predict: {msg}", file=sys.stderr)
     if not files:
         raise FerlabError(f"no images to read in the {len(args.paths)} given paths")
+    return files, problems
 
-    rec = Recognizer(model=args.model, detector=args.detector, min_face=args.min_face, margin=args.margin,
-                     threads=args.threads, max_side=args.max_side, on_no_face=args.on_no_face, align=args.align,
-                     search=args.search)
-    out_dir = Path(args.annotate) if args.annotate else None
-    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
-        raise FerlabError(f"{out_dir}: --annotate needs a folder, and this is a file")
-    names = [_display(f) for f, _ in files]
-    width = min(max(len(n) for n in names), 60)
-    table = not args.quiet and STDOUT not in (args.json, args.csv)  # stdout carries the JSON / CSV then
 
-    def say(line: str) -> None:
-        tqdm.write(line, file=sys.stdout)
+def _status(faces, crop: bool) -> str:
+    """What happened to an image: faces found, no face found (detector ran), or classified whole."""
+    if any(not f.whole_image for f in faces):
+        return "faces"
+    if faces:
+        return "whole image" if crop else "no face found; whole image classified"
+    return "no face found"
 
-    if table:
-        say(f"{'file':<{width}}  {'face':>4}  {'box (x, y, w, h)':<22}  {'label':<10}  confidence")
-    results, failed, taken, by_file = [], [], set(), {}
-    n_faces = n_whole = n_none = 0
-    show_bar = len(files) > 1
-    for (path, root), name in tqdm(list(zip(files, names)), desc="predict", unit="image", file=sys.stderr,
-                                   disable=not (show_bar and progress_of(args)), leave=False):
+
+def _table_lines(name: str, width: int, faces, crop: bool) -> list[str]:
+    if not faces:
+        return [f"{name:<{width}}  {'-':>4}  {'no face found':<22}  {'-':<10}  -"]
+    lines = []
+    for i, f in enumerate(faces):
+        box = ("whole image" if crop or not f.whole_image else "whole (no face found)") if f.whole_image \
+            else "({}, {}, {}, {})".format(*f.box)
+        lines.append(f"{name:<{width}}  {i:>4}  {box:<22}  {f.label:<10}  {f.confidence:.3f}")
+    return lines
+
+
+class _Run:
+    """One ``ferlab predict``: the images read and classified, what was found, what failed."""
+
+    def __init__(self, args, rec, files, problems):
+        from tqdm import tqdm
+
+        self.args, self.rec, self.files, self.problems = args, rec, files, problems
+        self.out_dir = Path(args.annotate) if args.annotate else None
+        self.names = [_display(f) for f, _ in files]
+        self.width = min(max(len(n) for n in self.names), 60)
+        self.table = not args.quiet and STDOUT not in (args.json, args.csv)  # stdout carries the JSON / CSV then
+        self.results, self.failed, self.taken, self.by_file = [], [], set(), {}
+        self.n_faces = self.n_whole = self.n_none = 0
+        self.tqdm = tqdm
+
+    def say(self, line: str) -> None:
+        self.tqdm.write(line, file=sys.stdout)
+
+    def all(self) -> None:
+        if self.table:
+            self.say(f"{'file':<{self.width}}  {'face':>4}  {'box (x, y, w, h)':<22}  {'label':<10}  confidence")
+        show_bar = len(self.files) > 1
+        for (path, root), name in self.tqdm(list(zip(self.files, self.names)), desc="predict", unit="image",
+                                            file=sys.stderr, disable=not (show_bar and progress_of(self.args)),
+                                            leave=False):
+            self.one(path, root, name)
+
+    def one(self, path: Path, root: Path | None, name: str) -> None:
+        from ..errors import FerlabError
+        from ..imageio import read_image
+        from ..inference.records import json_face
+
+        rec = self.rec
         try:
-            img = read_image(path, mode="bgr" if out_dir is not None or rec.needs_color else "gray")
+            img = read_image(path, mode="bgr" if self.out_dir is not None or rec.needs_color else "gray")
             faces = rec.predict(img)
         except FerlabError as e:  # decoding, detection, cropping: the image is skipped, named, in one line
-            failed.append({"file": name, "error": str(e), "kind": e.kind})
-            tqdm.write(f"ferlab predict: skipped {e}", file=sys.stderr)
-            continue
-        by_file[name] = faces
-        n_faces += sum(not f.whole_image for f in faces)
-        n_whole += sum(f.whole_image for f in faces)
+            self.failed.append({"file": name, "error": str(e), "kind": e.kind})
+            self.tqdm.write(f"ferlab predict: skipped {e}", file=sys.stderr)
+            return
+        self.by_file[name] = faces
+        self.n_faces += sum(not f.whole_image for f in faces)
+        self.n_whole += sum(f.whole_image for f in faces)
         crop = rec.is_face_crop(img)
-        # what happened to this image: faces found, no face found (detector ran), or classified whole
-        if any(not f.whole_image for f in faces):
-            status = "faces"
-        elif faces:
-            status = "whole image" if crop else "no face found; whole image classified"
-        else:
-            status = "no face found"
-        n_none += status.startswith("no face found")
-        results.append({"file": name, "width": int(img.shape[1]), "height": int(img.shape[0]),
-                        "result": status, "no_face": status.startswith("no face found"),
-                        "faces": [json_face(f) for f in faces]})
-        if table:
-            if not faces:
-                say(f"{name:<{width}}  {'-':>4}  {'no face found':<22}  {'-':<10}  -")
-            for i, f in enumerate(faces):
-                box = ("whole image" if crop or not f.whole_image else "whole (no face found)") if f.whole_image \
-                    else "({}, {}, {}, {})".format(*f.box)
-                say(f"{name:<{width}}  {i:>4}  {box:<22}  {f.label:<10}  {f.confidence:.3f}")
-        if out_dir is not None:
+        status = _status(faces, crop)
+        self.n_none += status.startswith("no face found")
+        self.results.append({"file": name, "width": int(img.shape[1]), "height": int(img.shape[0]),
+                             "result": status, "no_face": status.startswith("no face found"),
+                             "faces": [json_face(f) for f in faces]})
+        if self.table:
+            for line in _table_lines(name, self.width, faces, crop):
+                self.say(line)
+        if self.out_dir is not None:
             from ..inference.draw import annotate
 
-            _write_image(_annotated_path(path, root, out_dir, taken),
+            _write_image(_annotated_path(path, root, self.out_dir, self.taken),
                          annotate(img, faces, note="no face found" if status == "no face found" else None))
 
-    n_bad = len(failed) + len(problems)
-    if not results:
-        raise FerlabError(f"none of the {len(files)} file(s) could be read as an image")
-    if args.json:
+    def write_json(self) -> None:
+        rec, args = self.rec, self.args
         doc = {"model": rec.classifier.name, "detector": rec.detector.name, "margin": rec.margin,
                "on_no_face": rec.on_no_face, "align": rec.align,
                "search": args.search if args.search in rec.detector.searches else None, "tta": rec.tta,
-               "classes": list(rec.classes), "images": results, "failed": failed,
-               "problems": [m for _, m in problems]}
+               "classes": list(rec.classes), "images": self.results, "failed": self.failed,
+               "problems": [m for _, m in self.problems]}
         write_output(args.json, json.dumps(doc, indent=2) + "\n")
-    if args.csv:
+
+    def write_csv(self) -> None:
         import csv
 
-        cols = csv_header(PREDICT_CSV_LEAD, rec.classes)
-        status_of = {r["file"]: r["result"] for r in results}
+        from ..inference.records import PREDICT_CSV_LEAD, FaceRecord, csv_header
+        from ..io import atomic_write
+
+        cols = csv_header(PREDICT_CSV_LEAD, self.rec.classes)
+        status_of = {r["file"]: r["result"] for r in self.results}
 
         def write_csv(fh) -> None:
             w = csv.writer(fh)
             w.writerow(cols)
-            for name, faces in by_file.items():  # no face: one row that says so (no face, no label)
+            for name, faces in self.by_file.items():  # no face: one row that says so (no face, no label)
                 for i, f in enumerate(faces or [None]):
                     w.writerow(FaceRecord(f, index=i, source=name, result=status_of[name]).csv_row(cols))
 
-        if args.csv == STDOUT:
+        if self.args.csv == STDOUT:
             write_csv(sys.stdout)
-        else:
-            def write_file(tmp: str) -> None:
-                with open(tmp, "w", newline="") as fh:
-                    write_csv(fh)
+            return
 
-            atomic_write(args.csv, write_file)
-    summary = (f"{len(results)} image(s), {n_faces} face(s) found"
-               + (f", {n_none} image(s) with no face found" if n_none else "")
-               + (f", {n_whole} classified as a whole image" if n_whole else ""))
-    if n_bad:
-        summary += f"; {n_bad} input(s) could not be read (skipped)"
-    if out_dir is not None:
-        summary += f"; annotated copies in {out_dir}"
-    print(summary, file=sys.stderr)
-    return 1 if n_bad else 0
+        def write_file(tmp: str) -> None:
+            with open(tmp, "w", newline="") as fh:
+                write_csv(fh)
 
+        atomic_write(self.args.csv, write_file)
+
+    def summary(self) -> str:
+        n_bad = len(self.failed) + len(self.problems)
+        text = (f"{len(self.results)} image(s), {self.n_faces} face(s) found"
+                + (f", {self.n_none} image(s) with no face found" if self.n_none else "")
+                + (f", {self.n_whole} classified as a whole image" if self.n_whole else ""))
+        if n_bad:
+            text += f"; {n_bad} input(s) could not be read (skipped)"
+        if self.out_dir is not None:
+            text += f"; annotated copies in {self.out_dir}"
+        return text
+
+
+def run(args) -> int:
+    from ..errors import FerlabError
+    from ..inference.options import InferenceOptions
+    from ..inference.recognizer import Recognizer
+
+    files, problems = _inputs(args)
+    rec = Recognizer.from_options(InferenceOptions.from_args(args))
+    out_dir = Path(args.annotate) if args.annotate else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise FerlabError(f"{out_dir}: --annotate needs a folder, and this is a file")
+    job = _Run(args, rec, files, problems)
+    job.all()
+    if not job.results:
+        raise FerlabError(f"none of the {len(files)} file(s) could be read as an image")
+    if args.json:
+        job.write_json()
+    if args.csv:
+        job.write_csv()
+    print(job.summary(), file=sys.stderr)
+    return 1 if job.failed or problems else 0

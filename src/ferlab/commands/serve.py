@@ -22,6 +22,9 @@ def add_parser(sub) -> None:
                    help="default model: a bundled name or an .onnx file with its card (default: default)")
     p.add_argument("--models-dir", action="append", default=[], metavar="DIR",
                    help="also serve every .onnx + .json card in DIR (repeatable)")
+    # --model, --detector, --threads: rows of the inference options table (inference/options.py FIELDS), kept here
+    # as flags of their own because the server means more by them (models-dir, a detector for the stream too,
+    # threads per inference); --search comes from the table (add_search)
     p.add_argument("--detector", default="blazeface",
                    help="face detector: blazeface (default), blazeface-short, blazeface-full, haar, haar+profile, "
                         "none or a YuNet .onnx")

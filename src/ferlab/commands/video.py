@@ -7,10 +7,8 @@ import sys
 from pathlib import Path
 
 from ._options import (
-    MIN_FACE,
-    PIXELS,
     SMOOTHING,
-    THREADS,
+    add_inference_options,
     add_progress,
     add_search,
     check_output,
@@ -35,26 +33,25 @@ def add_parser(sub) -> None:
                         "between (default 1; BlazeFace detects on every frame)")
     p.add_argument("--smoothing", type=SMOOTHING, default=0.6,
                    help="weight of the past in each face's moving average of probabilities, 0-0.99 (default 0.6)")
-    p.add_argument("--model", default="default", help="bundled model name or .onnx path")
-    p.add_argument("--detector", default="blazeface",
-                   help="blazeface (default), blazeface-short, blazeface-full, haar, haar+profile, or a YuNet .onnx path")
+    # model, detector, search, min-face, max-side, threads: the table of inference/options.py (FIELDS)
+    add_inference_options(p, ("model", "detector"),
+                          notes={"detector": "; not none for a video (there would be nothing to track)"})
     p.add_argument("--fast", action="store_true",
                    help="one quick detector pass a frame (webcam speed, faces near the camera) instead of the "
                         "still-image search that also finds small faces")
     add_search(p, "every frame", note="; not with --fast, whose one live pass a frame has no photo search")
     p.add_argument("--min-hits", type=int, default=3, metavar="N",
                    help="detections before a face track is shown (default 3: one-frame false positives never are)")
-    p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX", help="smallest face to find (40 px)")
-    p.add_argument("--max-side", type=PIXELS, default=None, metavar="PX",
-                   help="detect on frames shrunk to this longest side (faster)")
+    add_inference_options(p, ("min_face", "max_side"))
     p.add_argument("--max-frames", type=int_in(1), default=None, help="stop after this many frames")
-    p.add_argument("--threads", type=THREADS, default=None, help="ONNX Runtime threads (1-256)")
+    add_inference_options(p, ("threads",))
     add_progress(p, default=True)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..errors import FerlabError
+    from ..inference.options import InferenceOptions
     from ..inference.video import check_video_out, check_video_search, process_video
     from ..io import atomic_write
 
@@ -62,6 +59,7 @@ def run(args) -> int:
         raise FerlabError("--detector none makes no sense for a video (there would be nothing to track); "
                           "use blazeface, haar, haar+profile or a YuNet .onnx path")
     check_video_search(args.search, args.fast)
+    options = InferenceOptions.from_args(args)  # the table's checks, once, before the video is read
     for option in ("out", "csv", "timeline", "json"):  # before the video is read, not after
         check_output(getattr(args, option), f"--{option}")
     if args.out:
@@ -69,9 +67,8 @@ def run(args) -> int:
     if not (args.out or args.csv or args.timeline or args.json):
         print("ferlab video: no --out/--csv/--timeline/--json given: printing the summary only", file=sys.stderr)
     s = process_video(args.input, args.out, args.csv, every=args.every, timeline_png=args.timeline,
-                      model=args.model, detector=args.detector, min_face=args.min_face, max_side=args.max_side,
-                      smoothing=args.smoothing, max_frames=args.max_frames, progress=progress_of(args),
-                      threads=args.threads, min_hits=args.min_hits, fast=args.fast, search=args.search,
+                      options=options, smoothing=args.smoothing, max_frames=args.max_frames,
+                      progress=progress_of(args), min_hits=args.min_hits, fast=args.fast,
                       warn=lambda line: print(f"ferlab video: warning: {line}", file=sys.stderr))
     print(f"{s['video']}: {s['frames']} frames ({s['duration_s']:.1f} s at {s['fps']:g} fps) in {s['seconds']:.1f} s "
           f"({s['ms_per_frame']:.1f} ms/frame), {len(s['tracks'])} face track(s)")

@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--camera", default=None,
                    help="camera index, or a video file / stream URL (default 0); a file or URL needs the window "
                         "(for a file without one: ferlab video FILE --out annotated.webm)")
+    # --model, --detector, --min-face, --max-side: rows of the inference options table (inference/options.py
+    # FIELDS), kept as flags of their own: the live stream has other defaults (one short-range pass a frame,
+    # --max-side 480, haar's min face 60); the Recognizer checks them by the same table
     p.add_argument("--model", default="default", help="bundled model name or .onnx path")
     p.add_argument("--detector", default="blazeface",
                    help="blazeface (default: one short-range pass a frame), blazeface-full, haar, haar+profile, or a "

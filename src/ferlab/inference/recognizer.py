@@ -33,6 +33,7 @@ from .blazeface import check_search
 from .classifier import OnnxClassifier
 from .crop import DEFAULT_ALIGN, DEFAULT_MARGIN, FACE_CROP_PX, _gray, crop_detection, whole_image_crop
 from .detect import DEFAULT_DETECTOR, Detection, Detector, make_detector
+from .options import ON_NO_FACE, TTA_MODES, InferenceOptions, check_option
 from .records import json_face, keypoint_columns, table_rows
 
 #: work bounds (issue 13): whatever the input's shape, a crop is made from at most a ``crop.CROP_MAX_SIDE``
@@ -48,10 +49,9 @@ Box = tuple[int, int, int, int]
 #: against 25 ms (a 512 px photo) to over a second (12 MP) of photo search; live streams stay at one view (a
 #: frame costs ~4 ms there: the flip would add 5-18%)
 PHOTO_TTA = "flip"
-TTA_MODES = ("none", "flip")
-
-#: what ``predict`` does when the detector finds no face: "skip" (no face, no label) or "whole"
-ON_NO_FACE = ("skip", "whole")
+#: ``TTA_MODES`` and ``ON_NO_FACE`` (what ``predict`` does when the detector finds no face: "skip" or "whole")
+#: are rows of the options table, ``inference/options.py`` (re-exported here)
+__all__ = ["ON_NO_FACE", "PHOTO_TTA", "TTA_MODES", "Face", "Recognizer"]
 
 
 @dataclass
@@ -96,6 +96,10 @@ class Recognizer:
     tta: test-time views of each face crop, ``"flip"`` (default: the crop and its mirror image, probabilities
         averaged; ``PHOTO_TTA``) or ``"none"``; a model whose graph already averages the flip views (card
         ``tta``) gets ``"none"``.  Live streams classify one view whatever this says (``StreamRecognizer``).
+
+    Allowed values, ranges and help of these options: the table of ``inference/options.py`` (``FIELDS``), which
+    checks them here (one-line ``FerlabError``, kind ``bad_option``); ``Recognizer.from_options`` builds from an
+    ``InferenceOptions``.
     """
 
     def __init__(self, model: str | os.PathLike = "default",
@@ -105,7 +109,9 @@ class Recognizer:
                  calibrated: bool = True, on_no_face: str | None = None, align: bool | None = None,
                  search: str | None = None, tta: str | None = None, **detector_options):
         if channel_order not in ("bgr", "rgb"):
-            raise FerlabError(f"channel_order must be 'bgr' or 'rgb' (got {channel_order!r})")
+            raise FerlabError(f"channel_order must be 'bgr' or 'rgb' (got {channel_order!r})", "bad_option")
+        margin, min_face, max_side, threads = (check_option(n, v) for n, v in (
+            ("margin", margin), ("min_face", min_face), ("max_side", max_side), ("threads", threads)))
         self.classifier = OnnxClassifier(model, threads=threads, calibrated=calibrated, spin=False)
         self.card = self.classifier.card
         self.classes = self.classifier.classes
@@ -116,16 +122,20 @@ class Recognizer:
         if on_no_face is None:
             on_no_face = "skip" if whole_image_fallback is None else ("whole" if whole_image_fallback else "skip")
         self.on_no_face = _check_on_no_face(on_no_face)
-        if search is not None:
-            search = check_search(search)
+        search = check_option("search", search)
         self.detector = make_detector(detector, min_size=min_face, max_side=max_side, threads=threads,
                                       search=search, **detector_options)
         self.channel_order = channel_order
         self.align = DEFAULT_ALIGN if align is None else bool(align)
-        tta = PHOTO_TTA if tta is None else str(tta).strip().lower()
-        if tta not in TTA_MODES:
-            raise FerlabError(f"tta must be one of {', '.join(TTA_MODES)} (got {tta!r})", "bad_option")
+        tta = PHOTO_TTA if tta is None else check_option("tta", tta)
         self.tta = "none" if self.card.get("tta") == "flip" else tta
+
+    @classmethod
+    def from_options(cls, options: InferenceOptions, **extra) -> Recognizer:
+        """A Recognizer from checked ``InferenceOptions`` (``extra``: ``channel_order``, ``calibrated``, detector
+        options).  The options are passed as they are; ``Recognizer.__init__`` checks them again only by the same
+        table, so a value refused here is refused there with the same line."""
+        return cls(**options.recognizer_kwargs(), **extra)
 
     @property
     def whole_image_fallback(self) -> bool:
@@ -302,7 +312,4 @@ class Recognizer:
 
 
 def _check_on_no_face(value: str) -> str:
-    v = str(value).strip().lower()
-    if v not in ON_NO_FACE:
-        raise FerlabError(f"on_no_face must be 'skip' or 'whole' (got {value!r})", "bad_option")
-    return v
+    return check_option("on_no_face", value)

@@ -23,17 +23,17 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import FerlabError, OptionError
 from ..io import atomic_write
-from .blazeface import check_search
 from .detect import DEFAULT_DETECTOR, Box, Detection, iou
 from .draw import annotate, color_for
 from .live import LiveFaces
+from .options import InferenceOptions, check_option
 from .recognizer import Face, Recognizer
 from .records import VIDEO_CSV_LEAD, FaceRecord, csv_header
 
@@ -422,14 +422,121 @@ def plot_timeline(tracks: list[Track], classes: list[str], path: str | os.PathLi
 
 
 def check_video_search(search: str | None, fast: bool) -> str | None:
-    """``search`` checked (None stays None): "thorough" with ``fast`` is refused, the live pass has no search."""
-    if search is None:
-        return None
-    search = check_search(search)
+    """``search`` checked by its row of the options table (None stays None): "thorough" with ``fast`` is
+    refused, the live pass has no search (a combination of ``InferenceOptions`` with a video's own option)."""
+    search = check_option("search", search)
     if fast and search == "thorough":
         raise FerlabError("--search thorough and --fast do not go together: --fast runs one live detector pass "
                           "a frame, without the photo search", "bad_option")
     return search
+
+
+def _fps_of(cap) -> float:
+    """The video's frame rate, 25 where its header gives none that makes sense."""
+    import cv2
+
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    return fps if fps and math.isfinite(fps) and 0 < fps < 1000 else 25.0
+
+
+class _VideoOutputs:
+    """The annotated video and the per-frame CSV of ``process_video``, each written to a temporary file beside
+    its place and renamed there when complete (``finish``); ``close`` removes what was not finished."""
+
+    def __init__(self, src: Path, out_path, csv_path, timeline_png, classes):
+        self.outs = {k: Path(v) for k, v in (("video", out_path), ("csv", csv_path), ("timeline", timeline_png))
+                     if v}
+        for k, p in self.outs.items():
+            if p.resolve() == src.resolve():
+                raise FerlabError(f"{p}: the {k} output would overwrite the input video")
+        self.tmp_video = _tmp_beside(self.outs["video"]) if "video" in self.outs else None
+        self.tmp_csv = _tmp_beside(self.outs["csv"]) if "csv" in self.outs else None
+        self.classes = classes
+        self.writer = self.csv_file = self.codec = None
+
+    def open(self, fps: float, w: int, h: int, warn) -> None:
+        if self.tmp_video is not None:
+            self.tmp_video.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = VideoSink(self.tmp_video, fps, (w, h), display=self.outs["video"])
+            if self.writer.warning and warn is not None:
+                warn(self.writer.warning)
+        if self.tmp_csv is not None:
+            self.tmp_csv.parent.mkdir(parents=True, exist_ok=True)
+            self.csv_file = open(self.tmp_csv, "w", newline="")  # noqa: SIM115 - closed by finish / close
+            self.cw = csv.writer(self.csv_file)
+            self.cols = csv_header(VIDEO_CSV_LEAD, self.classes)
+            self.cw.writerow(self.cols)
+
+    def write(self, frame: np.ndarray, faces: list[Face], n: int, ts: float, bars: bool) -> None:
+        if self.csv_file is not None:
+            for i, f in enumerate(faces or [None]):  # a frame without faces: one row with its time
+                self.cw.writerow(FaceRecord(f, index=i, kind="video", frame=n, time_s=ts).csv_row(self.cols))
+        if self.writer is not None:
+            self.writer.write(annotate(frame, faces, bars=bars, copy=False))
+
+    def finish(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.codec = self.writer.codec
+            self.writer = None
+            if not self.tmp_video.exists() or self.tmp_video.stat().st_size == 0:
+                raise FerlabError(f"{self.outs['video']}: the video writer produced no file")
+            os.replace(self.tmp_video, self.outs["video"])
+        if self.csv_file is not None:
+            self.csv_file.close()
+            self.csv_file = None
+            os.replace(self.tmp_csv, self.outs["csv"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.csv_file is not None:
+            self.csv_file.close()
+        for tmp in (self.tmp_video, self.tmp_csv):
+            if tmp is not None and tmp.exists():
+                tmp.unlink()
+
+
+def _track_summaries(tracks: list[Track], classes) -> list[dict]:
+    out = []
+    for t in tracks:
+        if not t.history:
+            continue
+        mean = np.stack([h[1] for h in t.history]).mean(0)
+        out.append({"track_id": t.id, "first_frame": t.first_frame, "last_frame": t.last_frame,
+                    "frames": len(t.history), "mostly": classes[int(np.argmax(mean))],
+                    "mean_probabilities": {c: round(float(v), 4) for c, v in zip(classes, mean)}})
+    return out
+
+
+def _run_frames(cap, src: Path, stream: StreamRecognizer, outs: _VideoOutputs, fps: float, total: int, *,
+                max_frames, progress: bool, bars: bool, warn) -> tuple[int, int, int]:
+    """Every frame through ``stream`` and into ``outs``: (frames, width, height)."""
+    ok, frame = cap.read()
+    if not ok or frame is None:
+        raise FerlabError(f"{src}: cannot read as a video (no frame could be decoded: unsupported or corrupt)")
+    h, w = frame.shape[:2]
+    outs.open(fps, w, h, warn)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total or None, unit="frame", desc=src.name, disable=None, leave=False)
+    n = 0
+    try:
+        while ok and frame is not None:
+            ts = n / fps
+            outs.write(frame, stream.process(frame, time_s=ts), n, ts, bars)
+            n += 1
+            if bar is not None:
+                bar.update(1)
+            if max_frames and n >= max_frames:
+                break
+            ok, frame = cap.read()
+    finally:
+        if bar is not None:
+            bar.close()
+    return n, w, h
 
 
 def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None = None,
@@ -438,111 +545,47 @@ def process_video(in_path: str | os.PathLike, out_path: str | os.PathLike | None
                   model: str = "default", detector: str | None = None, min_face: int | None = None,
                   max_side: int | None = None, smoothing: float = 0.6, max_frames: int | None = None,
                   progress: bool = False, bars: bool = True, threads: int | None = None, min_hits: int = 3,
-                  warn=None, fast: bool = False, search: str | None = None) -> dict:
+                  warn=None, fast: bool = False, search: str | None = None,
+                  options: InferenceOptions | None = None) -> dict:
     """Recognise the faces of every frame of ``in_path``; write what is asked; return a summary dict.
     ``warn(line)`` receives warnings (e.g. an mp4 that browsers cannot play).  ``fast``: the detector's
     live pass on each frame (webcam speed) instead of its still-image search (finds smaller faces).
     ``search``: the default detector's photo search on each frame (``blazeface.SEARCH_MODES``, as for photos:
     ``Recognizer(search=...)``); a search with ``fast`` is refused (the live path has no photo search).
-    ``model``, ``detector``, ``min_face``, ``max_side``, ``threads`` and ``search`` make the Recognizer when
-    ``recognizer`` is not given."""
+    ``options`` (``InferenceOptions``), else ``model``, ``detector``, ``min_face``, ``max_side``, ``threads`` and
+    ``search``, make the Recognizer when ``recognizer`` is not given (faces only: ``on_no_face`` is "skip")."""
     import cv2
 
-    search = check_video_search(search, fast)
+    if options is None:
+        options = InferenceOptions(model=model, detector=detector or DEFAULT_DETECTOR, min_face=min_face,
+                                   max_side=max_side, threads=threads, search=search)
+    options = replace(options, on_no_face="skip", search=check_video_search(options.search, fast)).checked()
     if out_path:
         check_video_out(out_path)
     src = Path(in_path)
     cap = open_video(src)
-
-    rec = recognizer or Recognizer(model=model, detector=detector or DEFAULT_DETECTOR, min_face=min_face,
-                                   max_side=max_side, on_no_face="skip", threads=threads, search=search)
+    rec = recognizer or Recognizer.from_options(options)
     stream = StreamRecognizer(rec, every=every, smoothing=smoothing, min_hits=min_hits, still=not fast)
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    fps = fps if fps and math.isfinite(fps) and 0 < fps < 1000 else 25.0
+    fps = _fps_of(cap)
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    outs = {k: Path(v) for k, v in (("video", out_path), ("csv", csv_path), ("timeline", timeline_png)) if v}
-    for k, p in outs.items():
-        if p.resolve() == src.resolve():
-            raise FerlabError(f"{p}: the {k} output would overwrite the input video")
-    tmp_video = _tmp_beside(outs["video"]) if "video" in outs else None
-    tmp_csv = _tmp_beside(outs["csv"]) if "csv" in outs else None
-    writer = csv_file = None
-    codec = None
-    n = 0
+    outs = _VideoOutputs(src, out_path, csv_path, timeline_png, rec.classes)
     t0 = time.perf_counter()
-    bar = None
     try:
-        ok, frame = cap.read()
-        if not ok or frame is None:
-            raise FerlabError(f"{src}: cannot read as a video (no frame could be decoded: unsupported or corrupt)")
-        h, w = frame.shape[:2]
-        if tmp_video is not None:
-            tmp_video.parent.mkdir(parents=True, exist_ok=True)
-            writer = VideoSink(tmp_video, fps, (w, h), display=outs["video"])
-            if writer.warning and warn is not None:
-                warn(writer.warning)
-        if tmp_csv is not None:
-            tmp_csv.parent.mkdir(parents=True, exist_ok=True)
-            csv_file = open(tmp_csv, "w", newline="")
-            cw = csv.writer(csv_file)
-            cols = csv_header(VIDEO_CSV_LEAD, rec.classes)
-            cw.writerow(cols)
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=total or None, unit="frame", desc=src.name, disable=None, leave=False)
-        while ok and frame is not None:
-            ts = n / fps
-            faces = stream.process(frame, time_s=ts)
-            if csv_file is not None:
-                for i, f in enumerate(faces or [None]):  # a frame without faces: one row with its time
-                    cw.writerow(FaceRecord(f, index=i, kind="video", frame=n, time_s=ts).csv_row(cols))
-            if writer is not None:
-                writer.write(annotate(frame, faces, bars=bars, copy=False))
-            n += 1
-            if bar is not None:
-                bar.update(1)
-            if max_frames and n >= max_frames:
-                break
-            ok, frame = cap.read()
+        n, w, h = _run_frames(cap, src, stream, outs, fps, total, max_frames=max_frames, progress=progress,
+                              bars=bars, warn=warn)
         seconds = time.perf_counter() - t0
-        if writer is not None:
-            writer.close()
-            codec = writer.codec
-            writer = None
-            if not tmp_video.exists() or tmp_video.stat().st_size == 0:
-                raise FerlabError(f"{outs['video']}: the video writer produced no file")
-            os.replace(tmp_video, outs["video"])
-        if csv_file is not None:
-            csv_file.close()
-            csv_file = None
-            os.replace(tmp_csv, outs["csv"])
+        outs.finish()
         tracks = stream.all_tracks()
-        if "timeline" in outs:
-            plot_timeline(tracks, rec.classes, outs["timeline"], title=src.name)
+        if "timeline" in outs.outs:
+            plot_timeline(tracks, rec.classes, outs.outs["timeline"], title=src.name)
     finally:
         cap.release()
-        if bar is not None:
-            bar.close()
-        if writer is not None:
-            writer.close()
-        if csv_file is not None:
-            csv_file.close()
-        for tmp in (tmp_video, tmp_csv):
-            if tmp is not None and tmp.exists():
-                tmp.unlink()
-    summary_tracks = []
-    for t in tracks:
-        if not t.history:
-            continue
-        mean = np.stack([h[1] for h in t.history]).mean(0)
-        summary_tracks.append({"track_id": t.id, "first_frame": t.first_frame, "last_frame": t.last_frame,
-                               "frames": len(t.history), "mostly": rec.classes[int(np.argmax(mean))],
-                               "mean_probabilities": {c: round(float(v), 4) for c, v in zip(rec.classes, mean)}})
+        outs.close()
     search_ran = rec.detector.search if rec.detector.searches and not fast else None
     return {"video": str(src), "detector": rec.detector.name + (" (live pass)" if fast else ""), "search": search_ran,
-            "video_codec": codec if "video" in outs else None,
+            "video_codec": outs.codec if "video" in outs.outs else None,
             "frames": n, "frames_in_header": total, "fps": round(fps, 3), "width": w, "height": h,
             "duration_s": round(n / fps, 3), "every": every, "seconds": round(seconds, 3),
-            "ms_per_frame": round(1000 * seconds / max(n, 1), 2), "tracks": summary_tracks,
-            "outputs": {k: str(v) for k, v in outs.items()}}
+            "ms_per_frame": round(1000 * seconds / max(n, 1), 2), "tracks": _track_summaries(tracks, rec.classes),
+            "outputs": {k: str(v) for k, v in outs.outs.items()}}
+

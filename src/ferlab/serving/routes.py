@@ -18,6 +18,7 @@ from starlette.types import Message
 
 from .. import __version__
 from ..errors import FerlabError
+from ..inference.options import FIELD
 from ..inference.records import api_face
 from ..inference.video import StreamRecognizer
 from .schemas import PREDICT_OPENAPI, PREDICT_RESPONSES, HealthOut, ModelsOut, PredictOut
@@ -27,6 +28,15 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: longest WebSocket control (text) message read; the longest real one is ~100 characters
 CONTROL_MAX_CHARS = 4096
 _RAW_TYPES = ("image/", "application/octet-stream")
+
+#: the query parameters' allowed values and descriptions: the rows of the options table (inference/options.py
+#: ``FIELDS``) with what the answer shows
+ON_NO_FACE_HELP = (FIELD["on_no_face"].help
+                   + "; in the answer, skip gives `faces` empty and `no_face` true")
+SEARCH_HELP = (FIELD["search"].help.format(where="the uploaded photo")
+               + "; default: the server's (`--search`)")
+OnNoFace = Literal[FIELD["on_no_face"].choices]
+Search = Literal[FIELD["search"].choices]
 
 api = APIRouter()
 stream = APIRouter()
@@ -116,14 +126,9 @@ async def _image_of(request: Request, state: ServingState, model: str | None) ->
 async def predict(request: Request,
                   model: str | None = Query(None, description="model name (GET /v1/models); "
                                                                "default: the server's default model"),
-                  on_no_face: Literal["skip", "whole"] = Query(
-                      "skip", description="when no face is found: skip (no face, no label: `faces` is empty and "
-                                          "`no_face` true) or whole (classify the whole image)"),
-                  search: Literal["fast", "balanced", "thorough"] | None = Query(
-                      None, description="the default detector's photo search, an image pyramid at the photo's own "
-                                        "resolution: balanced (faces from ~40 px), fast (from ~64 px) or thorough "
-                                        "(from ~24 px, and the photo turned when nothing is found); default: the "
-                                        "server's (`--search`)")):
+                  on_no_face: OnNoFace = Query(
+                      FIELD["on_no_face"].default, description=ON_NO_FACE_HELP),
+                  search: Search | None = Query(None, description=SEARCH_HELP)):
     state = _state(request)
     if model is not None:
         state.entry(model)  # unknown model: 404 before reading the body

@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from ferlab.data.fer2013 import load_fer2013_csv  # noqa: E402
 from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.io import atomic_write, portable_path  # noqa: E402
+from ferlab.training.requantize import set_nodes  # noqa: E402
 from ferlab.zoo import resolve  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013.csv.gz"
@@ -297,13 +298,7 @@ def static_crop(src: Path, dst: Path) -> dict:
             break
         nodes = [n for n in nodes if n not in dead]
     removed = [n.op_type for n in g.node if n not in nodes and n.name != "static_crop"]
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    live = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    onnx.checker.check_model(model)
+    set_nodes(model, nodes)
     onnx.save(model, str(dst))
     return {"crop": {"starts": starts, "ends": ends, "axes": axes, "steps": steps},
             "nodes_before": len(onnx.load(str(src)).graph.node), "nodes_after": len(g.node),
@@ -383,13 +378,7 @@ def fp32_stem(src: Path, dst: Path) -> dict:
             break
         nodes = [n for n in nodes if n not in dead]
     removed = [n.op_type for n in g.node if n not in nodes]
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    live = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    onnx.checker.check_model(model)
+    set_nodes(model, nodes)
     onnx.save(model, str(dst))
     return {"stems": stems, "nodes_before": len(onnx.load(str(src)).graph.node), "nodes_after": len(g.node),
             "removed_ops": sorted(removed)}

@@ -37,6 +37,21 @@ def _dequantized(node, inits) -> np.ndarray:
     return ((q - zp) * scale).astype(np.float32)
 
 
+def set_nodes(model, nodes) -> None:
+    """Make ``nodes`` the graph of ``model``, drop the initializers no node reads any more, and check it (the
+    last step of every graph rewrite: this fold, and the graph changes tried by benchmarks/profile_int8.py)."""
+    import onnx
+
+    g = model.graph
+    del g.node[:]
+    g.node.extend(nodes)
+    used = {i for n in g.node for i in n.input}
+    live = [i for i in g.initializer if i.name in used]
+    del g.initializer[:]
+    g.initializer.extend(live)
+    onnx.checker.check_model(model)
+
+
 def dequantize_qdq(src: str | os.PathLike, dst: str | os.PathLike) -> int:
     """Write the fp32 graph of a QDQ-quantised ONNX model; returns the number of weights folded."""
     import onnx
@@ -79,13 +94,7 @@ def dequantize_qdq(src: str | os.PathLike, dst: str | os.PathLike) -> int:
     for out in g.output:  # a graph output behind a Q/DQ pair keeps its name through an Identity
         if out.name in rename:
             keep.append(onnx.helper.make_node("Identity", [resolve(out.name)], [out.name]))
-    del g.node[:]
-    g.node.extend(keep)
-    used = {i for n in g.node for i in n.input}
-    live = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    onnx.checker.check_model(model)
+    set_nodes(model, keep)
     atomic_write(dst, lambda tmp: onnx.save(model, tmp))
     return folded
 

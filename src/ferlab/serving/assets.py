@@ -23,9 +23,10 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from ..zoo import resolve
+from .middleware import AddHeaders
 from .site import detector_files, manifest
 from .state import ApiError, ServingState
 
@@ -49,27 +50,12 @@ MIN_COMPRESS = 1024
 VENDOR_MAX_AGE = 86_400
 
 
-class IsolationHeaders:
-    """Pure ASGI middleware: COOP / COEP / CORP and the page's CSP on every HTTP response (inside
-    ``SecurityHeaders``, which adds only the headers still missing)."""
+class IsolationHeaders(AddHeaders):
+    """COOP / COEP / CORP and the page's CSP on every HTTP response (inside ``SecurityHeaders``, which adds
+    only the headers still missing)."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-security-policy"]
-                names = {k.lower() for k, _ in headers}
-                message["headers"] = headers + [(k, v) for k, v in ISOLATION if k not in names] + [
-                    (b"content-security-policy", CSP.encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    HEADERS = [*ISOLATION, (b"content-security-policy", CSP.encode())]
+    REPLACE = frozenset({b"content-security-policy"})
 
 
 def content_type(path: Path) -> str:

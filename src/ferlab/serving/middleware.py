@@ -28,19 +28,13 @@ from .state import error_response
 LOCAL_HOSTS = frozenset({"localhost", "localhost.localdomain"})
 
 
-class SecurityHeaders:
-    """Pure ASGI middleware: conservative security headers on every HTTP response."""
+class AddHeaders:
+    """Pure ASGI middleware: the ``HEADERS`` a response lacks are added to every HTTP response; those named in
+    ``REPLACE`` are set whatever the response had.  Subclasses say which (``SecurityHeaders`` here,
+    ``assets.IsolationHeaders``)."""
 
-    HEADERS = [
-        (b"x-content-type-options", b"nosniff"),
-        (b"referrer-policy", b"no-referrer"),
-        (b"x-frame-options", b"DENY"),
-        (b"permissions-policy", b"camera=(self), microphone=(), geolocation=()"),
-        (b"content-security-policy",
-         b"default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
-         b"connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
-         b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
-    ]
+    HEADERS: list[tuple[bytes, bytes]] = []
+    REPLACE: frozenset[bytes] = frozenset()
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -52,12 +46,27 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                names = {k.lower() for k, _ in message.get("headers", [])}
-                message["headers"] = list(message.get("headers", [])) + [
-                    (k, v) for k, v in self.HEADERS if k not in names]
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in self.REPLACE]
+                names = {k.lower() for k, _ in kept}
+                message["headers"] = kept + [(k, v) for k, v in self.HEADERS if k in self.REPLACE or k not in names]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class SecurityHeaders(AddHeaders):
+    """Conservative security headers on every HTTP response (those the response does not set itself)."""
+
+    HEADERS = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"permissions-policy", b"camera=(self), microphone=(), geolocation=()"),
+        (b"content-security-policy",
+         b"default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+         b"connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
+         b"base-uri 'none'; frame-ancestors 'none'; form-action 'self'"),
+    ]
 
 
 def host_name(host: str) -> str:

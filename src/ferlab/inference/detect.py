@@ -249,10 +249,9 @@ class YuNetDetector(Detector):
 
 
 #: name -> (range, photo search on still images).  "blazeface" (the default, also "auto": ``BlazeFaceAuto``):
-#: on still images the photo search (``--search fast``: the short-range model on the whole frame and on the
-#: frame enlarged; ``thorough``: the full-range model's search too), on live frames one short-range pass;
-#: "blazeface-short": one short-range pass always (fastest); "blazeface-full": the full-range model (with
-#: its search on still images)
+#: on still images the photo search (``blazeface.SEARCHES``: an image pyramid at the photo's resolution), on
+#: live frames the live path (``inference.live``); "blazeface-short": one short-range pass always (fastest);
+#: "blazeface-full": the full-range model alone (with its own pyramid on still images)
 _BLAZE_NAMES = {"blazeface": ("auto", True), "auto": ("auto", True), "blazeface-full": ("full", True),
                 "full": ("full", True), "blazeface-short": ("short", False), "short": ("short", False)}
 

@@ -173,6 +173,9 @@ def test_bounds_hold_on_hostile_photos(det):
     """A 40 MP photo with no face, a 50:1 panorama, a uniform image, a 1x1 image and a stadium of 500 tiny
     faces: no face where there is none, and the work stays bounded (the model input of a search never exceeds
     its ``max_pixels`` plus the coarse levels)."""
+    from ferlab.inference.detect import make_detector
+
+    full = make_detector("blazeface-full")  # the full-range model alone, with its own photo search
     big = np.full((5000, 8000, 3), 90, np.uint8)
     big[::7] = 160  # stripes, no face
     t0 = time.perf_counter()
@@ -182,6 +185,7 @@ def test_bounds_hold_on_hostile_photos(det):
                 np.zeros((1, 1, 3), np.uint8), np.zeros((1, 1), np.uint8)):
         assert det.detect(img) == [] and det.detect(img, search="thorough") == []
         assert LiveFaces()(det, img) == []
+        assert full.detect(img) == []  # the one-model search (it raised on a face-free image before)
     stadium, _ = _scene(3000, 2000, [(30 + 60 * (i % 50), 40 + 100 * (i // 50) + 20 * (i % 2), 28)
                                      for i in range(500)], seed=6)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

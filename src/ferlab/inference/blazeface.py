@@ -50,6 +50,8 @@ from .session import cpu_session, resolve_threads
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
 RANGES = ("short", "full")
+#: each bundled model's native square input (its card's ``input_size``; the pyramid plans with it)
+NATIVE_SIZE = {"short": 128, "full": 192}
 _LOGIT_CLIP = 100.0
 #: the pyramid's model, the smallest face side (input px, FER framing) it finds reliably, and the ratio between
 #: levels (each face is then seen at >= 1 level inside the model's band of ~16-128 px).  Measured on the scenes
@@ -119,11 +121,10 @@ def search_plan(w: int, h: int, search: str | SearchSpec = DEFAULT_SEARCH,
     notes).  ``ranges``: the models at hand (a one-model detector searches with its own only)."""
     spec = _spec(search)
     pyramid = PYRAMID_RANGE if PYRAMID_RANGE in ranges else ranges[0]
-    native = {"short": 128, "full": 192}
     s = min(FACE_IN_MIN / spec.min_face, (spec.max_pixels / max(1, w * h)) ** 0.5)
     if spec.max_side:
         s = min(s, spec.max_side / max(w, h))
-    coarsest = native[pyramid] / max(w, h)
+    coarsest = NATIVE_SIZE[pyramid] / max(w, h)
     passes = []
     while s > 1.2 * coarsest:
         passes.append(Pass(pyramid, s))
@@ -324,19 +325,26 @@ def plausible(dec: np.ndarray) -> np.ndarray:
 def contained(framed: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Which merged detections to keep: a box that holds most of a smaller face (``CONTAIN`` of its area)
     whose score is at least its own is dropped (a torso or head-and-shoulders box around a face)."""
-    n = len(framed)
-    keep = np.ones(n, bool)
-    area = np.maximum(framed[:, 2] - framed[:, 0], 0) * np.maximum(framed[:, 3] - framed[:, 1], 0)
-    for i in range(n):
-        for j in range(n):
-            if i == j or area[j] >= area[i] * 0.5 or scores[j] < scores[i]:
-                continue
-            iw = min(framed[i, 2], framed[j, 2]) - max(framed[i, 0], framed[j, 0])
-            ih = min(framed[i, 3], framed[j, 3]) - max(framed[i, 1], framed[j, 1])
-            if iw > 0 and ih > 0 and iw * ih >= CONTAIN * area[j]:
-                keep[i] = False
-                break
-    return keep
+    x0, y0, x1, y1 = (framed[:, k] for k in range(4))
+    area = np.maximum(x1 - x0, 0) * np.maximum(y1 - y0, 0)
+    iw = np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None])  # [i, j]: box i with face j
+    ih = np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None])
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, -1.0)
+    holds = (area[None] < area[:, None] * 0.5) & (scores[None] >= scores[:, None]) & (inter >= CONTAIN * area[None])
+    return ~holds.any(1)
+
+
+def merge(found: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...], det) -> list[Detection]:
+    """Framed detections of a search's passes [(framed (N, 20), scores)] -> faces: weighted NMS, then the boxes
+    that hold a smaller face of a higher score dropped (``contained``) and those under ``SEARCH_MIN_SCORE``.
+    ``det`` gives the NMS overlap, the face cap, ``min_score`` and ``min_size``."""
+    found = [f for f in found if len(f[1])]
+    if not found:
+        return []
+    arr, sc = weighted_nms(np.concatenate([a for a, _ in found]), np.concatenate([s for _, s in found]),
+                           det.nms_iou, det.max_faces)
+    keep = contained(arr, sc) & (sc >= max(det.min_score, SEARCH_MIN_SCORE))
+    return detections_from_framed(arr[keep], sc[keep], shape, det.min_size)
 
 
 def _rotate_back(dec: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
@@ -367,7 +375,7 @@ def run_search(models: dict, img: np.ndarray, search: str | SearchSpec) -> list[
     misplaced boxes upright, so "any face found" is not the test)."""
     spec = _spec(search)
     h, w = img.shape[:2]
-    best: list[tuple] = []
+    best: list[tuple] | None = None
     for deg in spec.rotations:
         k = {0: 0, 90: 3, 180: 2, 270: 1}[deg]  # a photo turned 90 degrees clockwise is turned back by k=3
         src = np.ascontiguousarray(np.rot90(img, k)) if k else img
@@ -385,7 +393,7 @@ def run_search(models: dict, img: np.ndarray, search: str | SearchSpec) -> list[
             if k:
                 dec = _rotate_back(dec, k, w, h)
             out.append((m, dec, sc))
-        if _best_score(out) > _best_score(best):
+        if best is None or _best_score(out) > _best_score(best):
             best = out
         if _best_score(best) >= UPRIGHT_SCORE:  # a sure face: the photo is this way up
             break
@@ -474,16 +482,10 @@ class BlazeFaceDetector(Detector):
         self.min_score = float(value)
         self._logit_min = float(np.log(value / (1 - value)))
 
-    def raw(self, image: np.ndarray, search: bool | str = False) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded detections before framing: (N, 16) x0, y0, x1, y1 + 6 keypoints in image pixels, scores
-        (best first).  ``search``: the photo search with this model alone (True: the default search)."""
-        img = _check_image(np.asarray(image))
-        if not search:
-            return self._run(*letterbox(img, self.size))
-        mode = DEFAULT_SEARCH if search is True else search
-        found = [(dec, sc) for _, dec, sc in run_search({self.range: self}, img, mode)]
-        return weighted_nms(np.concatenate([d for d, _ in found]), np.concatenate([c for _, c in found]),
-                            self.nms_iou, self.max_faces)
+    def raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded detections of one letterboxed pass, before framing: (N, 16) x0, y0, x1, y1 + 6 keypoints in
+        image pixels, scores (best first)."""
+        return self._run(*letterbox(_check_image(np.asarray(image)), self.size))
 
     def run_pass(self, img: np.ndarray, scale: float | None) -> tuple[np.ndarray, np.ndarray]:
         """One pass of a photo search (``Pass``): raw detections (no NMS) in ``img``'s pixels, those whose
@@ -559,12 +561,12 @@ class BlazeFaceDetector(Detector):
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             x[i] = _to_input(win, n, n, 0, 0)[0]
             maps.append((k, k, ox, oy))
-        found = self._run_batch(x, maps) if len(frames) else []
-        dec = [d[plausible(d)] for d, _ in found]
-        sc = [s[plausible(d)] for d, s in found]
-        if not dec:
+        if not len(frames):
             return np.zeros((0, 16), np.float32), np.zeros(0, np.float32)
-        return np.concatenate(dec), np.concatenate(sc)
+        found = self._run_batch(x, maps)
+        dec, sc = np.concatenate([d for d, _ in found]), np.concatenate([s for _, s in found])
+        ok = plausible(dec)
+        return dec[ok], sc[ok]
 
     def framed(self, dec: np.ndarray) -> np.ndarray:
         """Raw detections (N, 16) -> (N, 20): the FER face frame (x0, y0, x1, y1 of a square, ``FRAMING``),
@@ -583,13 +585,18 @@ class BlazeFaceDetector(Detector):
     def to_detections(self, dec: np.ndarray, scores: np.ndarray, shape: tuple[int, ...]) -> list[Detection]:
         return detections_from_framed(self.framed(dec), scores, shape, self.min_size)
 
-    def detect(self, image: np.ndarray, search: bool | None = None) -> list[Detection]:
-        """Faces of a still image (the photo search when the detector was made so)."""
+    def detect(self, image: np.ndarray, search: bool | str | None = None) -> list[Detection]:
+        """Faces of a still image: the photo search with this model alone when the detector was made so (or
+        ``search`` names one), else one letterboxed pass."""
         img = np.asarray(image)
         if img.ndim < 2 or img.shape[0] < 1 or img.shape[1] < 1:
             return []
-        dec, scores = self.raw(img, self.search if search is None else search)
-        return self.to_detections(dec, scores, img.shape)
+        search = self.search if search is None else search
+        if not search:
+            dec, scores = self.raw(img)
+            return self.to_detections(dec, scores, img.shape)
+        found = run_search({self.range: self}, _check_image(img), DEFAULT_SEARCH if search is True else search)
+        return merge([(self.framed(a), sc) for _, a, sc in found], img.shape, self)
 
     def _detect(self, image: np.ndarray, scale: float = 1.0) -> list[Detection]:
         return self.detect(image)
@@ -645,7 +652,7 @@ class BlazeFaceAuto(Detector):
     cheap = True
     needs_color = True
     searches = SEARCH_MODES
-    native_sizes = (128, 192)
+    native_sizes = tuple(NATIVE_SIZE.values())
     tracks_in_windows = True
     name = "blazeface"
 
@@ -677,18 +684,11 @@ class BlazeFaceAuto(Detector):
         if img.ndim < 2 or img.shape[0] < 1 or img.shape[1] < 1:
             return []
         found = run_search({"short": self.short, "full": self.full}, _check_image(img), _spec(mode, self.max_side))
-        return self.merge([(d.framed(a), s) for d, a, s in found], img.shape)
+        return merge([(d.framed(a), s) for d, a, s in found], img.shape, self)
 
     def merge(self, found: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, ...]) -> list[Detection]:
-        """Framed detections of several passes [(framed (N, 20), scores)] -> faces: weighted NMS, then the
-        boxes that hold a smaller face of a higher score dropped (``contained``)."""
-        found = [f for f in found if len(f[1])]
-        if not found:
-            return []
-        arr, sc = weighted_nms(np.concatenate([a for a, _ in found]), np.concatenate([s for _, s in found]),
-                               self.nms_iou, self.max_faces)
-        keep = contained(arr, sc) & (sc >= max(self.min_score, SEARCH_MIN_SCORE))
-        return detections_from_framed(arr[keep], sc[keep], shape, self.min_size)
+        """Framed detections of several passes -> faces, as a photo search merges them (``merge``)."""
+        return merge(found, shape, self)
 
     def live_search(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """The live path's full-frame search (``LIVE_SEARCH``): framed detections of each pass, for ``merge``."""

@@ -39,16 +39,13 @@ class LiveFaces:
         self.frame_index = -1
         self.known: list[Detection] = []
 
-    def reset(self) -> None:
-        self.frame_index, self.known = -1, []
-
     def __call__(self, det: Detector, image: np.ndarray) -> list[Detection]:
         """The faces of the next frame, found by ``det``."""
         self.frame_index += 1
         img = np.asarray(image)
         if img.ndim < 2 or img.shape[0] < 1 or img.shape[1] < 1:
             return []
-        if not getattr(det, "tracks_in_windows", False):
+        if not det.tracks_in_windows:
             return det.detect_live(img)
         found = []
         frames = [d.frame for d in self.known if d.frame is not None]

@@ -37,9 +37,9 @@ from .options import ON_NO_FACE, TTA_MODES, InferenceOptions, check_option
 from .records import json_face, keypoint_columns, table_rows
 
 #: work bounds (issue 13): whatever the input's shape, a crop is made from at most a ``crop.CROP_MAX_SIDE``
-#: square and detection runs on at most DETECT_MAX_PIXELS (a larger image is searched on a shrunk copy: a Full
-#: HD frame is searched as it is; on a 12 MP photo the smallest face found grows from 40 to about 95 px).
-#: Images within both bounds are processed exactly as before.
+#: square, and a detector that does not resize images itself (Haar, YuNet: no ``native_sizes``) runs on at
+#: most DETECT_MAX_PIXELS (a larger image is searched on a shrunk copy, so its smallest findable face grows);
+#: BlazeFace's photo search bounds its own work by model-input pixels (``blazeface.SEARCHES``).
 DETECT_MAX_PIXELS = 2_100_000
 
 Box = tuple[int, int, int, int]

@@ -45,6 +45,7 @@ import numpy as np
 from ..errors import FerlabError
 from ..io import file_digest
 from .detection import Detection, Detector
+from .options import check_option
 from .session import cpu_session, resolve_threads
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
@@ -637,10 +638,8 @@ def detections_from_framed(arr: np.ndarray, scores: np.ndarray, shape: tuple[int
 
 
 def check_search(value) -> str:
-    v = str(value).strip().lower()
-    if v not in SEARCH_MODES:
-        raise FerlabError(f"search must be one of {', '.join(SEARCH_MODES)} (got {value!r})", "bad_option")
-    return v
+    """A photo search's name, checked by the options table's row (``options.FIELD["search"]``)."""
+    return check_option("search", "" if value is None else value)
 
 
 class BlazeFaceAuto(Detector):

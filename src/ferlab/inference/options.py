@@ -128,11 +128,12 @@ FIELDS: tuple[Field, ...] = (
           "benchmarks/README.md)", flag="--align"),
     Field("margin", "float", None, "face-crop margin (default: the model card's)", lo=-0.45, hi=2.0,
           flag="--margin"),
-    Field("min_face", "int", None, "smallest face to find, in pixels (40)", lo=8, hi=100_000, flag="--min-face",
-          metavar="PX"),
+    Field("min_face", "int", None, "smallest face to keep, in pixels (default: the detector's own; Haar "
+          "searches from 40, BlazeFace's photo search from its --search's smallest face)", lo=8, hi=100_000,
+          flag="--min-face", metavar="PX"),
     Field("max_side", "int", None,
-          "detect faces on a copy shrunk to this longest side (faster on large photos)", lo=1, hi=100_000,
-          flag="--max-side", metavar="PX"),
+          "bound detection work on large photos: detect on at most this longest side (BlazeFace: its finest "
+          "search level; the smallest findable face grows)", lo=1, hi=100_000, flag="--max-side", metavar="PX"),
     Field("threads", "int", None, "ONNX Runtime threads (1-256)", lo=1, hi=256, flag="--threads"),
     Field("tta", "choice", None,
           "test-time views of each face crop: flip (default: the crop and its mirror image, probabilities "

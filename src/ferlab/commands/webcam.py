@@ -24,12 +24,13 @@ def add_parser(sub) -> None:
                    help="camera index, or a video file / stream URL (default 0); a file or URL needs the window "
                         "(for a file without one: ferlab video FILE --out annotated.webm)")
     # --model, --detector, --min-face, --max-side: rows of the inference options table (inference/options.py
-    # FIELDS), kept as flags of their own: the live stream has other defaults (one short-range pass a frame,
-    # --max-side 480, haar's min face 60); the Recognizer checks them by the same table
+    # FIELDS), kept as flags of their own: the live stream has other defaults (the live path, --max-side 480,
+    # haar's min face 60); the Recognizer checks them by the same table
     p.add_argument("--model", default="default", help="bundled model name or .onnx path")
     p.add_argument("--detector", default="blazeface",
-                   help="blazeface (default: one short-range pass a frame), blazeface-full, haar, haar+profile, or a "
-                        "YuNet .onnx path")
+                   help="blazeface (default: the live path, a full-frame search every 4 frames and a window "
+                        "around each known face every frame), blazeface-short (one pass a frame), blazeface-full, "
+                        "haar, haar+profile, or a YuNet .onnx path")
     p.add_argument("--every", type=int_in(1, 1000), default=3, metavar="N",
                    help="with a slow detector (haar): full detection every N frames, tracking in between (default 3)")
     p.add_argument("--min-face", type=MIN_FACE, default=None, metavar="PX",
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-browser", action="store_true",
                    help="web page fallback: print its address without opening a browser")
     p.add_argument("--max-side", type=PIXELS, default=480, metavar="PX",
-                   help="detect on frames shrunk to this longest side (default 480)")
+                   help="detect on at most this longest side (default 480; blazeface: its full-frame search)")
     p.add_argument("--smoothing", type=SMOOTHING, default=0.7, help="probability smoothing 0-0.99 (default 0.7)")
     p.set_defaults(func=run)
 

@@ -229,6 +229,17 @@ def profile_one(path: Path, x: np.ndarray, threads: int, runs: int, warmup: int,
 
 
 # -- the fix: a static centre crop -------------------------------------------------------------------------
+def _feeding_outputs(nodes: list, g) -> list:
+    """``nodes`` less those whose outputs feed nothing, repeated until none is left (what a rewrite orphaned)."""
+    outputs = {o.name for o in g.output}
+    while True:
+        used = {i for n in nodes for i in n.input} | outputs
+        dead = [n for n in nodes if not any(o in used for o in n.output)]
+        if not dead:
+            return nodes
+        nodes = [n for n in nodes if n not in dead]
+
+
 def static_crop(src: Path, dst: Path) -> dict:
     """Write ``src`` with its run-time crop arithmetic replaced by one constant ``Slice``; returns what changed."""
     import onnx
@@ -290,13 +301,7 @@ def static_crop(src: Path, dst: Path) -> dict:
     drop = {id(s) for s in chain}
     nodes = [merged if id(n) == id(chain[0]) else n for n in g.node if id(n) not in drop or id(n) == id(chain[0])]
     # drop what no longer feeds anything (the shape arithmetic)
-    outputs = {o.name for o in g.output}
-    while True:
-        used = {i for n in nodes for i in n.input} | outputs
-        dead = [n for n in nodes if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        nodes = [n for n in nodes if n not in dead]
+    nodes = _feeding_outputs(nodes, g)
     removed = [n.op_type for n in g.node if n not in nodes and n.name != "static_crop"]
     set_nodes(model, nodes)
     onnx.save(model, str(dst))
@@ -370,13 +375,7 @@ def fp32_stem(src: Path, dst: Path) -> dict:
     if not stems:
         raise SystemExit(f"{src}: no stem convolution behind a quantised input found")
     nodes = list(g.node)
-    outputs = {o.name for o in g.output}
-    while True:
-        used = {i for n in nodes for i in n.input} | outputs
-        dead = [n for n in nodes if not any(o in used for o in n.output)]
-        if not dead:
-            break
-        nodes = [n for n in nodes if n not in dead]
+    nodes = _feeding_outputs(nodes, g)
     removed = [n.op_type for n in g.node if n not in nodes]
     set_nodes(model, nodes)
     onnx.save(model, str(dst))

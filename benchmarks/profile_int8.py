@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from ferlab.data.fer2013 import load_fer2013_csv  # noqa: E402
 from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.io import atomic_write, portable_path  # noqa: E402
-from ferlab.training.requantize import set_nodes  # noqa: E402
+from ferlab.training import qdq  # noqa: E402
 from ferlab.zoo import resolve  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013.csv.gz"
@@ -229,17 +229,6 @@ def profile_one(path: Path, x: np.ndarray, threads: int, runs: int, warmup: int,
 
 
 # -- the fix: a static centre crop -------------------------------------------------------------------------
-def _feeding_outputs(nodes: list, g) -> list:
-    """``nodes`` less those whose outputs feed nothing, repeated until none is left (what a rewrite orphaned)."""
-    outputs = {o.name for o in g.output}
-    while True:
-        used = {i for n in nodes for i in n.input} | outputs
-        dead = [n for n in nodes if not any(o in used for o in n.output)]
-        if not dead:
-            return nodes
-        nodes = [n for n in nodes if n not in dead]
-
-
 def static_crop(src: Path, dst: Path) -> dict:
     """Write ``src`` with its run-time crop arithmetic replaced by one constant ``Slice``; returns what changed."""
     import onnx
@@ -301,9 +290,9 @@ def static_crop(src: Path, dst: Path) -> dict:
     drop = {id(s) for s in chain}
     nodes = [merged if id(n) == id(chain[0]) else n for n in g.node if id(n) not in drop or id(n) == id(chain[0])]
     # drop what no longer feeds anything (the shape arithmetic)
-    nodes = _feeding_outputs(nodes, g)
+    nodes = qdq.feeding_outputs(nodes, g)
     removed = [n.op_type for n in g.node if n not in nodes and n.name != "static_crop"]
-    set_nodes(model, nodes)
+    qdq.set_nodes(model, nodes)
     onnx.save(model, str(dst))
     return {"crop": {"starts": starts, "ends": ends, "axes": axes, "steps": steps},
             "nodes_before": len(onnx.load(str(src)).graph.node), "nodes_after": len(g.node),
@@ -311,76 +300,15 @@ def static_crop(src: Path, dst: Path) -> dict:
 
 
 def fp32_stem(src: Path, dst: Path) -> dict:
-    """Write ``src`` with its stem convolutions (those fed by the quantised network input) run in fp32: their
-    int8 weights are folded to the fp32 values the int8 graph computes with
-    (``training.requantize._dequantized``), and the input's ``QuantizeLinear -> DequantizeLinear`` pair
-    becomes the same rounding written in float ops (``Div(scale) -> Round -> Clip(-zp, 255 - zp) ->
-    Mul(scale)``: ``Round`` rounds half to even as ``QuantizeLinear`` does), so the stem sees the same quantised
-    values.  (Keeping the pair itself does not work: ONNX Runtime then quantises the fp32 weights again, per
-    tensor, and fuses a ``QLinearConv``.)  The stem's output is quantised by its own ``QuantizeLinear`` as
-    before: the same arithmetic up to fp32 rounding, everything after the stem unchanged."""
+    """Write ``src`` with its stem convolutions run in fp32 (``ferlab.training.qdq.fp32_stem``, what the int8
+    export now does: a graph exported since then is returned unchanged)."""
     import onnx
-    from onnx import numpy_helper
-
-    from ferlab.training.requantize import _dequantized
 
     model = onnx.load(str(src))
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-    made_by = {o: n for n in g.node for o in n.output}
-    pre = set()  # float tensors computed from the graph input without quantisation
-    todo = [i.name for i in g.input]
-    consumers = defaultdict(list)
-    for n in g.node:
-        for i in n.input:
-            consumers[i].append(n)
-    while todo:
-        for n in consumers[todo.pop()]:
-            if n.op_type not in ("QuantizeLinear", "Conv") and not set(n.output) <= pre:
-                pre.update(n.output)
-                todo.extend(n.output)
-    stems = []
-    for n in g.node:
-        if n.op_type != "Conv":
-            continue
-        dq = made_by.get(n.input[0])
-        q = made_by.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        if q is None or q.op_type != "QuantizeLinear" or q.input[0] not in pre | {i.name for i in g.input}:
-            continue
-        fake = dq.output[0] + "_float_rounding"
-        if fake not in made_by:  # one float rounding per quantised input, shared by the stems that read it
-            scale = float(numpy_helper.to_array(inits[q.input[1]]))
-            zp_arr = numpy_helper.to_array(inits[q.input[2]])
-            info = np.iinfo(zp_arr.dtype)
-            names = [fake + k for k in ("_scale", "_lo", "_hi")]
-            vals = (scale, info.min - float(zp_arr), info.max - float(zp_arr))
-            g.initializer.extend(numpy_helper.from_array(np.array(v, np.float32), k) for k, v in zip(names, vals))
-            steps = [onnx.helper.make_node("Div", [q.input[0], names[0]], [fake + "_div"]),
-                     onnx.helper.make_node("Round", [fake + "_div"], [fake + "_round"]),
-                     onnx.helper.make_node("Clip", [fake + "_round", names[1], names[2]], [fake + "_clip"]),
-                     onnx.helper.make_node("Mul", [fake + "_clip", names[0]], [fake])]
-            at = list(g.node).index(n)
-            for k, step in enumerate(steps):
-                g.node.insert(at + k, step)
-            made_by[fake] = steps[-1]
-        n.input[0] = fake
-        for k in (1, 2):
-            if len(n.input) > k and n.input[k] in made_by and made_by[n.input[k]].op_type == "DequantizeLinear" \
-                    and made_by[n.input[k]].input[0] in inits:
-                w = _dequantized(made_by[n.input[k]], inits)
-                name = n.input[k] + "_fp32_stem"
-                g.initializer.append(numpy_helper.from_array(w.astype(np.float32), name))
-                n.input[k] = name
-        stems.append(n.name)
-    if not stems:
-        raise SystemExit(f"{src}: no stem convolution behind a quantised input found")
-    nodes = list(g.node)
-    nodes = _feeding_outputs(nodes, g)
-    removed = [n.op_type for n in g.node if n not in nodes]
-    set_nodes(model, nodes)
+    before = len(model.graph.node)
+    stems = qdq.fp32_stem(model)
     onnx.save(model, str(dst))
-    return {"stems": stems, "nodes_before": len(onnx.load(str(src)).graph.node), "nodes_after": len(g.node),
-            "removed_ops": sorted(removed)}
+    return {"stems": stems, "nodes_before": before, "nodes_after": len(model.graph.node)}
 
 
 VARIANTS = {"static_crop": static_crop, "fp32_stem": fp32_stem}

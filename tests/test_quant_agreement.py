@@ -13,6 +13,7 @@ import pytest
 from conftest import FER_FULL, ROOT
 
 torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
 
 from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.inference.classifier import OnnxClassifier  # noqa: E402
@@ -79,6 +80,28 @@ def test_default_int8_scheme_agrees_with_fp32(fer_full, tmp_path):
     torch_pred = fp32_probs(FP32_SOURCES["fast"], images).argmax(1)
     assert float((preds["fp32"] == torch_pred).mean()) >= 0.995  # the fp32 graph is the torch model
     check(preds["int8"], preds["fp32"], labels, f"fast exported with {DEFAULT_INT8}")
+    # the graph's crop is constant (no run-time shape arithmetic) and its stem runs in fp32 (issue 24, item 3)
+    graph = onnx.load(str(int8)).graph
+    assert not [n for n in graph.node if n.op_type == "Shape"]
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs[0].input[1] in floats and all(c.input[1] not in floats for c in convs[1:])
+
+
+def test_fp32_stem_keeps_an_int8_graphs_predictions(fer_full, tmp_path):
+    """The fp32-stem pass on a graph quantised before it existed (the bundled ferplus: three members, each with
+    an int8 stem): the same predictions on the 3,589 PublicTest faces, and nothing left for a second pass."""
+    from ferlab.training.qdq import fp32_stem
+    from ferlab.zoo import resolve
+
+    images = fer_full[0]
+    path, _ = resolve("ferplus")
+    model = onnx.load(str(path))
+    stems = fp32_stem(model)
+    assert len(stems) == 3
+    assert fp32_stem(model) == []
+    onnx.save(model, str(tmp_path / "stem.onnx"))
+    assert float((onnx_pred(path, images) == onnx_pred(tmp_path / "stem.onnx", images)).mean()) >= 0.995
 
 
 @pytest.mark.parametrize("name", sorted(FP32_SOURCES))

@@ -18,38 +18,7 @@ import numpy as np
 
 from ..errors import FerlabError
 from ..io import atomic_write
-
-
-def _dequantized(node, inits) -> np.ndarray:
-    """The fp32 weight a ``DequantizeLinear`` node of an initializer computes: (q - zero point) x scale, per
-    tensor or per channel along its ``axis``."""
-    from onnx import numpy_helper
-
-    q = numpy_helper.to_array(inits[node.input[0]]).astype(np.float64)
-    scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
-    zp = (numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2
-          else np.zeros_like(scale))
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-    if scale.ndim == 1 and scale.size > 1:
-        shape = [1] * q.ndim
-        shape[axis] = -1
-        scale, zp = scale.reshape(shape), zp.reshape(shape)
-    return ((q - zp) * scale).astype(np.float32)
-
-
-def set_nodes(model, nodes) -> None:
-    """Make ``nodes`` the graph of ``model``, drop the initializers no node reads any more, and check it (the
-    last step of every graph rewrite: this fold, and the graph changes tried by benchmarks/profile_int8.py)."""
-    import onnx
-
-    g = model.graph
-    del g.node[:]
-    g.node.extend(nodes)
-    used = {i for n in g.node for i in n.input}
-    live = [i for i in g.initializer if i.name in used]
-    del g.initializer[:]
-    g.initializer.extend(live)
-    onnx.checker.check_model(model)
+from .qdq import dequantized, set_nodes
 
 
 def dequantize_qdq(src: str | os.PathLike, dst: str | os.PathLike) -> int:
@@ -64,7 +33,7 @@ def dequantize_qdq(src: str | os.PathLike, dst: str | os.PathLike) -> int:
     produced_by = {o: n for n in g.node for o in n.output}
     for node in g.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in inits:
-            g.initializer.append(numpy_helper.from_array(_dequantized(node, inits), node.output[0] + "_fp32"))
+            g.initializer.append(numpy_helper.from_array(dequantized(node, inits), node.output[0] + "_fp32"))
             rename[node.output[0]] = node.output[0] + "_fp32"
             folded += 1
         elif node.op_type == "DequantizeLinear" and produced_by.get(node.input[0]) is not None \

@@ -1,10 +1,12 @@
 """Accuracy against speed for every candidate of one ``bench_inference.py`` run: a plot and a table.
 
-Reads the JSON that ``bench_inference.py --model A --model B ...`` wrote (every model and the ``fer``
-package measured in the same run, on the same CPU) and draws FER2013 PrivateTest accuracy (single pass, tight
+Reads the JSONs that ``bench_inference.py --model A --model B ...`` wrote (every model and the ``fer``
+package measured in the same run, on the same CPU; one run per thread count, all on one CPU) and draws, a
+panel per run, FER2013 PrivateTest accuracy (single pass, tight
 crops) against faces/s at batch 32, with the MACs per face of each candidate.
 
     python benchmarks/frontier.py benchmarks/results/inference.json   # writes frontier.png and frontier.md
+    python benchmarks/frontier.py results/inference_t1.json results/inference_t2.json   # a panel per run
 """
 
 from __future__ import annotations
@@ -45,40 +47,65 @@ def points(res: dict) -> list[dict]:
 
 
 def main() -> None:
-    src = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "benchmarks" / "results" / "inference.json")
-    res = json.loads(src.read_text())
-    pts = points(res)
+    srcs = [Path(a) for a in sys.argv[1:]] or [ROOT / "benchmarks" / "results" / "inference.json"]
+    runs = [json.loads(src.read_text()) for src in srcs]
+    cpus = {(r["machine"].get("cpu", ""), ", ".join(f for f, on in r["machine"].get("features", {}).items() if on))
+            for r in runs}
+    if len(cpus) > 1:
+        raise SystemExit(f"the runs were measured on different CPUs ({cpus}): one frontier per CPU")
+    cpu, feats = cpus.pop()
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for p in pts:
-        peer = p["candidate"].startswith("fer package")
-        ax.scatter(p["faces_per_s"], 100 * p["accuracy"], s=60, marker="s" if peer else "o",
-                   color="tab:red" if peer else "tab:blue")
-        label = Path(p["candidate"]).stem + (f"\n{p['macs_m']} M MACs" if p["macs_m"] else "")
-        ax.annotate(label, (p["faces_per_s"], 100 * p["accuracy"]), textcoords="offset points", xytext=(6, 4),
-                    fontsize=8)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"faces/s, batch 32, ONNX Runtime, {res['machine'].get('threads', 0)} threads (log scale)")
-    ax.set_ylabel("FER2013 PrivateTest accuracy, single pass (%)")
-    cpu = res["machine"].get("cpu", "")
-    feats = ", ".join(f for f, on in res["machine"].get("features", {}).items() if on)
-    ax.set_title(f"Accuracy against speed, one run\n{cpu} ({feats})", fontsize=9)
-    ax.grid(alpha=0.3)
+    # one panel per run (e.g. 1 and 2 threads), same accuracy axis: speed only is what the threads change
+    fig, axes = plt.subplots(1, len(runs), figsize=(7.5 * len(runs), 4.8), sharey=True, squeeze=False)
+    for ax, res in zip(axes[0], runs):
+        for p in points(res):
+            peer = p["candidate"].startswith("fer package")
+            ax.scatter(p["faces_per_s"], 100 * p["accuracy"], s=60, marker="s" if peer else "o",
+                       color="tab:red" if peer else "tab:blue")
+            label = Path(p["candidate"]).stem + (f"\n{p['macs_m']} M MACs" if p["macs_m"] else "")
+            ax.annotate(label, (p["faces_per_s"], 100 * p["accuracy"]), textcoords="offset points",
+                        xytext=(6, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"faces/s, batch 32, ONNX Runtime, {res['machine'].get('threads', 0)} thread(s) (log scale)")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("FER2013 PrivateTest accuracy, single pass (%)")
+    fig.suptitle(f"Accuracy against speed, each panel one run\n{cpu} ({feats})", fontsize=9)
     fig.tight_layout()
-    png = src.with_name("frontier.png")
+    png = srcs[0].with_name("frontier.png")
     atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    lines = ["| candidate | M MACs / face | faces/s (batch 32) | PrivateTest accuracy |", "| --- | ---: | ---: | ---: |"]
-    for p in sorted(pts, key=lambda p: -p["faces_per_s"]):
-        lines.append(f"| {p['candidate']} | {p['macs_m'] or ''} | {p['faces_per_s']:,.0f} | {100 * p['accuracy']:.2f}% |")
-    md = src.with_name("frontier.md")
-    atomic_write(md, lambda tmp: Path(tmp).write_text(f"From `{res['command']}` ({res['date']}, {cpu}, {feats}).\n\n"
-                                                      + "\n".join(lines) + "\n"))
-    print("\n".join(lines))
+    md = srcs[0].with_name("frontier.md")
+    text = table(runs, cpu, feats)
+    atomic_write(md, lambda tmp: Path(tmp).write_text(text))
+    print(text)
     print("wrote", png, md)
+
+
+def table(runs: list[dict], cpu: str, feats: str) -> str:
+    """One row per candidate: MACs, faces/s and the ratio to `fer`'s model in each run, accuracy."""
+    threads = [r["machine"].get("threads", 0) for r in runs]
+    rows: dict[str, dict] = {}
+    for k, res in enumerate(runs):
+        pts = points(res)
+        fer = next((p["faces_per_s"] for p in pts if p["candidate"].startswith("fer package")), None)
+        for p in pts:
+            row = rows.setdefault(p["candidate"], {"macs_m": p["macs_m"], "accuracy": p["accuracy"], "speed": {}})
+            row["speed"][k] = (p["faces_per_s"], p["faces_per_s"] / fer if fer else None)
+    head = "| candidate | M MACs / face | " + " | ".join(f"faces/s, {t} thread(s) (x fer)" for t in threads) \
+        + " | PrivateTest accuracy |"
+    lines = [head, "| --- | ---: | " + "---: | " * len(runs) + "---: |"]
+    for name, row in sorted(rows.items(), key=lambda kv: -kv[1]["speed"].get(0, (0, 0))[0]):
+        cells = []
+        for k in range(len(runs)):
+            fps, ratio = row["speed"].get(k, (None, None))
+            cells.append("" if fps is None else f"{fps:,.0f}" + (f" ({ratio:.2f}x)" if ratio else ""))
+        lines.append(f"| {name} | {row['macs_m'] or ''} | " + " | ".join(cells) + f" | {100 * row['accuracy']:.2f}% |")
+    commands = "\n".join(f"- `{r['command']}` ({r['date']}, load average {r['machine'].get('load_average')})"
+                          for r in runs)
+    return f"{cpu} ({feats}); one row per candidate, each column one run:\n\n{commands}\n\n" + "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -122,6 +122,45 @@ def fp32_stem(model) -> list[str]:
                 g.initializer.append(numpy_helper.from_array(dequantized(src, inits), name))
                 n.input[k] = name
         stems.append(n.name)
+        _pool_before_quantising(g, n, inits)
     if stems:
         set_nodes(model, feeding_outputs(list(g.node), g))
     return stems
+
+
+def _pool_before_quantising(graph, stem, inits) -> bool:
+    """A float stem followed by ``QuantizeLinear -> DequantizeLinear -> MaxPool -> QuantizeLinear`` (a stage of
+    one convolution: fernet_lite, fernet_micro) max-pools its float output, then applies the ReLU the quantiser
+    had folded into the zero point, then quantises: ``Conv -> MaxPool -> Relu -> QuantizeLinear``.
+
+    Measured (ONNX Runtime 1.32, fernet_micro, batch 32, one thread): as quantised, ONNX Runtime moves the
+    quantiser up in front of the pool and runs a uint8 ``MaxPool`` in NCHW, the float stem's layout, which took
+    4 of 7 ms; the ``Relu`` keeps it there, and the pool runs in its fast blocked float layout beside the stem
+    (1.6x the faces/s of the graph with an int8 stem, 2.4x without the ``Relu``).  Exact: quantising is
+    monotonic, so the max commutes with it, both quantisers share scale and zero point (checked), and the zero
+    point is the code of 0 (checked), so the ``Relu`` changes nothing that is quantised.  Returns whether the
+    graph changed."""
+    import onnx
+    from onnx import numpy_helper
+
+    def only_consumer(name: str):
+        users = [m for m in graph.node if name in m.input]
+        return users[0] if len(users) == 1 else None
+
+    q1 = only_consumer(stem.output[0])
+    dq1 = only_consumer(q1.output[0]) if q1 is not None and q1.op_type == "QuantizeLinear" else None
+    pool = only_consumer(dq1.output[0]) if dq1 is not None and dq1.op_type == "DequantizeLinear" else None
+    q2 = only_consumer(pool.output[0]) if pool is not None and pool.op_type == "MaxPool" else None
+    if q2 is None or q2.op_type != "QuantizeLinear" or len(q2.input) < 3:
+        return False
+    values = [[numpy_helper.to_array(inits[i]) if i in inits else None for i in q.input[1:3]] for q in (q1, q2)]
+    if any(v is None for pair in values for v in pair):
+        return False
+    (s1, z1), (s2, z2) = values
+    if not (np.array_equal(s1, s2) and np.array_equal(z1, z2) and np.all(z2 == np.iinfo(z2.dtype).min)):
+        return False
+    pool.input[0] = stem.output[0]  # the pair q1 -> dq1 now feeds nothing and is swept away
+    relu = onnx.helper.make_node("Relu", [pool.output[0]], [pool.output[0] + "_relu"], name=pool.name + "_relu")
+    q2.input[0] = relu.output[0]
+    graph.node.insert(list(graph.node).index(pool) + 1, relu)
+    return True

@@ -13,6 +13,7 @@ then a little off, which the distillation that follows repairs. Prints the sourc
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -76,12 +77,14 @@ def main(argv=None) -> None:
     ap.add_argument("weights")
     ap.add_argument("--source-model", default="fernet")
     ap.add_argument("--model", default="fernet_lite")
+    ap.add_argument("--model-options", default="{}", help="the target's model_options as JSON, e.g. "
+                    '\'{"widths": [16, 32, 64, 192], "depth": [1, 1, 1, 2]}\' (the recipe must say the same)')
     ap.add_argument("--size", type=int, default=44, help="input size for the MAC count")
     ap.add_argument("--out", required=True)
     a = ap.parse_args(argv)
     source = create_model(a.source_model, num_classes=7, in_chans=1)
     source.load_state_dict(load_state_dict(a.weights))
-    target = create_model(a.model, num_classes=7, in_chans=1)
+    target = create_model(a.model, num_classes=7, in_chans=1, **json.loads(a.model_options))
     with torch.no_grad():
         sd = prune(source.eval(), target.eval())
     from safetensors.torch import save_file

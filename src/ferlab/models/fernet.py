@@ -61,9 +61,11 @@ def fernet_lite(num_classes: int = 7, in_chans: int = 1, dropout: float = 0.3, *
 @register_model("fernet_micro", "ferlab's smallest model: 16-32-64-128, one conv in each of the first two stages then 2 "
                                 "per stage, GAP head (~15 M MACs at 44 px: 3x fer's speed on AVX2, issue 24)",
                 family="vgg")
-def fernet_micro(num_classes: int = 7, in_chans: int = 1, dropout: float = 0.2, **kw):
-    # fernet_fast less the second conv of its first two stages (9 of its 24 M MACs)
-    return FerNet(num_classes, in_chans, widths=(16, 32, 64, 128), depth=(1, 1, 2, 2), dropout=dropout, **kw)
+def fernet_micro(num_classes: int = 7, in_chans: int = 1, dropout: float = 0.2, widths=(16, 32, 64, 128),
+                 depth=(1, 1, 2, 2), **kw):
+    # fernet_fast less the second conv of its first two stages (9 of its 24 M MACs); ``widths`` and ``depth``
+    # (a recipe's model_options) try other shapes of the same budget
+    return FerNet(num_classes, in_chans, widths=tuple(widths), depth=tuple(depth), dropout=dropout, **kw)
 
 
 @register_model("fernet_wide", "ferlab's wide model: 48-96-192-384, 2 convs/stage, GAP head", family="vgg")

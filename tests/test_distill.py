@@ -84,6 +84,31 @@ def test_teacher_refuses_private_test_and_bad_files(fer_sample, teacher_run, tmp
     assert not (tmp_path / "never").exists()
 
 
+def test_model_teacher_sees_the_students_views_and_trains_a_student(fer_sample, tmp_path):
+    """A bundled model as the teacher (``teacher=fast``): its logits on a 44 px view are the bundled model's
+    own logits on the 48 px face the view was cut from (edge padding, then the graph's centre crop), and a
+    student trains with it (a different loss from the same run without it)."""
+    from ferlab.data import load_dataset
+    from ferlab.inference.classifier import OnnxClassifier
+    from ferlab.training.distill import OnnxTeacher
+
+    ds = load_dataset(fer_sample)
+    faces = ds.images[:64]
+    teacher = OnnxTeacher("fast", ds.classes, crop=44)
+    views = torch.from_numpy(faces[:, None, 2:46, 2:46].astype(np.float32))
+    np.testing.assert_array_equal(teacher(views).numpy(), OnnxClassifier("fast", calibrated=False).logits(faces))
+    with pytest.raises(FerlabError, match="crops 44 px"):
+        OnnxTeacher("fast", ds.classes, crop=40)
+    with pytest.raises(FerlabError, match="predicts"):
+        OnnxTeacher("ferplus", ds.classes, crop=44)
+    args = [f"data={fer_sample}", *TINY, "epochs=1", "max_train_batches=3"]
+    summary = train(load_config(None, [*args, "teacher=fast", "kd_alpha=0.7"]), tmp_path / "student", progress=False)
+    assert summary["distillation"]["teacher"] == "fast"
+    train(load_config(None, args), tmp_path / "plain", progress=False)
+    losses = [json.loads((tmp_path / d / "summary.json").read_text())["best_val_loss"] for d in ("student", "plain")]
+    assert losses[0] != losses[1]
+
+
 def test_amp_auto_follows_the_hardware(monkeypatch):
     monkeypatch.setattr("ferlab.hardware.has_native_bf16", lambda: False)
     auto = resolve_amp("auto", "cpu")

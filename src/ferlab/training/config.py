@@ -65,7 +65,8 @@ class TrainConfig:
     balance: str = "none"            # none | ros | rus | smote | smote_tomek | smote_enn | tomek | targeted | max
     balance_counts: dict[str, int] = field(default_factory=dict)
     eval_every: int = 1
-    teacher: str = ""                # knowledge distillation: cached teacher logits (.npz, `ferlab teacher`)
+    teacher: str = ""                # knowledge distillation: cached logits (.npz, `ferlab teacher`) or a model run
+    #                                  on every augmented batch (a bundled name or an .onnx file)
     kd_alpha: float = 0.0            # weight of the distillation term (0 = off); 1 - kd_alpha on the labels
     kd_temperature: float = 4.0      # softening temperature of teacher and student in the KD term
     ema: float = 0.0                 # decay of an exponential moving average of the weights (0 = off; e.g.

@@ -173,7 +173,8 @@ class Trainer:
             for gparam in loop.opt.param_groups:
                 gparam["lr"] = lr * gparam.get("lr_scale", 1.0)
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size][loop.rank::loop.world]
-            x = normalize(loop.aug(loop.x_train[idx])).to(cfg.device)
+            views = loop.aug(loop.x_train[idx])
+            x = normalize(views).to(cfg.device)
             y = loop.y_train[idx].to(cfg.device)
             x, y_mix = mix_batch(x, y, loop.gen, cfg.mixup, cfg.cutmix)
             with autocast(cfg):
@@ -183,9 +184,10 @@ class Trainer:
             else:
                 loss = soft_cross_entropy(logits, y_mix, loop.weights, cfg.label_smoothing)
             if loop.teacher is not None:
-                teacher = loop.teacher
+                t_logits, t_has = (loop.teacher(views), None) if callable(loop.teacher) else \
+                    (loop.teacher[0][idx], loop.teacher[1][idx].to(cfg.device))
                 loss = (1 - cfg.kd_alpha) * loss + cfg.kd_alpha * kd_loss(
-                    logits, teacher[0][idx].to(cfg.device), cfg.kd_temperature, teacher[1][idx].to(cfg.device))
+                    logits, t_logits.to(cfg.device), cfg.kd_temperature, t_has)
             loop.opt.zero_grad(set_to_none=True)
             loss.backward()
             loop.opt.step()
@@ -209,11 +211,14 @@ class Trainer:
         if cfg.kd_alpha <= 0:
             return None
         if not cfg.teacher:
-            raise FerlabError("kd_alpha > 0 needs teacher=FILE.npz (make one with `ferlab teacher RUN...`)")
+            raise FerlabError("kd_alpha > 0 needs teacher=FILE.npz (make one with `ferlab teacher RUN...`) or a model "
+                              "(teacher=default, teacher=MODEL.onnx)")
         if cfg.mixup or cfg.cutmix:
             raise FerlabError("distillation (kd_alpha > 0) cannot be combined with mixup or cutmix")
-        from .distill import load_teacher
+        from .distill import OnnxTeacher, is_model_teacher, load_teacher
 
+        if is_model_teacher(cfg.teacher):
+            return OnnxTeacher(cfg.teacher, train.classes, cfg.input_size, threads=cfg.threads or 1)
         return load_teacher(cfg.teacher, train.ids, train.classes)
 
     def _choose_amp(self, model, train, main_proc: bool) -> dict:

@@ -40,7 +40,7 @@ RUNS = {  # the committed fp32 weights of each bundled model and candidate
     "default": "benchmarks/results/default/run_kd3b",
     "fast (fernet_fast)": "benchmarks/results/fast/run_kd",
     "lite (fernet_lite)": "benchmarks/results/lite/run_prune2",
-    "micro (fernet_micro)": "benchmarks/results/micro/run_prune",
+    "micro (fernet_micro)": "benchmarks/results/micro/run_online3",
 }
 
 

@@ -82,6 +82,10 @@ def test_teacher_refuses_private_test_and_bad_files(fer_sample, teacher_run, tmp
                  str(tmp_path / "never")]) == 2
     assert "teacher=FILE" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+    assert main(["train", f"data={fer_sample}", *TINY, "epochs=1", "kd_alpha=0.5", "teacher=nope", "--out",
+                 str(tmp_path / "never")]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
 
 
 def test_model_teacher_sees_the_students_views_and_trains_a_student(fer_sample, tmp_path):

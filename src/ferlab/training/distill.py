@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..data import load_dataset
 from ..errors import FerlabError
+from ..inference.classifier import OnnxClassifier
 from ..inference.crop import FaceCropper
 from ..io import atomic_write, file_digest, portable_path
 
@@ -89,7 +90,7 @@ def load_teacher(path: str | os.PathLike, ids: np.ndarray, classes) -> tuple[tor
 
 def is_model_teacher(teacher: str) -> bool:
     """A teacher given as a model (a bundled name or an ``.onnx`` file) rather than cached logits (``.npz``)."""
-    return bool(teacher) and not teacher.endswith(".npz")
+    return bool(teacher) and not teacher.lower().endswith(".npz")
 
 
 class OnnxTeacher:
@@ -102,8 +103,6 @@ class OnnxTeacher:
     core); runs on the training split only, as every teacher here."""
 
     def __init__(self, model: str, classes, crop: int, threads: int = 1):
-        from ..inference.classifier import OnnxClassifier
-
         self.clf = OnnxClassifier(model, threads=threads, calibrated=False)
         if [c.lower() for c in self.clf.classes] != [c.lower() for c in classes]:
             raise FerlabError(f"teacher {model}: predicts {', '.join(self.clf.classes)}; "

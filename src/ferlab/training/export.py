@@ -90,8 +90,9 @@ DEFAULT_INT8 = "u8s8-rr"
 
 def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray, scheme: str = DEFAULT_INT8) -> list[str]:
     """Static int8 quantisation (QDQ, per-channel) calibrated on ``calib_images`` (N, 48, 48) uint8, with the
-    stem convolution then run in fp32 on the same quantised input (``qdq.fp32_stem``: measured faster on every
-    bundled model, the same predictions).  Returns the names of the stems run in fp32."""
+    stem convolution then run in fp32 on the same quantised input (``qdq.fp32_stem``: faster on one thread for
+    every bundled model, the same predictions; benchmarks/bench_export_passes.py).  Returns the names of the
+    stems run in fp32."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -136,7 +136,7 @@ def _pool_before_quantising(graph, stem, inits) -> bool:
     Measured (ONNX Runtime 1.32, fernet_micro, batch 32, one thread): as quantised, ONNX Runtime moves the
     quantiser up in front of the pool and runs a uint8 ``MaxPool`` in NCHW, the float stem's layout, which took
     4 of 7 ms; the ``Relu`` keeps it there, and the pool runs in its fast blocked float layout beside the stem
-    (1.6x the faces/s of the graph with an int8 stem, 2.4x without the ``Relu``).  Exact: quantising is
+    (the graph's faces/s: 1.6x those with an int8 stem, 2.4x those of this fp32 stem without the ``Relu``).  Exact: quantising is
     monotonic, so the max commutes with it, both quantisers share scale and zero point (checked), and the zero
     point is the code of 0 (checked), so the ``Relu`` changes nothing that is quantised.  Returns whether the
     graph changed."""

@@ -50,11 +50,7 @@ def build(run: str, calib: np.ndarray, tmp: Path) -> dict[str, Path]:
     export.export_onnx(model, fp32, crop=cfg.input_size)
     paths = {"fp32_stem": tmp / f"{Path(run).name}_stem.onnx", "int8_stem": tmp / f"{Path(run).name}_int8.onnx"}
     export.quantize_int8(fp32, paths["fp32_stem"], calib)
-    original, export.fp32_stem = export.fp32_stem, lambda model: []
-    try:
-        export.quantize_int8(fp32, paths["int8_stem"], calib)
-    finally:
-        export.fp32_stem = original
+    export.quantize_int8(fp32, paths["int8_stem"], calib, fp32_stem=False)
     return paths
 
 

@@ -36,6 +36,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from paired_selection import paired  # noqa: E402
 
 from ferlab.calibration import softmax  # noqa: E402
 from ferlab.data.fer2013 import load_fer2013_csv  # noqa: E402
@@ -69,13 +72,10 @@ def accuracy(rec: Recognizer, ds, boot: int, rng: np.random.Generator) -> dict:
         d = ds.by_split(split)
         plain = rec.classifier.predict_proba(d.images).argmax(1) == d.labels
         flip = flip_probs(rec.classifier, d.images).argmax(1) == d.labels
-        n = len(d.labels)
-        idx = rng.integers(0, n, size=(boot, n))
-        gains = (flip[idx].mean(1) - plain[idx].mean(1)) * 100
-        out[split] = {"n": n, "accuracy_none": round(float(plain.mean()), 4), "accuracy_flip": round(float(flip.mean()), 4),
-                      "gain_points": round(float((flip.mean() - plain.mean()) * 100), 2),
-                      "gain_ci95_points": [round(float(v), 2) for v in np.percentile(gains, [2.5, 97.5])],
-                      "only_flip_right": int((flip & ~plain).sum()), "only_none_right": int((plain & ~flip).sum()),
+        p = paired(flip, plain, boot, rng)
+        out[split] = {"n": p["faces"], "accuracy_none": p["accuracy_b"], "accuracy_flip": p["accuracy_a"],
+                      "gain_points": p["difference_points"], "gain_ci95_points": p["ci95_points"],
+                      "only_flip_right": p["only_a_right"], "only_none_right": p["only_b_right"],
                       "role": "selection (decides)" if split == "PublicTest" else "reported only"}
     return out
 

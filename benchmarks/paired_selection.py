@@ -29,10 +29,11 @@ from ferlab.io import atomic_write  # noqa: E402
 DATA = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013.csv.gz"
 
 
-def paired(right_a: np.ndarray, right_b: np.ndarray, boot: int, seed: int = 0) -> dict:
-    """Accuracy of a and b (boolean arrays: face right or not), and a - b with a paired bootstrap interval."""
+def paired(right_a: np.ndarray, right_b: np.ndarray, boot: int, rng: np.random.Generator | None = None) -> dict:
+    """Accuracy of a and b (boolean arrays: face right or not), and a - b with a paired bootstrap interval
+    (``rng``: default seed 0)."""
     n = len(right_a)
-    idx = np.random.default_rng(seed).integers(0, n, size=(boot, n))
+    idx = (rng or np.random.default_rng(0)).integers(0, n, size=(boot, n))
     diffs = (right_a[idx].mean(1) - right_b[idx].mean(1)) * 100
     lo, hi = (round(float(v), 2) for v in np.percentile(diffs, [2.5, 97.5]))
     return {"faces": n, "accuracy_a": round(float(right_a.mean()), 4), "accuracy_b": round(float(right_b.mean()), 4),

@@ -23,7 +23,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ferlab.io import atomic_write  # noqa: E402
-from ferlab.models import create_model  # noqa: E402
+from ferlab.models import count_macs, create_model  # noqa: E402
 from ferlab.models.weights import load_state_dict  # noqa: E402
 
 
@@ -62,16 +62,6 @@ def prune(source: nn.Module, target: nn.Module) -> dict[str, torch.Tensor]:
     return target.state_dict()
 
 
-def _macs(model: nn.Module, size: int) -> float:
-    total, x = 0, torch.zeros(1, 1, size, size)
-    for layer in model.features:
-        x = layer(x)
-        if isinstance(layer, nn.Sequential):
-            conv = layer[0]
-            total += x.shape[2] * x.shape[3] * conv.out_channels * conv.in_channels * 9
-    return total / 1e6
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights")
@@ -91,7 +81,8 @@ def main(argv=None) -> None:
 
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(a.out, lambda tmp: save_file({k: v.contiguous() for k, v in sd.items()}, tmp))
-    print(f"{a.source_model} {_macs(source, a.size):.1f} M MACs -> {a.model} {_macs(target, a.size):.1f} M MACs: {a.out}")
+    macs = [count_macs(m, a.size) / 1e6 for m in (source, target)]
+    print(f"{a.source_model} {macs[0]:.1f} M MACs -> {a.model} {macs[1]:.1f} M MACs: {a.out}")
 
 
 if __name__ == "__main__":

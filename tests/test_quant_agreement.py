@@ -147,19 +147,17 @@ def test_folding_a_qdq_graph_gives_back_its_fp32_source(fer_full, tmp_path):
     assert float((int8 == folded).mean()) >= 0.98
 
 
-def test_fp32_stem_pools_in_float_before_quantising(fer_full, tmp_path, monkeypatch):
+def test_fp32_stem_pools_in_float_before_quantising(fer_full, tmp_path):
     """A stem with a one-convolution stage (fernet_micro): the pool reads the float stem, a ReLU follows, and
     the logits on real faces are those of the graph quantised with an int8 stem."""
     from ferlab.models import create_model
-    from ferlab.training import export
 
     images, _, calib = fer_full
     torch.manual_seed(0)
     model = create_model("fernet_micro", num_classes=7, in_chans=1).eval()
     export_onnx(model, tmp_path / "fp32.onnx", crop=44)
     assert quantize_int8(tmp_path / "fp32.onnx", tmp_path / "stem.onnx", calib)
-    monkeypatch.setattr(export, "fp32_stem", lambda m: [])
-    assert quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib) == []
+    assert quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib, fp32_stem=False) == []
     graph = onnx.load(str(tmp_path / "stem.onnx")).graph
     made_by = {o: n for n in graph.node for o in n.output}
     pool = next(n for n in graph.node if n.op_type == "MaxPool")

@@ -59,7 +59,7 @@ def fernet_lite(num_classes: int = 7, in_chans: int = 1, dropout: float = 0.3, *
 
 
 @register_model("fernet_micro", "ferlab's smallest model: 16-32-64-128, one conv in each of the first two stages then 2 "
-                                "per stage, GAP head (~15 M MACs at 44 px: 3x fer's speed on AVX2, issue 24)",
+                                "per stage, GAP head (~15 M MACs at 44 px: issue 24's budget for 3x fer's speed on AVX2)",
                 family="vgg")
 def fernet_micro(num_classes: int = 7, in_chans: int = 1, dropout: float = 0.2, widths=(16, 32, 64, 128),
                  depth=(1, 1, 2, 2), **kw):

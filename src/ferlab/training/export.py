@@ -23,10 +23,10 @@ from ..hardware import machine_info
 from ..inference.classifier import OnnxClassifier
 from ..io import atomic_write, portable_path
 from ..models import count_macs, count_params
+from . import qdq
 from .build import load_run, prepare_data
 from .config import TrainConfig
 from .forward import normalize, predict_logits
-from .qdq import fp32_stem
 from .rundir import RunDir
 
 OPSET = 17
@@ -88,11 +88,12 @@ INT8_SCHEMES = {
 DEFAULT_INT8 = "u8s8-rr"
 
 
-def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray, scheme: str = DEFAULT_INT8) -> list[str]:
+def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray, scheme: str = DEFAULT_INT8,
+                  fp32_stem: bool = True) -> list[str]:
     """Static int8 quantisation (QDQ, per-channel) calibrated on ``calib_images`` (N, 48, 48) uint8, with the
     stem convolution then run in fp32 on the same quantised input (``qdq.fp32_stem``: faster on one thread for
-    every bundled model, the same predictions; benchmarks/bench_export_passes.py).  Returns the names of the
-    stems run in fp32."""
+    every bundled model, the same predictions; ``fp32_stem=False`` keeps the int8 stem, as
+    benchmarks/bench_export_passes.py measures it).  Returns the names of the stems run in fp32."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -120,7 +121,7 @@ def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray, scheme: str = 
                             reduce_range=reduce_range, activation_type=getattr(QuantType, act),
                             weight_type=getattr(QuantType, weight))
             model = onnx.load(tmp)
-            stems[:] = fp32_stem(model)
+            stems[:] = qdq.fp32_stem(model) if fp32_stem else []
             if stems:
                 onnx.save(model, tmp)
 

@@ -4,15 +4,15 @@ Measures on this machine, in one run:
 
 1. accuracy of ``default`` and ``fast`` (int8, as bundled) on FER2013 PublicTest, the selection split, with
    and without the flip view, with the paired difference (faces only one of the two gets right, a bootstrap
-   95% interval of the gain); PrivateTest is reported, not used to decide.  The flip view is computed the way
-   the Recognizer would: the 48x48 crop and its mirror in one batch, softmax with the card's temperature,
-   averaged (the graph's centre crop is symmetric, so this is ``ferlab evaluate --tta flip``'s view);
+   95% interval of the gain); PrivateTest is reported, not used to decide.  The flip view is the Recognizer's
+   own (``classify(crops, "flip")``): the 48x48 crop and its mirror in one batch, softmax with the card's
+   temperature, averaged (the graph's centre crop is symmetric, so this is ``ferlab evaluate --tta flip``'s view);
 2. the extra milliseconds per face of the flip view in the Recognizer's classifier (its own session: default
    threads, no spinning) at 1 and 8 faces a call, interleaved with the plain call;
 3. against what a photo costs: ``Recognizer().predict(photo)`` end to end, on ``examples/astronaut.jpg``
    (512x512) and on a 12 MP photo (the astronaut pasted into a 4000x3000 canvas), from the file (decoding
-   included, as ``ferlab predict`` and ``batch`` do), plain and with the flip view (a ``Recognizer`` whose
-   ``classify`` adds it), interleaved with its parts: decoding, the photo search (``detect``), the classifier
+   included, as ``ferlab predict`` and ``batch`` do), plain and with the flip view (``Recognizer(tta="none")``
+   and ``Recognizer(tta="flip")``, the photo default since this measurement), interleaved with its parts: decoding, the photo search (``detect``), the classifier
    on the photo's faces plain and flipped.  The flip's share of a photo is the classifier's extra time over
    the median ``predict``: the end-to-end difference is the same work, lost in the photo's noise.
 
@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from paired_selection import paired  # noqa: E402
 
-from ferlab.calibration import softmax  # noqa: E402
 from ferlab.data.fer2013 import load_fer2013_csv  # noqa: E402
 from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.inference.blazeface import DEFAULT_SEARCH  # noqa: E402
@@ -51,27 +50,12 @@ DATA = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013.csv.gz"
 PHOTO = ROOT / "examples" / "astronaut.jpg"
 
 
-def flip_probs(clf, crops: np.ndarray) -> np.ndarray:
-    """The flip view: the crops and their mirror images in one batch, calibrated softmax, averaged."""
-    n = len(crops)
-    both = np.concatenate([crops, np.ascontiguousarray(crops[:, :, ::-1])])
-    p = softmax(clf.logits(both), clf.temperature)
-    return ((p[:n] + p[n:]) / 2).astype(np.float32)
-
-
-class FlipRecognizer(Recognizer):
-    """The Recognizer with the flip view in ``classify`` (what the change would be)."""
-
-    def classify(self, crops: np.ndarray) -> np.ndarray:
-        return flip_probs(self.classifier, crops)
-
-
 def accuracy(rec: Recognizer, ds, boot: int, rng: np.random.Generator) -> dict:
     out = {}
     for split in ("PublicTest", "PrivateTest"):
         d = ds.by_split(split)
-        plain = rec.classifier.predict_proba(d.images).argmax(1) == d.labels
-        flip = flip_probs(rec.classifier, d.images).argmax(1) == d.labels
+        plain = rec.classify(d.images, "none").argmax(1) == d.labels
+        flip = rec.classify(d.images, "flip").argmax(1) == d.labels
         p = paired(flip, plain, boot, rng)
         out[split] = {"n": p["faces"], "accuracy_none": p["accuracy_b"], "accuracy_flip": p["accuracy_a"],
                       "gain_points": p["difference_points"], "gain_ci95_points": p["ci95_points"],
@@ -108,7 +92,7 @@ def classify_cost(rec: Recognizer, faces: np.ndarray, repeats: int) -> dict:
     out = {}
     for n in (1, 8):
         crops = faces[:n]
-        t = interleaved({"none": lambda c=crops: rec.classify(c), "flip": lambda c=crops: flip_probs(rec.classifier, c)},
+        t = interleaved({"none": lambda c=crops: rec.classify(c, "none"), "flip": lambda c=crops: rec.classify(c, "flip")},
                         repeats, inner=20)
         out[f"faces_{n}"] = summary(t, "none", n)
     return out
@@ -135,8 +119,8 @@ def photo_cost(rec: Recognizer, frec: Recognizer, photos: dict, repeats: int) ->
         crops = rec.crops(img, dets)
         inner = 3 if arr.size < 5e6 else 1
         t = interleaved({"decode": lambda p=path: rec.load(p), "detect": lambda i=img: rec.detect(i),
-                         "classify_none": lambda c=crops: rec.classify(c),
-                         "classify_flip": lambda c=crops: flip_probs(rec.classifier, c),
+                         "classify_none": lambda c=crops: rec.classify(c, "none"),
+                         "classify_flip": lambda c=crops: rec.classify(c, "flip"),
                          "predict_none": lambda p=path: rec.predict(p), "predict_flip": lambda p=path: frec.predict(p)},
                         repeats, inner)
         row = {"shape": list(arr.shape), "faces_found": len(dets), "repeats": repeats, "calls_per_repeat": inner,
@@ -167,7 +151,8 @@ def main() -> None:
         big_path, big = big_photo(tmp)
         photos = {"astronaut_512": (PHOTO, cv2.imread(str(PHOTO))), "astronaut_12mp": (big_path, big)}
         for name in args.models:
-            rec, frec = Recognizer(name), FlipRecognizer(name)
+            # the Recognizer's own views (classify's tta): rec without the flip, frec with it (the photo default)
+            rec, frec = Recognizer(name, tta="none"), Recognizer(name, tta="flip")
             row = {"threads": rec.classifier.threads,
                    "accuracy": accuracy(rec, ds, args.bootstrap, np.random.default_rng(0)),
                    "classify_ms": classify_cost(rec, faces, args.repeats)}

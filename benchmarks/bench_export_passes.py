@@ -2,11 +2,11 @@
 
 For each committed fp32 run this exports the network (``training.export.export_onnx``) and quantises it twice
 with the export's own ``quantize_int8``, calibrated on the same 1,024 Training faces: once as the export does
-now (the stem convolution in fp32 on the quantised input, a one-convolution stage pooled in float:
-``training.qdq.fp32_stem``) and once with that pass switched off (the int8 stem every bundled file had before).
+now (the stem convolution left in fp32, weights and input, a one-convolution stage pooled in float:
+``training.qdq``) and once with the stem quantised too (what every bundled file had before).
 Both graphs are timed interleaved (faces/s at batch 1 and 32, 1 and 2 intra-op threads, the sessions as
-``profile_int8.session`` opens them: ferlab's options), and their predictions are compared on the 3,589
-PublicTest faces (top-1 agreement, largest logit difference, accuracy).
+``profile_int8.session`` opens them: ferlab's options), and their predictions are compared with each other and
+with the fp32 graph on the 3,589 PublicTest faces (top-1 agreement, largest logit difference, accuracy).
 
     python benchmarks/bench_export_passes.py                 # writes results/export_passes.json
     python benchmarks/bench_export_passes.py --repeats 3 --out /tmp/x.json   # quick
@@ -38,20 +38,22 @@ from ferlab.training.build import load_run  # noqa: E402
 
 RUNS = {  # the committed fp32 weights of each bundled model and candidate
     "default": "benchmarks/results/default/run_kd3b",
-    "fast (fernet_fast)": "benchmarks/results/fast/run_kd",
+    "fernet_fast": "benchmarks/results/fast/run_kd",
     "lite (fernet_lite)": "benchmarks/results/lite/run_prune2",
     "micro (fernet_micro)": "benchmarks/results/micro/run_online3",
+    "micro 1-2-2-2": "benchmarks/results/micro/run_1222_online",
 }
 
 
-def build(run: str, calib: np.ndarray, tmp: Path) -> dict[str, Path]:
+def build(run: str, calib: np.ndarray, tmp: Path) -> tuple[dict[str, Path], Path]:
+    """The two int8 graphs of ``run``, and its fp32 graph."""
     model, _, cfg = load_run(ROOT / run)
     fp32 = tmp / f"{Path(run).name}.onnx"
     export.export_onnx(model, fp32, crop=cfg.input_size)
     paths = {"fp32_stem": tmp / f"{Path(run).name}_stem.onnx", "int8_stem": tmp / f"{Path(run).name}_int8.onnx"}
     export.quantize_int8(fp32, paths["fp32_stem"], calib)
     export.quantize_int8(fp32, paths["int8_stem"], calib, fp32_stem=False)
-    return paths
+    return paths, fp32
 
 
 def timing(paths: dict[str, Path], x_all: np.ndarray, repeats: int) -> dict:
@@ -92,14 +94,17 @@ def main() -> None:
               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_info(libraries=("onnx",)), "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for name, run in runs.items():
-            paths = build(run, calib, Path(tmp))
-            logits = {k: session(p, 2).run(None, {"image": x_all})[0] for k, p in paths.items()}
-            a8, s8 = logits["int8_stem"], logits["fp32_stem"]
+            paths, fp32 = build(run, calib, Path(tmp))
+            logits = {k: session(p, 2).run(None, {"image": x_all})[0] for k, p in {**paths, "fp32": fp32}.items()}
+            a8, s8, ref = logits["int8_stem"], logits["fp32_stem"], logits["fp32"].argmax(1)
             row = {"run": run, "predictions": {
                 "top1_agreement": round(float((a8.argmax(1) == s8.argmax(1)).mean()), 5),
                 "max_abs_logit_diff": round(float(np.abs(a8 - s8).max()), 5),
+                "PublicTest_accuracy_fp32": round(float((ref == public.labels).mean()), 4),
                 "PublicTest_accuracy_int8_stem": round(float((a8.argmax(1) == public.labels).mean()), 4),
-                "PublicTest_accuracy_fp32_stem": round(float((s8.argmax(1) == public.labels).mean()), 4)},
+                "PublicTest_accuracy_fp32_stem": round(float((s8.argmax(1) == public.labels).mean()), 4),
+                "agreement_with_fp32_int8_stem": round(float((a8.argmax(1) == ref).mean()), 5),
+                "agreement_with_fp32_fp32_stem": round(float((s8.argmax(1) == ref).mean()), 5)},
                 "timing": timing(paths, x_all, a.repeats)}
             result["models"][name] = row
             print(name, json.dumps(row["predictions"]), {k: v["speedup_median"] for k, v in row["timing"].items()})

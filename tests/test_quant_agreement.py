@@ -88,22 +88,6 @@ def test_default_int8_scheme_agrees_with_fp32(fer_full, tmp_path):
     assert convs[0].input[1] in floats and all(c.input[1] not in floats for c in convs[1:])
 
 
-def test_fp32_stem_keeps_an_int8_graphs_predictions(fer_full, tmp_path):
-    """The fp32-stem pass on a graph quantised before it existed (the bundled ferplus: three members, each with
-    an int8 stem): the same predictions on the 3,589 PublicTest faces, and nothing left for a second pass."""
-    from ferlab.training.qdq import fp32_stem
-    from ferlab.zoo import resolve
-
-    images = fer_full[0]
-    path, _ = resolve("ferplus")
-    model = onnx.load(str(path))
-    stems = fp32_stem(model)
-    assert len(stems) == 3
-    assert fp32_stem(model) == []
-    onnx.save(model, str(tmp_path / "stem.onnx"))
-    assert float((onnx_pred(path, images) == onnx_pred(tmp_path / "stem.onnx", images)).mean()) >= 0.995
-
-
 @pytest.mark.parametrize("name", sorted(FP32_SOURCES))
 def test_bundled_int8_model_agrees_with_its_fp32_source(fer_full, name):
     images, labels, _ = fer_full
@@ -147,26 +131,53 @@ def test_folding_a_qdq_graph_gives_back_its_fp32_source(fer_full, tmp_path):
     assert float((int8 == folded).mean()) >= 0.98
 
 
-def test_fp32_stem_pools_in_float_before_quantising(fer_full, tmp_path):
-    """A stem with a one-convolution stage (fernet_micro): the pool reads the float stem, a ReLU follows, and
-    the logits on real faces are those of the graph quantised with an int8 stem."""
-    from ferlab.models import create_model
+def test_fp32_stem_pools_in_float_and_agrees_better(fer_full, tmp_path):
+    """A stem with a one-convolution stage (the committed 15 M MAC fernet_micro): the stem keeps its fp32
+    weights and the exact input, the pool reads the float stem and a ReLU follows it (``qdq.pool_before_relu``),
+    which changes no logit; and the graph agrees with the fp32 network better than the one with an int8 stem
+    (98.5% against 97.7% of PublicTest measured)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from ferlab.training.qdq import float_stems, pool_before_relu
 
     images, _, calib = fer_full
-    torch.manual_seed(0)
-    model = create_model("fernet_micro", num_classes=7, in_chans=1).eval()
-    export_onnx(model, tmp_path / "fp32.onnx", crop=44)
-    assert quantize_int8(tmp_path / "fp32.onnx", tmp_path / "stem.onnx", calib)
+    model, _, cfg = load_run(ROOT / "benchmarks/results/micro/run_online3")
+    export_onnx(model, tmp_path / "fp32.onnx", crop=cfg.input_size)
+    stems = quantize_int8(tmp_path / "fp32.onnx", tmp_path / "stem.onnx", calib)
+    assert stems == float_stems(onnx.load(str(tmp_path / "fp32.onnx")))
+    assert len(stems) == 1
     assert quantize_int8(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", calib, fp32_stem=False) == []
     graph = onnx.load(str(tmp_path / "stem.onnx")).graph
     made_by = {o: n for n in graph.node for o in n.output}
+    floats = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    stem = next(n for n in graph.node if n.name == stems[0])
+    assert stem.input[1] in floats and made_by[stem.input[0]].op_type != "DequantizeLinear"
     pool = next(n for n in graph.node if n.op_type == "MaxPool")
-    assert made_by[pool.input[0]].op_type == "Conv"
+    assert made_by[pool.input[0]].name == stem.name
     assert [n.op_type for n in graph.node if pool.output[0] in n.input] == ["Relu"]
+
+    # the same quantisation with the ReLU left before the pool: the swap is exact
+    class Reader:
+        def __init__(self):
+            self.batches = iter([{"image": calib[i:i + 64, None].astype(np.float32)} for i in range(0, 1024, 64)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(tmp_path / "fp32.onnx"), str(tmp_path / "relu_first.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=stems)
+    relu_first = onnx.load(str(tmp_path / "relu_first.onnx"))
+    swapped = onnx.load(str(tmp_path / "relu_first.onnx"))
+    assert pool_before_relu(swapped, stems) == stems
+    assert pool_before_relu(swapped, stems) == []  # nothing left to swap
+    onnx.save(swapped, str(tmp_path / "swapped.onnx"))
+    x = images[:1000, None].astype(np.float32)
     import onnxruntime as ort
 
-    x = images[:1000, None].astype(np.float32)
     a, b = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
-            for f in ("int8.onnx", "stem.onnx"))
-    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.999
-    assert np.abs(a - b).max() < 1e-3
+            for f in ("relu_first.onnx", "swapped.onnx"))
+    assert np.abs(a - b).max() < 1e-4
+    ref = onnx_pred(tmp_path / "fp32.onnx", images)
+    agree = {f: float((onnx_pred(tmp_path / f"{f}.onnx", images) == ref).mean()) for f in ("stem", "int8")}
+    assert agree["stem"] >= MIN_AGREEMENT and agree["stem"] > agree["int8"] + 0.003, agree

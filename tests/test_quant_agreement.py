@@ -28,7 +28,7 @@ MIN_AGREEMENT, MAX_DROP = 0.97, 0.005
 # to fp32 (ferlab.training.requantize), which is exactly what its int8 graph approximates
 FP32_SOURCES = {
     "default": ["benchmarks/results/default/run_kd3b"],
-    "fast": ["benchmarks/results/fast/run_kd"],
+    "fast": ["benchmarks/results/micro/run_1222_online"],
 }
 FOLDED = ["ferplus"]
 

@@ -262,32 +262,41 @@ FER_WORKER = textwrap.dedent('''
 ''')
 
 
-def install_fer(venv: Path, timeout: int) -> dict:
-    info = {"venv": str(venv), "pip": FER_PIP + ["--no-deps"], "deps": FER_DEPS}
+def install_venv(venv: Path, probe: str, installs: list[list[str]], timeout: int, info: dict) -> bool:
+    """A side virtualenv for a peer (``fer`` here, MTCNN in bench_photos): make ``venv`` if missing and
+    pip-install each argument list of ``installs`` in turn, within ``timeout`` seconds in all, unless the Python
+    code ``probe`` already runs there.  Records ``status`` (and ``error``) and ``install_s`` in ``info``;
+    returns whether the venv is ready."""
     py = venv / "bin" / "python"
     t0 = time.perf_counter()
     try:
-        if py.exists() and subprocess.run([str(py), "-c", "import fer.fer, tensorflow"], capture_output=True,
-                                          timeout=300).returncode == 0:
+        if py.exists() and subprocess.run([str(py), "-c", probe], capture_output=True, timeout=300).returncode == 0:
             info["status"] = "already installed"
-            return info
+            return True
         if not py.exists():
             subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
         pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        for cmd in (pip + FER_DEPS, pip + ["--no-deps"] + FER_PIP):
+        for args in installs:
             left = timeout - (time.perf_counter() - t0)
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10, left))
+            r = subprocess.run(pip + args, capture_output=True, text=True, timeout=max(10, left))
             if r.returncode != 0:
-                info["status"] = "failed"
-                info["error"] = (r.stderr or r.stdout).strip().splitlines()[-1][:300] if (r.stderr or r.stdout) else ""
-                return info
+                lines = (r.stderr or r.stdout).strip().splitlines()
+                info["status"], info["error"] = "failed", lines[-1][:300] if lines else ""
+                return False
         info["status"] = "installed"
+        return True
     except subprocess.TimeoutExpired:
         info["status"] = f"failed: install took longer than {timeout} s"
     except (OSError, subprocess.CalledProcessError) as e:
         info["status"] = f"failed: {e}"
     finally:
         info["install_s"] = round(time.perf_counter() - t0, 1)
+    return False
+
+
+def install_fer(venv: Path, timeout: int) -> dict:
+    info = {"venv": str(venv), "pip": FER_PIP + ["--no-deps"], "deps": FER_DEPS}
+    install_venv(venv, "import fer.fer, tensorflow", [FER_DEPS, ["--no-deps"] + FER_PIP], timeout, info)
     return info
 
 

@@ -60,6 +60,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from bench_inference import install_venv  # noqa: E402
 from photo_scenes import background, fer_faces, make_scene, match, paste_fer, paste_person  # noqa: E402
 
 from ferlab.hardware import machine_info  # noqa: E402
@@ -177,35 +178,18 @@ MTCNN_WORKER = textwrap.dedent('''
 def install_mtcnn(venv: Path, timeout: int) -> dict:
     """facenet-pytorch 2.6.0 (--no-deps) with torch 2.13.0 in ``venv``, and the torchvision shim."""
     info = {"venv": str(venv), "pip": [MTCNN_PIP, FACENET_PIP], "torchvision": "shim (bench_photos.TV_SHIM)"}
-    py = venv / "bin" / "python"
-    t0 = time.perf_counter()
+    if not install_venv(venv, "import torch, facenet_pytorch", [MTCNN_PIP, FACENET_PIP], timeout, info):
+        return info
     try:
-        if not py.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
-        pip = [str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-        have = subprocess.run([str(py), "-c", "import torch, facenet_pytorch"], capture_output=True, timeout=300)
-        if have.returncode != 0:
-            for cmd in (pip + MTCNN_PIP, pip + FACENET_PIP):
-                left = timeout - (time.perf_counter() - t0)
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=max(10, left))
-                if r.returncode != 0:
-                    lines = (r.stderr or r.stdout).strip().splitlines()
-                    info["status"] = "failed"
-                    info["error"] = lines[-1][:300] if lines else ""
-                    return info
-        site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        site = subprocess.run([str(venv / "bin" / "python"), "-c",
+                               "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               capture_output=True, text=True, check=True, timeout=60).stdout.strip()
         for rel, text in TV_SHIM.items():
             p = Path(site) / "torchvision" / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(text)
-        info["status"] = "installed" if have.returncode != 0 else "already installed"
-    except subprocess.TimeoutExpired:
-        info["status"] = f"failed: install took longer than {timeout} s"
-    except (OSError, subprocess.CalledProcessError) as e:
-        info["status"] = f"failed: {e}"
-    finally:
-        info["install_s"] = round(time.perf_counter() - t0, 1)
+    except (OSError, subprocess.SubprocessError) as e:
+        info["status"] = f"failed: torchvision shim: {e}"
     return info
 
 

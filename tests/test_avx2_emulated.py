@@ -9,16 +9,14 @@ predictions are compared with the native ones on real PublicTest faces.  A contr
 those kernels: the old ``u8s8`` scheme with an int8 stem, which saturated on AVX2-only machines (84% agreement
 with fp32 on one), disagrees with itself between native and emulated runs.
 
-Emulation is slow (~150 ms a face for ``default``), so each model sees a few hundred faces.  ``make test``
-installs qemu-user; without it the tests fail in CI (``CI`` set) and are skipped elsewhere.
+Emulation is slow (~150 ms a face for ``default``), so each model sees a few hundred faces here; the worker and
+the whole-split run are benchmarks/emulated_cpu.py.  ``make test`` installs qemu-user; without it the tests fail
+in CI (``CI`` set) and are skipped elsewhere.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,30 +24,13 @@ import numpy as np
 import pytest
 from conftest import FER_FULL, ROOT
 
-QEMU = shutil.which("qemu-x86_64")
-CPU_MODEL = "EPYC-Milan"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from emulated_cpu import CPU_MODEL, qemu, run_graphs  # noqa: E402
+
 FACES = {"fast": 256, "default": 128, "ferplus": 48}  # emulated time, not accuracy, sets these
 
 pytestmark = pytest.mark.slow
-
-WORKER = r'''
-import json, sys
-import numpy as np
-import onnxruntime as ort
-from numpy._core._multiarray_umath import __cpu_features__ as cpu
-
-faces = np.load(sys.argv[1])
-out = {}
-for spec in sys.argv[3:]:
-    name, path, n = spec.split("=")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    x = faces[: int(n), None].astype(np.float32)
-    out[name] = s.run(None, {s.get_inputs()[0].name: x})[0]
-np.savez(sys.argv[2], **out)
-print("CPUJSON" + json.dumps({k: bool(cpu.get(k)) for k in ("AVX2", "FMA3", "AVX512F", "AVX512VNNI", "AVXVNNI")}))
-'''
 
 
 def _unavailable(reason: str):
@@ -60,7 +41,7 @@ def _unavailable(reason: str):
 
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory):
-    if QEMU is None:
+    if qemu() is None:
         _unavailable("qemu-x86_64 missing: install Debian's qemu-user")
     if not FER_FULL.exists():
         pytest.skip(f"{FER_FULL} not present")
@@ -72,19 +53,7 @@ def faces(tmp_path_factory):
 
 
 def run(faces: Path, graphs: dict[str, tuple[Path, int]], emulate: bool) -> tuple[dict, dict]:
-    """Logits of each graph on the first faces, natively or on the emulated CPU; and that CPU's features."""
-    work = faces.parent
-    (work / "worker.py").write_text(WORKER)
-    out = work / f"{'emulated' if emulate else 'native'}_{'_'.join(graphs)}.npz"
-    cmd = ([QEMU, "-cpu", CPU_MODEL] if emulate else []) + [sys.executable, str(work / "worker.py"), str(faces),
-                                                          str(out)]
-    cmd += [f"{k}={p}={n}" for k, (p, n) in graphs.items()]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
-    assert r.returncode == 0, r.stderr[-2000:]
-    line = next(t for t in r.stdout.splitlines() if t.startswith("CPUJSON"))
-    with np.load(out) as z:
-        return {k: z[k] for k in z.files}, json.loads(line[len("CPUJSON"):])
+    return run_graphs(faces, graphs, CPU_MODEL if emulate else None, timeout=1800)
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:

@@ -34,9 +34,10 @@ def points(res: dict) -> list[dict]:
     acc = {a.get("source", a["model"]): a.get("tight_crops_accuracy") for a in res["accuracy_privatetest"]
            if a.get("labels", "fer2013") == "fer2013"}
     out = []
+    unscored = set(res.get("unscored", []))  # timed, kept off PrivateTest: in the table, not on the plot
     for c in res["classifier"]:
         src = c.get("source", c["model"])
-        if src in NOT_COMPARABLE or src not in acc:
+        if src in NOT_COMPARABLE or (src not in acc and src not in unscored):
             continue
         out.append({"candidate": src, "macs_m": round(c["macs"] / 1e6) if c.get("macs") else None,
                     "faces_per_s": c["faces_per_s"]["batch_32"], "accuracy": acc.get(src)})
@@ -65,7 +66,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, len(runs), figsize=(7.5 * len(runs), 4.8), sharey=True, squeeze=False)
     for ax, res in zip(axes[0], runs):
         placed: list[tuple[float, float]] = []
-        for p in sorted(points(res), key=lambda p: p["faces_per_s"]):
+        for p in sorted((p for p in points(res) if p["accuracy"] is not None), key=lambda p: p["faces_per_s"]):
             peer = p["candidate"].startswith("fer package")
             x, y = p["faces_per_s"], 100 * p["accuracy"]
             ax.scatter(x, y, s=60, marker="s" if peer else "o", color="tab:red" if peer else "tab:blue")
@@ -109,7 +110,8 @@ def table(runs: list[dict], cpu: str, feats: str) -> str:
         for k in range(len(runs)):
             fps, ratio = row["speed"].get(k, (None, None))
             cells.append("" if fps is None else f"{fps:,.0f}" + (f" ({ratio:.2f}x)" if ratio else ""))
-        lines.append(f"| {name} | {row['macs_m'] or ''} | " + " | ".join(cells) + f" | {100 * row['accuracy']:.2f}% |")
+        acc = "not scored" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+        lines.append(f"| {name} | {row['macs_m'] or ''} | " + " | ".join(cells) + f" | {acc} |")
     commands = "\n".join(f"- `{r['command']}` ({r['date']}, load average {r['machine'].get('load_average')})"
                           for r in runs)
     return f"{cpu} ({feats}); one row per candidate, each column one run:\n\n{commands}\n\n" + "\n".join(lines) + "\n"

@@ -49,13 +49,23 @@ def main() -> None:
     ap.add_argument("--split", default="PublicTest")
     ap.add_argument("--bootstrap", type=int, default=5000)
     ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--fp32-run", metavar="RUN_DIR",
+                    help="also the candidate's top-1 agreement with the fp32 network of this run (what "
+                         "tests/test_quant_agreement.py asks of a bundled int8 model: >= 97%%)")
     ap.add_argument("--out", help="write the result as JSON")
     a = ap.parse_args()
     ds = load_fer2013_csv(a.data).by_split(a.split)
-    right = {m: OnnxClassifier(m).predict_proba(ds.images).argmax(1) == ds.labels for m in (a.candidate, a.against)}
+    pred = {m: OnnxClassifier(m).predict_proba(ds.images).argmax(1) for m in (a.candidate, a.against)}
     res = {"command": "python benchmarks/paired_selection.py " + " ".join(sys.argv[1:]),
            "date": time.strftime("%Y-%m-%d %H:%M"), "split": a.split, "a": a.candidate, "b": a.against,
-           **paired(right[a.candidate], right[a.against], a.bootstrap)}
+           **paired(pred[a.candidate] == ds.labels, pred[a.against] == ds.labels, a.bootstrap)}
+    if a.fp32_run:
+        from ferlab.training.build import load_run
+        from ferlab.training.forward import predict_logits
+
+        model, _, cfg = load_run(a.fp32_run)
+        fp32 = predict_logits(model, ds.images, cfg.input_size, amp="none").argmax(1)
+        res["a_agreement_with_fp32"] = round(float((pred[a.candidate] == fp32).mean()), 5)
     print(json.dumps(res, indent=1))
     if a.out:
         atomic_write(a.out, lambda tmp: Path(tmp).write_text(json.dumps(res, indent=1) + "\n"))

@@ -7,7 +7,8 @@ class of the AVX2 machines of issues 16 and 24.  Each model classifies the split
 JSON gives both accuracies, the card's, their top-1 agreement and the largest logit difference.  Emulation
 says nothing about speed (every instruction is translated); only predictions are compared.
 
-    python benchmarks/emulated_cpu.py                          # all of PrivateTest: ~40 min for the three models
+    python benchmarks/emulated_cpu.py                          # all of PrivateTest: about 2 hours of one core
+    python benchmarks/emulated_cpu.py --models ferplus --out benchmarks/results/emulated_cpu_ferplus.json
     python benchmarks/emulated_cpu.py --faces 500 --models fast --out /tmp/e.json      # quick
 
 tests/test_avx2_emulated.py runs the same worker on a few hundred faces in every test run.
@@ -120,7 +121,8 @@ def main() -> None:
                    "seconds_native": round(t1 - t0, 1), "seconds_emulated": round(t2 - t1, 1)}
             result["models"][name] = row
             print(name, json.dumps(row), flush=True)
-    atomic_write(a.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
+            # after each model: a run stopped part-way keeps what it measured
+            atomic_write(a.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
     print("wrote", a.out)
 
 

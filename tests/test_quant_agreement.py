@@ -167,7 +167,6 @@ def test_fp32_stem_pools_in_float_and_agrees_better(fer_full, tmp_path):
     quantize_static(str(tmp_path / "fp32.onnx"), str(tmp_path / "relu_first.onnx"), Reader(),
                     quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=stems)
-    relu_first = onnx.load(str(tmp_path / "relu_first.onnx"))
     swapped = onnx.load(str(tmp_path / "relu_first.onnx"))
     assert pool_before_relu(swapped, stems) == stems
     assert pool_before_relu(swapped, stems) == []  # nothing left to swap

@@ -76,12 +76,32 @@ def run_graphs(faces: Path, graphs: dict[str, tuple[Path, int]], cpu_model: str 
             return {k: z[k] for k in z.files}, json.loads(line[len("CPUJSON"):])
 
 
+def controls(tmp: Path, train) -> list[tuple[str, Path, dict]]:
+    """The bundled fast's committed fp32 weights as u8s8 graphs (8-bit weights), with an int8 and an fp32 stem,
+    calibrated as the export calibrates (1,024 Training faces, seed 0)."""
+    from ferlab.training.build import load_run
+    from ferlab.training.export import export_onnx, quantize_int8
+
+    model, _, cfg = load_run(ROOT / "benchmarks" / "results" / "micro" / "run_1222_online")
+    export_onnx(model, tmp / "fp32.onnx", crop=cfg.input_size)
+    calib = train.images[np.random.default_rng(0).choice(len(train), 1024, replace=False)]
+    out = []
+    for stem in ("int8", "fp32"):
+        path = tmp / f"u8s8_{stem}_stem.onnx"
+        quantize_int8(tmp / "fp32.onnx", path, calib, scheme="u8s8", fp32_stem=stem == "fp32")
+        out.append((f"fast weights, u8s8, {stem} stem", path, {"classes": list(range(7))}))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["fast", "default", "ferplus"])
     ap.add_argument("--cpu", default=CPU_MODEL, help=f"qemu CPU model (default {CPU_MODEL})")
     ap.add_argument("--split", default="PrivateTest")
     ap.add_argument("--faces", type=int, default=0, help="first N faces of the split (default: all)")
+    ap.add_argument("--controls", action="store_true",
+                    help="also the bundled fast's fp32 weights quantised with 8-bit weights (u8s8, the scheme that "
+                         "saturates without VNNI), once with an int8 stem and once with the fp32 stem (needs torch)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "emulated_cpu.json"))
     a = ap.parse_args()
     if qemu() is None:
@@ -97,8 +117,10 @@ def main() -> None:
               "qemu": subprocess.run([qemu(), "--version"], capture_output=True, text=True).stdout.splitlines()[0],
               "emulated_cpu": a.cpu, "split": a.split, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in a.models:
-            path, card = resolve(name)
+        graphs = [(name, *resolve(name)) for name in a.models]
+        if a.controls:
+            graphs += controls(Path(tmp), load_dataset(DATA).by_split("Training"))
+        for name, path, card in graphs:
             # the labels the card's numbers are scored on (ferplus: the FER+ paper's majority-vote protocol)
             labels = "ferplus-majority" if len(card["classes"]) == 8 else "fer2013"
             ds = load_dataset(DATA, labels=labels).by_split(a.split)

@@ -80,9 +80,10 @@ def test_the_emulated_cpu_has_avx2_and_neither_avx512_nor_vnni(bundled):
 def test_bundled_model_predicts_the_same_without_vnni(bundled, name):
     native, emulated, _ = bundled
     assert native[name].shape == emulated[name].shape == (FACES[name], native[name].shape[1])
-    # measured: identical logits for all three (integer arithmetic, no saturation with 7-bit weights)
+    # measured: identical logits for all three (integer arithmetic, no saturation with 7-bit weights); the bound
+    # leaves room for the fp32 stem's summation order on other hosts, far under what saturation moves (0.68-9.6)
     assert agreement(native[name], emulated[name]) >= 0.99, name
-    assert np.abs(native[name] - emulated[name]).max() < 0.05, name
+    assert np.abs(native[name] - emulated[name]).max() < 0.1, name
 
 
 def test_the_emulation_reaches_the_saturating_kernels(faces, tmp_path):

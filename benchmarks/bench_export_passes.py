@@ -88,7 +88,7 @@ def main() -> None:
     runs = dict(r.split("=", 1) for r in a.run) if a.run else RUNS
     ds = load_fer2013_csv(DATA)
     train, public = ds.by_split("Training"), ds.by_split("PublicTest")
-    calib = train.images[np.random.default_rng(0).choice(len(train), 1024, replace=False)]
+    calib = export.calibration_faces(train.images)
     x_all = public.images[:, None].astype(np.float32)
     result = {"what": __doc__.splitlines()[0], "command": "python benchmarks/bench_export_passes.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine_info(libraries=("onnx",)), "models": {}}

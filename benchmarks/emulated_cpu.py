@@ -78,13 +78,13 @@ def run_graphs(faces: Path, graphs: dict[str, tuple[Path, int]], cpu_model: str 
 
 def controls(tmp: Path, train) -> list[tuple[str, Path, dict]]:
     """The bundled fast's committed fp32 weights as u8s8 graphs (8-bit weights), with an int8 and an fp32 stem,
-    calibrated as the export calibrates (1,024 Training faces, seed 0)."""
+    calibrated as the export calibrates (``export.calibration_faces``)."""
     from ferlab.training.build import load_run
-    from ferlab.training.export import export_onnx, quantize_int8
+    from ferlab.training.export import calibration_faces, export_onnx, quantize_int8
 
     model, _, cfg = load_run(ROOT / "benchmarks" / "results" / "micro" / "run_1222_online")
     export_onnx(model, tmp / "fp32.onnx", crop=cfg.input_size)
-    calib = train.images[np.random.default_rng(0).choice(len(train), 1024, replace=False)]
+    calib = calibration_faces(train.images)
     out = []
     for stem in ("int8", "fp32"):
         path = tmp / f"u8s8_{stem}_stem.onnx"

@@ -30,7 +30,7 @@ from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.inference.classifier import OnnxClassifier  # noqa: E402
 from ferlab.io import atomic_write  # noqa: E402
 from ferlab.training.build import load_run  # noqa: E402
-from ferlab.training.export import INT8_SCHEMES, export_onnx, finish_card, quantize_int8  # noqa: E402
+from ferlab.training.export import INT8_SCHEMES, calibration_faces, export_onnx, finish_card, quantize_int8  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013.csv.gz"
 RUNS = ["benchmarks/results/default/run", "benchmarks/results/default/run_seed2", "benchmarks/results/fast/run"]
@@ -46,7 +46,7 @@ def faces_per_s(clf: OnnxClassifier, crops: np.ndarray, batch: int = 32) -> floa
 def study(run: str, ds, threads: int, repeats: int) -> dict:
     model, summary, cfg = load_run(ROOT / run if not Path(run).is_absolute() else run)
     train = ds.by_split("Training")
-    calib = train.images[np.random.default_rng(0).choice(len(train), 1024, replace=False)]
+    calib = calibration_faces(train.images)
     splits = {s: ds.by_split(s) for s in ("PublicTest", "PrivateTest")}
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"fp32": Path(tmp) / "fp32.onnx"}

@@ -24,7 +24,13 @@ sys.path.insert(0, str(ROOT / "src"))
 from ferlab.card import read_card  # noqa: E402
 from ferlab.data import load_dataset  # noqa: E402
 from ferlab.io import file_digest  # noqa: E402
-from ferlab.training.export import DEFAULT_INT8, calibrate_card, finish_card, int8_agreement  # noqa: E402
+from ferlab.training.export import (  # noqa: E402
+    DEFAULT_INT8,
+    calibrate_card,
+    calibration_faces,
+    finish_card,
+    int8_agreement,
+)
 from ferlab.training.requantize import requantize  # noqa: E402
 from ferlab.zoo import resolve  # noqa: E402
 
@@ -41,7 +47,7 @@ def main() -> None:
     card = read_card(src.with_suffix(".json"))
     ds = load_dataset(DATA, labels=args.labels)
     train = ds.by_split("Training")
-    calib = train.images[np.random.default_rng(0).choice(len(train), 1024, replace=False)]
+    calib = calibration_faces(train.images)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fp32 = requantize(src, out, calib)

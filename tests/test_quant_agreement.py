@@ -18,7 +18,7 @@ onnx = pytest.importorskip("onnx")
 from ferlab.hardware import machine_info  # noqa: E402
 from ferlab.inference.classifier import OnnxClassifier  # noqa: E402
 from ferlab.training.build import load_run  # noqa: E402
-from ferlab.training.export import DEFAULT_INT8, export_onnx, finish_card, quantize_int8  # noqa: E402
+from ferlab.training.export import DEFAULT_INT8, calibration_faces, export_onnx, finish_card, quantize_int8  # noqa: E402
 from ferlab.training.forward import predict_logits  # noqa: E402
 from ferlab.training.requantize import dequantize_qdq  # noqa: E402
 
@@ -44,7 +44,7 @@ def fer_full():
     ds = load_fer2013_csv(FER_FULL)
     test = ds.by_split("PublicTest")
     train = ds.by_split("Training")
-    calib = train.images[np.random.default_rng(0).choice(len(train), 1024, replace=False)]
+    calib = calibration_faces(train.images)
     return test.images, test.labels, calib
 
 

@@ -88,6 +88,12 @@ INT8_SCHEMES = {
 DEFAULT_INT8 = "u8s8-rr"
 
 
+def calibration_faces(images: np.ndarray, n: int = 1024) -> np.ndarray:
+    """The faces an int8 export calibrates on: ``n`` of ``images`` (the training split), drawn with seed 0, so
+    every script that re-quantises a run sees the export's own calibration."""
+    return images[np.random.default_rng(0).choice(len(images), size=min(n, len(images)), replace=False)]
+
+
 def quantize_int8(src: Path, dst: Path, calib_images: np.ndarray, scheme: str = DEFAULT_INT8,
                   fp32_stem: bool = True) -> list[str]:
     """Static int8 quantisation (QDQ, per-channel) calibrated on ``calib_images`` (N, 48, 48) uint8.  The stem
@@ -157,8 +163,7 @@ def _export_and_card(model, summary: dict, cfg: TrainConfig, name: str, onnx_pat
     if calibrate or quantize != "none":
         train, val = prepare_data(TrainConfig.from_dict({**cfg.to_dict(), "balance": "none", "extra_data": []}))
     if quantize == "int8":
-        rng = np.random.default_rng(0)
-        calib = train.images[rng.choice(len(train), size=min(1024, len(train)), replace=False)]
+        calib = calibration_faces(train.images)
         fp32_pred = predict_logits(model, val.images, cfg.input_size, amp="none").argmax(1)
         stems = quantize_int8(onnx_path, onnx_path, calib)
     elif quantize != "none":

@@ -183,3 +183,36 @@ def test_inference_amp_auto_is_measured_too(fer_sample, monkeypatch, ratio, used
     images = np.random.default_rng(0).integers(0, 256, (20, 48, 48), dtype=np.uint8)
     forward.predict_logits(model, images, 44, amp="auto", batch_size=8)
     assert seen == [False] and chosen == [used, used, used]
+
+
+def test_mixup_is_shown_to_an_online_teacher_and_refused_with_cached_logits(fer_sample, teacher_run, tmp_path,
+                                                                             monkeypatch, capsys):
+    """Function matching (Beyer et al., 2022): with mixup, a teacher run on every batch gets the very mixed
+    images the student trains on; cached logits, computed on unmixed faces, are refused with one line."""
+    from ferlab.training import distill, trainer
+
+    mixed, taught = [], []
+    real_mix, real_call = trainer.mix_batch, distill.OnnxTeacher.__call__
+
+    def spy_mix(*a, **k):
+        out = real_mix(*a, **k)
+        assert not torch.equal(out[0], a[0])  # really mixed
+        mixed.append(out[0])
+        return out
+
+    def spy_teacher(self, views):
+        taught.append(views)
+        return real_call(self, views)
+
+    monkeypatch.setattr(trainer, "mix_batch", spy_mix)
+    monkeypatch.setattr(distill.OnnxTeacher, "__call__", spy_teacher)
+    args = [f"data={fer_sample}", *TINY, "epochs=1", "max_train_batches=2", "mixup=1.0", "kd_alpha=0.7"]
+    train(load_config(None, [*args, "teacher=fast"]), tmp_path / "student", progress=False)
+    assert len(taught) == 2 and all(t is m for t, m in zip(taught, mixed))
+    out = tmp_path / "teacher.npz"
+    assert main(["teacher", str(teacher_run), "--data", str(fer_sample), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["train", *args, f"teacher={out}", "--out", str(tmp_path / "never")]) == 2
+    err = capsys.readouterr().err
+    assert "unmixed images" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "never").exists()

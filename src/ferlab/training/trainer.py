@@ -173,10 +173,11 @@ class Trainer:
             for gparam in loop.opt.param_groups:
                 gparam["lr"] = lr * gparam.get("lr_scale", 1.0)
             idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size][loop.rank::loop.world]
-            views = loop.aug(loop.x_train[idx])
-            x = normalize(views).to(cfg.device)
             y = loop.y_train[idx].to(cfg.device)
-            x, y_mix = mix_batch(x, y, loop.gen, cfg.mixup, cfg.cutmix)
+            # mixed in grey levels (normalising is affine, so it commutes with mixing): an online teacher is
+            # shown the very images the student sees, mixed ones included
+            views, y_mix = mix_batch(loop.aug(loop.x_train[idx]), y, loop.gen, cfg.mixup, cfg.cutmix)
+            x = normalize(views).to(cfg.device)
             with autocast(cfg):
                 logits = loop.net(x)
             if cfg.labels.endswith("multitarget"):
@@ -213,12 +214,13 @@ class Trainer:
         if not cfg.teacher:
             raise FerlabError("kd_alpha > 0 needs teacher=FILE.npz (make one with `ferlab teacher RUN...`) or a model "
                               "(teacher=default, teacher=MODEL.onnx)")
-        if cfg.mixup or cfg.cutmix:
-            raise FerlabError("distillation (kd_alpha > 0) cannot be combined with mixup or cutmix")
         from .distill import OnnxTeacher, is_model_teacher, load_teacher
 
         if is_model_teacher(cfg.teacher):
             return OnnxTeacher(cfg.teacher, train.classes, cfg.input_size, threads=cfg.threads or 1)
+        if cfg.mixup or cfg.cutmix:
+            raise FerlabError("cached teacher logits belong to unmixed images: mixup or cutmix needs a teacher run "
+                              "on every batch (teacher: default, or teacher: MODEL.onnx)")
         return load_teacher(cfg.teacher, train.ids, train.classes)
 
     def _choose_amp(self, model, train, main_proc: bool) -> dict:

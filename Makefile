@@ -18,8 +18,8 @@ venv: $(STAMP)
 # Debian packages the tests drive: chromium for the end-to-end browser test (never a downloaded browser), and
 # qemu-user to run the int8 models on an emulated CPU without AVX-512 or VNNI (tests/test_avx2_emulated.py)
 system:
-	@{ command -v chromium && command -v qemu-x86_64; } >/dev/null 2>&1 || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver qemu-user >/dev/null; }
+	@{ command -v chromium && command -v qemu-x86_64 && command -v gcc; } >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver qemu-user gcc >/dev/null; }
 
 browser: system
 

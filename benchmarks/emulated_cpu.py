@@ -60,15 +60,21 @@ def qemu() -> str | None:
 def run_graphs(faces: Path, graphs: dict[str, tuple[Path, int]], cpu_model: str | None,
                timeout: float = 7200) -> tuple[dict[str, np.ndarray], dict[str, bool]]:
     """Logits of each graph (name -> (onnx path, first n faces of the ``faces`` .npy)), natively
-    (``cpu_model`` None) or under ``qemu-x86_64 -cpu cpu_model``; and the CPU features numpy saw there."""
+    (``cpu_model`` None), under ``qemu-x86_64 -cpu cpu_model``, or with AVX-512 and VNNI hidden from CPUID at
+    native speed (``cpu_model`` "masked": ``benchmarks/masked_cpu.py``); and the CPU features numpy saw there."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if cpu_model == "masked":
+        sys.path.insert(0, str(Path(__file__).parent))
+        import masked_cpu
+
+        env = masked_cpu.environment(env)
     with tempfile.TemporaryDirectory() as tmp:
         worker, out = Path(tmp) / "worker.py", Path(tmp) / "logits.npz"
         worker.write_text(WORKER)
-        cmd = ([qemu(), "-cpu", cpu_model] if cpu_model else []) + [sys.executable, str(worker), str(faces),
-                                                                     str(out), ",".join(FEATURES)]
+        emulate = [qemu(), "-cpu", cpu_model] if cpu_model and cpu_model != "masked" else []
+        cmd = emulate + [sys.executable, str(worker), str(faces), str(out), ",".join(FEATURES)]
         cmd += [f"{k}={p}={n}" for k, (p, n) in graphs.items()]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         if r.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd[:4])} failed: {r.stderr[-2000:]}")
         line = next(t for t in r.stdout.splitlines() if t.startswith("CPUJSON"))
@@ -96,7 +102,8 @@ def controls(tmp: Path, train) -> list[tuple[str, Path, dict]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["fast", "default", "ferplus"])
-    ap.add_argument("--cpu", default=CPU_MODEL, help=f"qemu CPU model (default {CPU_MODEL})")
+    ap.add_argument("--cpu", default=CPU_MODEL, help=f"qemu CPU model (default {CPU_MODEL}), or 'masked': this CPU "
+                                                     "with AVX-512 and VNNI hidden (benchmarks/masked_cpu.py)")
     ap.add_argument("--split", default="PrivateTest")
     ap.add_argument("--faces", type=int, default=0, help="first N faces of the split (default: all)")
     ap.add_argument("--controls", action="store_true",
@@ -104,7 +111,7 @@ def main() -> None:
                          "saturates without VNNI), once with an int8 stem and once with the fp32 stem (needs torch)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "emulated_cpu.json"))
     a = ap.parse_args()
-    if qemu() is None:
+    if a.cpu != "masked" and qemu() is None:
         raise SystemExit("qemu-x86_64 missing: apt-get install qemu-user (make system)")
     sys.path.insert(0, str(ROOT / "src"))
     from ferlab.data import load_dataset
@@ -114,7 +121,8 @@ def main() -> None:
 
     result = {"what": __doc__.splitlines()[0], "command": "python benchmarks/emulated_cpu.py " + " ".join(sys.argv[1:]),
               "date": time.strftime("%Y-%m-%d %H:%M"), "host": machine_info(libraries=("onnxruntime",)),
-              "qemu": subprocess.run([qemu(), "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+              "qemu": None if a.cpu == "masked" else
+              subprocess.run([qemu(), "--version"], capture_output=True, text=True).stdout.splitlines()[0],
               "emulated_cpu": a.cpu, "split": a.split, "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         graphs = [(name, *resolve(name)) for name in a.models]

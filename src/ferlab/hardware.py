@@ -35,9 +35,21 @@ def _cpuinfo() -> tuple[str, frozenset[str]]:
     return model, flags
 
 
+# what ``benchmarks/masked_cpu.py`` hides from CPUID (it sets FERLAB_CPU_MASK in the processes it runs); the
+# kernels the libraries choose, and so this record, follow CPUID, not /proc/cpuinfo
+MASKS = {"avx2": frozenset({"avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"})}
+
+
+def cpu_mask() -> str | None:
+    """The feature mask this process runs under (``FERLAB_CPU_MASK``), or None."""
+    mask = os.environ.get("FERLAB_CPU_MASK")
+    return mask if mask in MASKS else None
+
+
 def cpu_features() -> dict[str, bool]:
-    """{feature: present} for :data:`FEATURES` (all False where /proc/cpuinfo cannot be read)."""
-    flags = _cpuinfo()[1]
+    """{feature: present} for :data:`FEATURES` (all False where /proc/cpuinfo cannot be read), as the process
+    sees them: less what a CPU mask hides."""
+    flags = _cpuinfo()[1] - MASKS.get(cpu_mask() or "", frozenset())
     return {f: f in flags for f in FEATURES}
 
 
@@ -69,6 +81,9 @@ def machine_info(threads: int | None = None, libraries=LIBRARIES) -> dict:
     info = {"cpu": model, "cpus": os.cpu_count(), "features": cpu_features(),
             "python": platform.python_version(), "libraries": library_versions(names),
             "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+    if cpu_mask():
+        info["cpu_mask"] = (f"{cpu_mask()}: {', '.join(sorted(MASKS[cpu_mask()]))} hidden from CPUID by "
+                            "benchmarks/masked_cpu.py (this core, an AVX2-only CPU's kernels)")
     if threads is not None:
         info["threads"] = threads
     return info

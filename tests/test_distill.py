@@ -101,8 +101,14 @@ def test_model_teacher_sees_the_students_views_and_trains_a_student(fer_sample, 
     teacher = OnnxTeacher("fast", ds.classes, crop=44)
     views = torch.from_numpy(faces[:, None, 2:46, 2:46].astype(np.float32))
     np.testing.assert_array_equal(teacher(views).numpy(), OnnxClassifier("fast", calibrated=False).logits(faces))
-    with pytest.raises(FerlabError, match="crops 44 px"):
-        OnnxTeacher("fast", ds.classes, crop=40)
+    # a smaller student view: the teacher sees it with its missing border edge-replicated
+    small = OnnxTeacher("fast", ds.classes, crop=40)
+    padded = np.pad(faces[:, 4:44, 4:44], ((0, 0), (4, 4), (4, 4)), mode="edge")
+    np.testing.assert_array_equal(small(torch.from_numpy(faces[:, None, 4:44, 4:44].astype(np.float32))).numpy(),
+                                  OnnxClassifier("fast", calibrated=False).logits(padded))
+    for crop in (46, 41):
+        with pytest.raises(FerlabError, match="crops 44 px"):
+            OnnxTeacher("fast", ds.classes, crop=crop)
     with pytest.raises(FerlabError, match="predicts"):
         OnnxTeacher("ferplus", ds.classes, crop=44)
     args = [f"data={fer_sample}", *TINY, "epochs=1", "max_train_batches=3"]

@@ -98,9 +98,11 @@ class OnnxTeacher:
     student is taught on the very views it sees (the consistent teaching of Beyer et al., 2022), where cached
     logits (``load_teacher``) were computed once on the clean, centred image.  The teacher's graph takes the
     card's 48x48 grey levels and centre-crops them itself, so a ``crop`` x ``crop`` view is padded back to 48
-    by edge replication: the graph's crop then gives back exactly the student's view (``crop`` must be the
-    teacher's crop).  Costs one int8 forward pass a batch (about 25 ms for 64 faces for ``default`` on one
-    core); runs on the training split only, as every teacher here."""
+    by edge replication: the graph's crop then gives back exactly the student's view where ``crop`` is the
+    teacher's crop; a student with a smaller input (a 40 px view for a 44 px teacher) is taught on its view
+    with the missing border edge-replicated, so both still see the same pixels.  Costs one int8 forward pass
+    a batch (about 25 ms for 64 faces for ``default`` on one core); runs on the training split only, as every
+    teacher here."""
 
     def __init__(self, model: str, classes, crop: int, threads: int = 1):
         self.clf = OnnxClassifier(model, threads=threads, calibrated=False)
@@ -108,8 +110,9 @@ class OnnxTeacher:
             raise FerlabError(f"teacher {model}: predicts {', '.join(self.clf.classes)}; "
                               f"the data has {', '.join(classes)}")
         inner = self.clf.card.get("crop_inside_graph") or self.clf.input_size
-        if inner != crop:
-            raise FerlabError(f"teacher {model} crops {inner} px inside its graph; the student's views are {crop} px")
+        if crop > inner or (self.clf.input_size - crop) % 2:
+            raise FerlabError(f"teacher {model} crops {inner} px inside its graph; the student's views are {crop} px "
+                              f"(a teacher is shown views of its crop or smaller, by an even number of pixels)")
         self.pad = (self.clf.input_size - crop) // 2
 
     def __call__(self, views: torch.Tensor) -> torch.Tensor:

@@ -84,7 +84,13 @@ def main() -> None:
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, -22) if near else (6, 4), fontsize=8)
             placed.append((x, y))
         ax.set_xscale("log")
+        fer = next((p["faces_per_s"] for p in points(res) if p["candidate"].startswith("fer package")), None)
         lo, hi = ax.get_xlim()
+        if fer:  # issue 24's bar for `fast`: three times `fer`'s model
+            ax.axvline(3 * fer, color="tab:red", ls=":", lw=1)
+            ax.annotate("3x fer", (3 * fer, ax.get_ylim()[0]), textcoords="offset points", xytext=(3, 3),
+                        fontsize=8, color="tab:red")
+            hi = max(hi, 3.3 * fer)
         ax.set_xlim(lo, hi * 1.35)  # room for the fastest point's label, which is written to its right
         ax.set_xlabel(f"faces/s, batch 32, {column(res)} (log scale)")
         ax.grid(alpha=0.3)

@@ -85,7 +85,15 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[0] == "--":
         argv = argv[1:]
-    os.execvpe(argv[0], argv, environment())
+    try:
+        env = environment()
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"masked_cpu: cannot build {SOURCE.name} ({e})", file=sys.stderr)
+        return 2
+    if not argv or shutil.which(argv[0]) is None:
+        print(f"masked_cpu: no command to run{f' ({argv[0]!r} not found)' if argv else ''}", file=sys.stderr)
+        return 2
+    os.execvpe(argv[0], argv, env)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ crops) against faces/s at batch 32, with the MACs per face of each candidate.
     python benchmarks/frontier.py benchmarks/results/inference.json   # writes frontier.png and frontier.md
     python benchmarks/frontier.py results/inference_t1.json results/inference_t2.json   # a panel per run
     python benchmarks/frontier.py results/inference_{t1,t2,avx2_t1,avx2_t2}.json   # + runs under masked_cpu.py
+    python benchmarks/frontier.py RUNS... --scored runs/candidates/x.onnx=results/x/PrivateTest-none/metrics.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -31,7 +33,9 @@ FER_ACC_KEY = "tight_crops_accuracy (48x48 image resized to 64 and given to its 
 NOT_COMPARABLE = {"ferplus"}
 
 
-def points(res: dict) -> list[dict]:
+def points(res: dict, later: dict[str, float] | None = None) -> list[dict]:
+    """Each candidate's speed and PrivateTest accuracy; ``later``: accuracies of candidates the run timed
+    unscored that were scored afterwards (once, by a selection rule: ``--scored``)."""
     acc = {a.get("source", a["model"]): a.get("tight_crops_accuracy") for a in res["accuracy_privatetest"]
            if a.get("labels", "fer2013") == "fer2013"}
     out = []
@@ -40,19 +44,31 @@ def points(res: dict) -> list[dict]:
         src = c.get("source", c["model"])
         if src in NOT_COMPARABLE or (src not in acc and src not in unscored):
             continue
+        score = acc.get(src, (later or {}).get(src))
         out.append({"candidate": src, "macs_m": round(c["macs"] / 1e6) if c.get("macs") else None,
-                    "faces_per_s": c["faces_per_s"]["batch_32"], "accuracy": acc.get(src)})
+                    "faces_per_s": c["faces_per_s"]["batch_32"], "accuracy": score,
+                    "scored_later": src not in acc and score is not None})
     fer = res.get("fer_package", {})
     if fer.get("status") == "ok":
         out.append({"candidate": "fer package (TFLite)", "macs_m": None,
                     "faces_per_s": fer["classifier_faces_per_s"][FER_SPEED_KEY],
-                    "accuracy": fer["accuracy"][FER_ACC_KEY]})
+                    "accuracy": fer["accuracy"][FER_ACC_KEY], "scored_later": False})
     return out
 
 
 def main() -> None:
-    srcs = [Path(a) for a in sys.argv[1:]] or [ROOT / "benchmarks" / "results" / "inference.json"]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="*", help="bench_inference JSONs (default: results/inference.json)")
+    ap.add_argument("--scored", action="append", default=[], metavar="CANDIDATE=METRICS_JSON",
+                    help="the PrivateTest accuracy of a candidate the runs timed unscored, from the metrics.json of "
+                         "its one `ferlab evaluate` (drawn hollow)")
+    a = ap.parse_args()
+    srcs = [Path(r) for r in a.runs] or [ROOT / "benchmarks" / "results" / "inference.json"]
     runs = [json.loads(src.read_text()) for src in srcs]
+    later = {}
+    for item in a.scored:
+        name, _, path = item.partition("=")
+        later[name] = json.loads(Path(path).read_text())["accuracy"]
     # one CPU; runs with its AVX-512 and VNNI hidden (benchmarks/masked_cpu.py) are panels of their own
     native = [r for r in runs if not r["machine"].get("cpu_mask")] or runs
     cpus = {(r["machine"].get("cpu", ""), features(r)) for r in native} | {(r["machine"].get("cpu", ""), None)
@@ -74,14 +90,16 @@ def main() -> None:
         ax.set_visible(False)
     for ax, res in zip(axes.flat, runs):
         placed: list[tuple[float, float]] = []
-        for p in sorted((p for p in points(res) if p["accuracy"] is not None), key=lambda p: p["faces_per_s"]):
+        for p in sorted((p for p in points(res, later) if p["accuracy"] is not None), key=lambda p: p["faces_per_s"]):
             peer = p["candidate"].startswith("fer package")
             x, y = p["faces_per_s"], 100 * p["accuracy"]
-            ax.scatter(x, y, s=60, marker="s" if peer else "o", color="tab:red" if peer else "tab:blue")
+            color = "tab:red" if peer else "tab:blue"
+            ax.scatter(x, y, s=60, marker="s" if peer else "o", facecolors="none" if p["scored_later"] else color,
+                       edgecolors=color)
             label = Path(p["candidate"]).stem + (f"\n{p['macs_m']} M MACs" if p["macs_m"] else "")
             # a label that would overlap its left neighbour's goes below the point instead
             near = any(abs(np.log10(x / px)) < 0.12 and abs(y - py) < 0.6 for px, py in placed)
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, -22) if near else (6, 4), fontsize=8)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(14, -30) if near else (6, 4), fontsize=8)
             placed.append((x, y))
         ax.set_xscale("log")
         fer = next((p["faces_per_s"] for p in points(res) if p["candidate"].startswith("fer package")), None)
@@ -101,7 +119,7 @@ def main() -> None:
     png = srcs[0].with_name("frontier.png")
     atomic_write(png, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     md = srcs[0].with_name("frontier.md")
-    text = table(runs, cpu, feats)
+    text = table(runs, cpu, feats, later)
     atomic_write(md, lambda tmp: Path(tmp).write_text(text))
     print(text)
     print("wrote", png, md)
@@ -117,14 +135,15 @@ def column(res: dict) -> str:
     return t + (", AVX2 kernels (AVX-512, VNNI hidden)" if res["machine"].get("cpu_mask") else "")
 
 
-def table(runs: list[dict], cpu: str, feats: str) -> str:
+def table(runs: list[dict], cpu: str, feats: str, later: dict[str, float] | None = None) -> str:
     """One row per candidate: MACs, faces/s and the ratio to `fer`'s model in each run, accuracy."""
     rows: dict[str, dict] = {}
     for k, res in enumerate(runs):
-        pts = points(res)
+        pts = points(res, later)
         fer = next((p["faces_per_s"] for p in pts if p["candidate"].startswith("fer package")), None)
         for p in pts:
-            row = rows.setdefault(p["candidate"], {"macs_m": p["macs_m"], "accuracy": p["accuracy"], "speed": {}})
+            row = rows.setdefault(p["candidate"], {"macs_m": p["macs_m"], "accuracy": p["accuracy"],
+                                                   "later": p["scored_later"], "speed": {}})
             row["speed"][k] = (p["faces_per_s"], p["faces_per_s"] / fer if fer else None)
     head = "| candidate | M MACs / face | " + " | ".join(f"faces/s, {column(r)} (x fer)" for r in runs) \
         + " | PrivateTest accuracy |"
@@ -134,7 +153,8 @@ def table(runs: list[dict], cpu: str, feats: str) -> str:
         for k in range(len(runs)):
             fps, ratio = row["speed"].get(k, (None, None))
             cells.append("" if fps is None else f"{fps:,.0f}" + (f" ({ratio:.2f}x)" if ratio else ""))
-        acc = "not scored" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+        acc = "not scored" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%" + (
+            " (scored after the run, hollow)" if row["later"] else "")
         lines.append(f"| {name} | {row['macs_m'] or ''} | " + " | ".join(cells) + f" | {acc} |")
     commands = "\n".join(f"- `{r['command']}` ({r['date']}, load average {r['machine'].get('load_average')})"
                           for r in runs)

@@ -97,6 +97,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arch_speed.json"))
     a = ap.parse_args()
     import masked_cpu
+
     from ferlab.data import load_dataset
     from ferlab.hardware import machine_info
     from ferlab.io import atomic_write

@@ -118,3 +118,20 @@ def test_the_masked_cpu_runs_the_emulated_cpus_kernels_at_native_speed(faces, co
     assert cpu["AVX2"] and not cpu["AVX512F"] and not cpu["AVX512VNNI"] and not cpu["AVXVNNI"]
     np.testing.assert_array_equal(masked["u8s8"], emulated)
     assert agreement(masked["u8s8"], native) < 0.97
+
+
+def test_the_masked_cpu_command_line(capsys):
+    """`python benchmarks/masked_cpu.py --check` shows numpy's view with and without the mask; a missing command
+    is one line and exit 2, never a traceback."""
+    import masked_cpu
+
+    if masked_cpu.unavailable():
+        assert masked_cpu.main(["--check"]) == 2
+        assert capsys.readouterr().err.startswith("masked_cpu: ")
+        return
+    assert masked_cpu.main(["--check"]) == 0
+    native, masked = capsys.readouterr().out.splitlines()
+    assert "AVX2" in masked and "AVX512F" not in masked and "AVX512VNNI" not in masked
+    assert native.startswith("native:") and masked.startswith("masked:")
+    assert masked_cpu.main(["--", "no-such-command-here"]) == 2
+    assert capsys.readouterr().err.strip() == "masked_cpu: no command to run ('no-such-command-here' not found)"

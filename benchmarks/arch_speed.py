@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import masked_cpu  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "fer2013" / "fer2013.csv.gz"
 MODELS = ["fernet", "fernet_lite", "fernet_fast", 'fernet_micro:{"widths": [16, 32, 64, 128], "depth": [1, 2, 2, 2]}',
@@ -78,15 +79,7 @@ def export(spec: str, out: Path, calib) -> dict:
 
 
 def time_graphs(paths: list[str], threads: int, repeats: int, masked: bool) -> dict[str, float]:
-    import masked_cpu
-
-    env = masked_cpu.environment() if masked else None
-    r = subprocess.run([sys.executable, "-c", WORKER, json.dumps(paths), str(threads), str(repeats)],
-                       capture_output=True, text=True, env=env, timeout=1800)
-    line = next((t for t in r.stdout.splitlines() if t.startswith("RESULT")), None)
-    if r.returncode != 0 or line is None:
-        raise SystemExit(f"timing worker failed: {r.stderr[-1500:]}")
-    return json.loads(line[len("RESULT"):])
+    return masked_cpu.run_python(WORKER, [json.dumps(paths), threads, repeats], masked=masked)
 
 
 def main() -> None:
@@ -96,8 +89,6 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "arch_speed.json"))
     a = ap.parse_args()
-    import masked_cpu
-
     from ferlab.data import load_dataset
     from ferlab.hardware import machine_info
     from ferlab.io import atomic_write

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import masked_cpu
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ for spec in sys.argv[4:]:
     x = faces[: int(n), None].astype(np.float32)
     out[name] = np.concatenate([s.run(None, {s.get_inputs()[0].name: x[i:i + 64]})[0] for i in range(0, len(x), 64)])
 np.savez(sys.argv[2], **out)
-print("CPUJSON" + json.dumps({k: bool(cpu.get(k)) for k in sys.argv[3].split(",")}))
+print("RESULT" + json.dumps({k: bool(cpu.get(k)) for k in sys.argv[3].split(",")}))
 '''
 
 
@@ -62,24 +63,14 @@ def run_graphs(faces: Path, graphs: dict[str, tuple[Path, int]], cpu_model: str 
     """Logits of each graph (name -> (onnx path, first n faces of the ``faces`` .npy)), natively
     (``cpu_model`` None), under ``qemu-x86_64 -cpu cpu_model``, or with AVX-512 and VNNI hidden from CPUID at
     native speed (``cpu_model`` "masked": ``benchmarks/masked_cpu.py``); and the CPU features numpy saw there."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    if cpu_model == "masked":
-        sys.path.insert(0, str(Path(__file__).parent))
-        import masked_cpu
-
-        env = masked_cpu.environment(env)
+    prefix = [qemu(), "-cpu", cpu_model] if cpu_model not in (None, "masked") else None
     with tempfile.TemporaryDirectory() as tmp:
-        worker, out = Path(tmp) / "worker.py", Path(tmp) / "logits.npz"
-        worker.write_text(WORKER)
-        emulate = [qemu(), "-cpu", cpu_model] if cpu_model and cpu_model != "masked" else []
-        cmd = emulate + [sys.executable, str(worker), str(faces), str(out), ",".join(FEATURES)]
-        cmd += [f"{k}={p}={n}" for k, (p, n) in graphs.items()]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd[:4])} failed: {r.stderr[-2000:]}")
-        line = next(t for t in r.stdout.splitlines() if t.startswith("CPUJSON"))
+        out = Path(tmp) / "logits.npz"
+        args = [faces, out, ",".join(FEATURES), *(f"{k}={p}={n}" for k, (p, n) in graphs.items())]
+        feats = masked_cpu.run_python(WORKER, args, masked=cpu_model == "masked", prefix=prefix,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=timeout)
         with np.load(out) as z:
-            return {k: z[k] for k in z.files}, json.loads(line[len("CPUJSON"):])
+            return {k: z[k] for k in z.files}, feats
 
 
 def controls(tmp: Path, train) -> list[tuple[str, Path, dict]]:

@@ -90,7 +90,8 @@ def main() -> None:
         ax.set_visible(False)
     for ax, res in zip(axes.flat, runs):
         placed: list[tuple[float, float]] = []
-        for p in sorted((p for p in points(res, later) if p["accuracy"] is not None), key=lambda p: p["faces_per_s"]):
+        pts = points(res, later)
+        for p in sorted((p for p in pts if p["accuracy"] is not None), key=lambda p: p["faces_per_s"]):
             peer = p["candidate"].startswith("fer package")
             x, y = p["faces_per_s"], 100 * p["accuracy"]
             color = "tab:red" if peer else "tab:blue"
@@ -102,7 +103,7 @@ def main() -> None:
             ax.annotate(label, (x, y), textcoords="offset points", xytext=(14, -30) if near else (6, 4), fontsize=8)
             placed.append((x, y))
         ax.set_xscale("log")
-        fer = next((p["faces_per_s"] for p in points(res) if p["candidate"].startswith("fer package")), None)
+        fer = next((p["faces_per_s"] for p in pts if p["candidate"].startswith("fer package")), None)
         lo, hi = ax.get_xlim()
         if fer:  # issue 24's bar for `fast`: three times `fer`'s model
             ax.axvline(3 * fer, color="tab:red", ls=":", lw=1)

@@ -19,6 +19,7 @@ records the features it really ran with and the mask.  glibc's own string functi
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -67,6 +68,21 @@ def environment(base: dict | None = None) -> dict:
     env["GLIBC_TUNABLES"] = ":".join(filter(None, [env.get("GLIBC_TUNABLES"), HIDDEN_GLIBC]))
     env["FERLAB_CPU_MASK"] = MASK
     return env
+
+
+def run_python(code: str, args: list[str], *, masked: bool = False, prefix: list[str] | None = None,
+               env: dict | None = None, timeout: float = 1800) -> object:
+    """Run ``code`` in a fresh Python with ``args`` (as ``sys.argv[1:]``): natively, with the mask (``masked``),
+    or behind ``prefix`` (e.g. ``qemu-x86_64 -cpu MODEL``); returns the JSON the worker printed on its line
+    starting with ``RESULT``.  The workers of emulated_cpu.py and arch_speed.py run this way."""
+    env = environment(env) if masked else (env or dict(os.environ))
+    cmd = [*(prefix or []), sys.executable, "-c", code, *map(str, args)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    line = next((t for t in r.stdout.splitlines() if t.startswith("RESULT")), None)
+    if r.returncode != 0 or line is None:
+        where = "masked" if masked else " ".join(prefix or []) or "native"
+        raise RuntimeError(f"worker ({where}) failed: {r.stderr[-2000:]}")
+    return json.loads(line[len("RESULT"):])
 
 
 CHECK = ("from numpy._core._multiarray_umath import __cpu_features__ as c; "

@@ -31,29 +31,31 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from ferlab.data import load_dataset  # noqa: E402
+from ferlab.data.ferplus import apply_ferplus_labels  # noqa: E402
 from ferlab.io import file_digest, portable_path  # noqa: E402
 from ferlab.training.distill import save_teacher  # noqa: E402
 
 DATA = "../shared/datasets/fer2013/fer2013.csv.gz"
 
 
-def votes_posterior(data: str, split: str = "Training") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, post (N, 7), table (7, 7), prior (7,)) for the rows of ``split`` with usable FER+ votes; the table
-    P(FER2013 label | FER+ emotion) and the prior are counted on Training whatever ``split`` is."""
-    fer = load_dataset(data)
-    plus = load_dataset(data, labels="ferplus7-crossentropy")
+def votes_posterior(fer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, post (N, 7), table (7, 7), prior (7,)) for the Training rows of the FER2013 CSV dataset ``fer`` with
+    usable FER+ votes; the table is P(FER2013 label | FER+ emotion), counted on those rows."""
+    plus = apply_ferplus_labels(fer, mode="crossentropy", classes=7).by_split("Training")
     row = {s: i for i, s in enumerate(fer.ids)}
-
-    def pairs(sp):
-        p = plus.by_split(sp)
-        return p.ids, p.soft.astype(np.float64), fer.labels[[row[s] for s in p.ids]]
-
-    _, soft, labels = pairs("Training")
+    soft, labels = plus.soft.astype(np.float64), fer.labels[[row[s] for s in plus.ids]]
     table = np.stack([soft[labels == k].sum(0) for k in range(7)], axis=1)  # (FER+ emotion, FER2013 label)
     table /= table.sum(1, keepdims=True)
-    prior = np.bincount(fer.by_split("Training").labels, minlength=7) / len(fer.by_split("Training"))
-    ids, soft, _ = pairs(split)
-    return ids.astype(str), soft @ table, table, prior
+    train = fer.by_split("Training")
+    prior = np.bincount(train.labels, minlength=7) / len(train)
+    return plus.ids.astype(str), soft @ table, table, prior
+
+
+def tilt(logits: np.ndarray, post: np.ndarray, prior: np.ndarray, beta: float) -> np.ndarray:
+    """Log-probabilities of the teacher (``logits``, any offset) tilted by the votes' evidence, renormalised."""
+    logq = np.asarray(logits, np.float64) + beta * (np.log(np.clip(post, 1e-6, None)) - np.log(prior))
+    m = logq.max(1, keepdims=True)
+    return logq - (m + np.log(np.exp(logq - m).sum(1, keepdims=True)))
 
 
 def main(argv=None) -> int:
@@ -66,15 +68,14 @@ def main(argv=None) -> int:
 
     with np.load(a.teacher, allow_pickle=False) as z:
         ids, logits, classes, meta = z["ids"].astype(str), z["logits"].astype(np.float64), z["classes"], str(z["meta"])
-    v_ids, post, table, prior = votes_posterior(a.data)
+    fer = load_dataset(a.data)
+    v_ids, post, table, prior = votes_posterior(fer)
     where = {s: i for i, s in enumerate(ids)}
     rows = np.array([where[s] for s in v_ids])
-    logq = logits.copy()
-    logq[rows] += a.beta * (np.log(np.clip(post, 1e-6, None)) - np.log(prior))
-    logq -= np.log(np.exp(logq - logq.max(1, keepdims=True)).sum(1, keepdims=True)) + logq.max(1, keepdims=True)
-
-    fer = load_dataset(a.data).by_split("Training")
-    labels = fer.labels[[{s: i for i, s in enumerate(fer.ids.astype(str))}[s] for s in ids]]
+    logq = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    logq[rows] = tilt(logits[rows], post, prior, a.beta)
+    row = {s: i for i, s in enumerate(fer.ids.astype(str))}
+    labels = fer.labels[[row[s] for s in ids]]
     info = json.loads(meta)
     info.update({"votes": {"beta": a.beta, "source": "ferplus/fer2013new.csv (Training rows only)",
                            "mode": "ferplus7-crossentropy", "rows_tilted": int(len(rows)),

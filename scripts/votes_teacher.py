@@ -45,7 +45,7 @@ def votes_posterior(fer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     row = {s: i for i, s in enumerate(fer.ids)}
     soft, labels = plus.soft.astype(np.float64), fer.labels[[row[s] for s in plus.ids]]
     table = np.stack([soft[labels == k].sum(0) for k in range(7)], axis=1)  # (FER+ emotion, FER2013 label)
-    table /= table.sum(1, keepdims=True)
+    table /= np.maximum(table.sum(1, keepdims=True), 1e-12)  # an emotion no Training image got: no evidence
     train = fer.by_split("Training")
     prior = np.bincount(train.labels, minlength=7) / len(train)
     return plus.ids.astype(str), soft @ table, table, prior
@@ -53,7 +53,7 @@ def votes_posterior(fer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 def tilt(logits: np.ndarray, post: np.ndarray, prior: np.ndarray, beta: float) -> np.ndarray:
     """Log-probabilities of the teacher (``logits``, any offset) tilted by the votes' evidence, renormalised."""
-    logq = np.asarray(logits, np.float64) + beta * (np.log(np.clip(post, 1e-6, None)) - np.log(prior))
+    logq = np.asarray(logits, np.float64) + beta * (np.log(np.clip(post, 1e-6, None)) - np.log(np.clip(prior, 1e-6, None)))
     m = logq.max(1, keepdims=True)
     return logq - (m + np.log(np.exp(logq - m).sum(1, keepdims=True)))
 

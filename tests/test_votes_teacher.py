@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from test_data_ferplus import _write_pair
 
+from ferlab.data.fer2013 import load_fer2013_csv
 from ferlab.labels import FER2013_CLASSES
 from ferlab.training.distill import load_teacher, save_teacher
 
@@ -64,3 +66,15 @@ def test_cache_tilts_only_rows_with_votes_and_counts_training_only(tmp_path):
     surprise_votes = FER2013_CLASSES.index("surprise")  # the 7-class FER+ columns are in FER2013 order
     assert table[surprise_votes, FER2013_CLASSES.index("surprise")] == 0
     assert table[surprise_votes, FER2013_CLASSES.index("neutral")] == 1
+
+
+def test_evidence_measures_a_model_with_and_without_votes_and_refuses_privatetest(tmp_path):
+    csv, _ = _write_pair(tmp_path)
+    fer = load_fer2013_csv(csv)
+    res = votes_teacher.evidence(fer, "fast", betas=(0.5,), split="Training")
+    assert res["faces"] == 5  # Training rows with usable votes: 0, 1, 2, 8, 11
+    for k in ("votes_alone", "model_alone"):
+        assert 0 <= res[k] <= 1
+    assert set(res["model_tilted"]) == {"0.5"}
+    with pytest.raises(SystemExit, match="PrivateTest"):
+        votes_teacher.votes_posterior(fer, "PrivateTest")

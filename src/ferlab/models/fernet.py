@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from torch import nn
 
-from .layers import conv_bn_act
+from .layers import RepConvBN, conv_bn_act
 from .registry import register_model
 
 
 class FerNet(nn.Module):
     """VGG-style stages of ``depth`` 3x3 conv+BN+ReLU (one number, or one per stage) and a 2x2 max-pool,
     global average pooling, dropout and a linear head.  Cheap (no large fully-connected layers) and exports
-    cleanly to ONNX."""
+    cleanly to ONNX.  ``rep=True`` trains each conv with RepVGG branches (``layers.RepConvBN``); ``deploy()``
+    folds them away, leaving the plain network of the same name, weights and speed."""
 
     def __init__(self, num_classes: int = 7, in_chans: int = 1, widths=(32, 64, 128, 256), depth=2,
-                 dropout: float = 0.3):
+                 dropout: float = 0.3, rep: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         cin = in_chans
         depths = (depth,) * len(widths) if isinstance(depth, int) else tuple(depth)
         for i, (w, d) in enumerate(zip(widths, depths, strict=True)):
             for _ in range(d):
-                layers.append(conv_bn_act(cin, w))
+                layers.append(RepConvBN(cin, w) if rep else conv_bn_act(cin, w))
                 cin = w
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
@@ -30,6 +31,13 @@ class FerNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(cin, num_classes)
         self.num_features = cin
+
+    def deploy(self) -> FerNet:
+        """Fold every RepVGG block into its plain 3x3 conv+BN+ReLU (in place; exact in eval mode)."""
+        for i, m in enumerate(self.features):
+            if isinstance(m, RepConvBN):
+                self.features[i] = m.fused()
+        return self
 
     def forward_features(self, x):
         return self.pool(self.features(x)).flatten(1)

@@ -92,6 +92,8 @@ def load_run(run_dir: str | os.PathLike, weights: str = "model") -> tuple[torch.
     model = build_model(TrainConfig.from_dict({**cfg.to_dict(), "init": "", "freeze": "none"}), num_classes)
     model.load_state_dict(state)
     model.eval()
+    if hasattr(model, "deploy"):  # training-only branches (RepVGG) folded away: what is evaluated is what ships
+        model.deploy()
     if not classes:
         classes = list(FERPLUS_CLASSES if cfg.labels.startswith("ferplus") else FER2013_CLASSES)[:num_classes]
         summary["classes"] = classes

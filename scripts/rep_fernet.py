@@ -31,7 +31,10 @@ def rep_start(plain_state: dict, model: str, model_options: dict | None = None, 
     """The RepVGG form of ``model`` carrying ``plain_state`` (a plain FerNet's state dict), new branches at zero."""
     opts = dict(model_options or {})
     rep = create_model(model, num_classes=num_classes, in_chans=1, rep=True, **opts)
-    missing, unexpected = rep.load_state_dict(plain_state, strict=False)
+    try:
+        missing, unexpected = rep.load_state_dict(plain_state, strict=False)
+    except RuntimeError as e:  # shapes differ
+        raise SystemExit(f"rep_fernet: the weights do not fit {model}: {str(e).splitlines()[1].strip()}") from None
     extra = [k for k in missing if ".rep1." not in k and ".repid." not in k]
     if extra or unexpected:
         raise SystemExit(f"rep_fernet: the weights do not fit {model}: missing {extra[:4]}, unexpected {unexpected[:4]}")

@@ -75,11 +75,16 @@ def evidence(fer, model: str, betas=(0.25, 0.5, 1.0), split: str = "PublicTest")
             "model_tilted": {str(b): acc(tilt(np.log(np.clip(p, 1e-9, None)), post, prior, b)) for b in betas}}
 
 
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    m = x.max(1, keepdims=True)
+    return x - (m + np.log(np.exp(x - m).sum(1, keepdims=True)))
+
+
 def tilt(logits: np.ndarray, post: np.ndarray, prior: np.ndarray, beta: float) -> np.ndarray:
     """Log-probabilities of the teacher (``logits``, any offset) tilted by the votes' evidence, renormalised."""
-    logq = np.asarray(logits, np.float64) + beta * (np.log(np.clip(post, 1e-6, None)) - np.log(np.clip(prior, 1e-6, None)))
-    m = logq.max(1, keepdims=True)
-    return logq - (m + np.log(np.exp(logq - m).sum(1, keepdims=True)))
+    return log_softmax(np.asarray(logits, np.float64)
+                       + beta * (np.log(np.clip(post, 1e-6, None)) - np.log(np.clip(prior, 1e-6, None))))
 
 
 def main(argv=None) -> int:
@@ -105,7 +110,7 @@ def main(argv=None) -> int:
     v_ids, post, table, prior = votes_posterior(fer)
     where = {s: i for i, s in enumerate(ids)}
     rows = np.array([where[s] for s in v_ids])
-    logq = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    logq = log_softmax(logits)
     logq[rows] = tilt(logits[rows], post, prior, a.beta)
     row = {s: i for i, s in enumerate(fer.ids.astype(str))}
     labels = fer.labels[[row[s] for s in ids]]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
+import sys
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import ROOT
 from torch import nn
 
 from ferlab.models import count_macs, create_model
@@ -18,9 +18,8 @@ from ferlab.training.build import load_run
 
 torch.set_num_threads(1)
 
-_spec = importlib.util.spec_from_file_location("rep_fernet", Path(__file__).resolve().parents[1] / "scripts" / "rep_fernet.py")
-rep_fernet = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(rep_fernet)
+sys.path.insert(0, str(ROOT / "scripts"))
+import rep_fernet  # noqa: E402
 
 
 def _randomise_bns(model: nn.Module, seed: int = 0) -> None:

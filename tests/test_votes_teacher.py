@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
+import sys
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from test_data_ferplus import _write_pair
 
 from ferlab.data.fer2013 import load_fer2013_csv
 from ferlab.labels import FER2013_CLASSES
 from ferlab.training.distill import load_teacher, save_teacher
 
-_spec = importlib.util.spec_from_file_location("votes_teacher", Path(__file__).resolve().parents[1] / "scripts" / "votes_teacher.py")
-votes_teacher = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(votes_teacher)
+sys.path.insert(0, str(ROOT / "scripts"))
+import votes_teacher  # noqa: E402
 
 
 def _log_softmax(x):

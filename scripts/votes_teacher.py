@@ -40,6 +40,12 @@ from ferlab.training.distill import save_teacher  # noqa: E402
 DATA = "../shared/datasets/fer2013/fer2013.csv.gz"
 
 
+def rows_of(fer, ids) -> np.ndarray:
+    """Indices into the dataset ``fer`` of the sample ``ids``."""
+    row = {str(s): i for i, s in enumerate(fer.ids)}
+    return np.array([row[str(s)] for s in ids], dtype=np.int64)
+
+
 def votes_posterior(fer, split: str = "Training") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(ids, post (N, 7), table (7, 7), prior (7,)) for the rows of ``split`` of the FER2013 CSV dataset ``fer``
     with usable FER+ votes. The table P(FER2013 label | FER+ emotion) and the prior are counted on Training
@@ -47,12 +53,12 @@ def votes_posterior(fer, split: str = "Training") -> tuple[np.ndarray, np.ndarra
     if split == "PrivateTest":
         raise SystemExit("votes_teacher: PrivateTest only reports; evidence is measured on Training or PublicTest")
     plus = apply_ferplus_labels(fer, mode="crossentropy", classes=7)
-    row = {s: i for i, s in enumerate(fer.ids)}
     train = plus.by_split("Training")
-    soft, labels = train.soft.astype(np.float64), fer.labels[[row[s] for s in train.ids]]
+    soft, labels = train.soft.astype(np.float64), fer.labels[rows_of(fer, train.ids)]
     table = np.stack([soft[labels == k].sum(0) for k in range(7)], axis=1)  # (FER+ emotion, FER2013 label)
     table /= np.maximum(table.sum(1, keepdims=True), 1e-12)  # an emotion no Training image got: no evidence
-    prior = np.bincount(fer.by_split("Training").labels, minlength=7) / len(fer.by_split("Training"))
+    train_labels = fer.labels[fer.split == "Training"]
+    prior = np.bincount(train_labels, minlength=7) / len(train_labels)
     rows = plus.by_split(split)
     return rows.ids.astype(str), rows.soft.astype(np.float64) @ table, table, prior
 
@@ -63,8 +69,7 @@ def evidence(fer, model: str, betas=(0.25, 0.5, 1.0), split: str = "PublicTest")
     from ferlab.inference.classifier import OnnxClassifier
 
     ids, post, _, prior = votes_posterior(fer, split)
-    row = {s: i for i, s in enumerate(fer.ids.astype(str))}
-    idx = np.array([row[s] for s in ids])
+    idx = rows_of(fer, ids)
     labels = fer.labels[idx]
     p = OnnxClassifier(model).predict_proba(fer.images[idx])
 
@@ -112,8 +117,7 @@ def main(argv=None) -> int:
     rows = np.array([where[s] for s in v_ids])
     logq = log_softmax(logits)
     logq[rows] = tilt(logits[rows], post, prior, a.beta)
-    row = {s: i for i, s in enumerate(fer.ids.astype(str))}
-    labels = fer.labels[[row[s] for s in ids]]
+    labels = fer.labels[rows_of(fer, ids)]
     info = json.loads(meta)
     info.update({"votes": {"beta": a.beta, "source": "ferplus/fer2013new.csv (Training rows only)",
                            "mode": "ferplus7-crossentropy", "rows_tilted": int(len(rows)),
